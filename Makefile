@@ -1,0 +1,35 @@
+# Two commands do all the set-up: `make repro` (the pipeline) and `make test` (the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# DVC runs each stage's `sokd ...` command through the shell: put the venv first on its PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: repro test data install lint clean
+
+repro: data
+	dvc repro
+
+test: $(STAMP)
+	ruff check .
+	pytest
+
+data: $(STAMP)
+	python -m pipeline.fetch params.yaml data/raw
+
+install: $(STAMP)
+
+# Re-install only when the dependency list changes; a second `make` skips this.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,158 @@
+"""The one training loop: teacher pretraining, baselines and every distiller go through `fit`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from pipeline.batches import Batches
+from pipeline.config import ScheduleConfig, TrainConfig
+from pipeline.errors import PipelineError
+from pipeline.objectives.base import Objective
+from pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def lr_factor(
+    schedule: ScheduleConfig, epochs: int, steps_per_epoch: int
+) -> Callable[[int], float]:
+    """Multiplier of each group's base lr after `step` steps (warm-up, then cosine or steps)."""
+    total, warm = epochs * steps_per_epoch, schedule.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return 0.1 + 0.9 * step / warm
+        if schedule.kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+        epoch = step // steps_per_epoch
+        return schedule.gamma ** sum(epoch >= m for m in schedule.milestones)
+
+    return factor
+
+
+def prepare_module(module: nn.Module, runtime: Runtime) -> nn.Module:
+    """Move `module` to the runtime's device and memory layout."""
+    module.to(runtime.device)
+    return module.to(memory_format=torch.channels_last) if runtime.channels_last else module
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Batches, runtime: Runtime) -> Tensor:
+    """Logits (N, K) of `model` in eval mode over every image of `batches`, as fp32 on the CPU."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        with runtime.autocast():
+            outs = [model(images).float() for images, _ in batches]
+    finally:
+        model.train(was_training)
+    return torch.cat(outs).cpu()
+
+
+def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
+    """Fraction of rows whose label is among the k highest logits."""
+    k = min(k, logits.shape[1])
+    hits = (logits.topk(k, dim=1).indices == labels[:, None].to(logits.device)).any(1)
+    return hits.float().mean().item()
+
+
+@dataclass(frozen=True)
+class FitResult:
+    history: list[dict[str, float]]  # one row per epoch
+    best_epoch: int  # 1-based epoch of the highest validation top-1
+    best_val_top1: float
+    last_val_top1: float
+
+
+def fit(
+    objective: Objective,
+    train: Batches,
+    val: Batches,
+    cfg: TrainConfig,
+    runtime: Runtime,
+    name: str,
+) -> FitResult:
+    """Train `objective` for `cfg.epochs` epochs, validating its deployable network after each."""
+    prepare_module(objective, runtime)
+    optimizer = torch.optim.SGD(
+        objective.param_groups(cfg.optim.lr),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        nesterov=cfg.optim.nesterov,
+    )
+    steps = len(train)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(cfg.schedule, cfg.epochs, steps)
+    )
+    history: list[dict[str, float]] = []
+    log.info(
+        "%s: %d epochs x %d steps of %d images on %s",
+        name,
+        cfg.epochs,
+        steps,
+        cfg.batch_size,
+        runtime.describe(),
+    )
+    for epoch in range(cfg.epochs):
+        objective.train()
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        # Sums stay on the device: reading them every step would stall the pipeline on a GPU.
+        sums: dict[str, Tensor] = {}
+        correct = torch.zeros((), device=runtime.device)
+        bar = tqdm(
+            train, desc=f"{name} {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None
+        )
+        for i, (images, labels) in enumerate(bar):
+            with runtime.autocast():
+                out = objective.step(images, labels, progress=(epoch + i / steps) / cfg.epochs)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                for key, value in {"loss": out.loss, **out.parts}.items():
+                    sums[key] = sums.get(key, 0) + value.detach().float()
+                correct += (out.logits.argmax(1) == labels).sum()
+            if i % 50 == 49:
+                bar.set_postfix(loss=f"{sums['loss'].item() / (i + 1):.3f}")
+        seconds = time.perf_counter() - start
+        row = {"epoch": epoch + 1, "lr": lr}
+        row.update({f"train/{k}": v.item() / steps for k, v in sums.items()})
+        if not math.isfinite(row["train/loss"]):
+            raise PipelineError(
+                f"{name}: training loss became {row['train/loss']} in epoch {epoch + 1}; "
+                f"lower the learning rate or check the data"
+            )
+        row["train/top1"] = correct.item() / train.num_images
+        logits = predict(objective.deployable(), val, runtime)
+        row["val/top1"] = topk_accuracy(logits, val.labels, 1)
+        row["val/loss"] = torch.nn.functional.cross_entropy(logits, val.labels.cpu()).item()
+        row["time/epoch_s"] = seconds
+        row["time/images_per_s"] = train.num_images / seconds
+        history.append(row)
+        log.info(
+            "%s epoch %d/%d  loss %.4f  train top-1 %.2f%%  val top-1 %.2f%%  lr %.4f  %.0f s  "
+            "%.0f img/s",
+            name,
+            epoch + 1,
+            cfg.epochs,
+            row["train/loss"],
+            100 * row["train/top1"],
+            100 * row["val/top1"],
+            lr,
+            seconds,
+            row["time/images_per_s"],
+        )
+    best = max(history, key=lambda r: r["val/top1"])
+    return FitResult(history, int(best["epoch"]), best["val/top1"], history[-1]["val/top1"])

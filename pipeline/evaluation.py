@@ -1,0 +1,84 @@
+"""Final numbers on the test split: accuracy, size, cost and agreement of every trained network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.batches import make_batches
+from pipeline.checkpoint import load_checkpoint
+from pipeline.config import EvaluateConfig
+from pipeline.data import load_prepared
+from pipeline.engine import predict, prepare_module, topk_accuracy
+from pipeline.errors import CheckpointError
+from pipeline.models.staged import count_macs, count_parameters
+from pipeline.reporting import confusion_matrix, plot_confusion
+from pipeline.runtime import Runtime
+
+
+def evaluate_all(
+    data_path: Path,
+    teacher_path: Path,
+    run_dirs: list[Path],
+    cfg: EvaluateConfig,
+    runtime: Runtime,
+    plots_dir: Path,
+) -> dict[str, Any]:
+    """Evaluate the teacher and every checkpoint in `run_dirs` in fp32; return flat metrics.
+
+    Keys are `teacher/<metric>` and `<run>/<role>/<metric>` (e.g. `sokd/student/top1`), plus each
+    student's agreement with the teacher, its compression ratio and its gain over `vanilla/student`.
+    """
+    data = load_prepared(data_path, ("test",))
+    runtime = runtime.fp32()
+    batches = make_batches(
+        data, "test", cfg.batch_size, None, runtime.device, 0, runtime.channels_last
+    )
+    labels = batches.labels.cpu()
+    named = {"teacher": teacher_path}
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise CheckpointError(
+                f"run directory not found: {run_dir}; run `dvc repro distill` first"
+            )
+        named.update({f"{run_dir.name}/{pt.stem}": pt for pt in sorted(run_dir.glob("*.pt"))})
+    metrics: dict[str, Any] = {"test_images": len(labels)}
+    predictions: dict[str, torch.Tensor] = {}
+    for name, path in named.items():
+        ckpt = load_checkpoint(path)
+        if ckpt.num_classes != data.num_classes:
+            raise CheckpointError(
+                f"{path} predicts {ckpt.num_classes} classes, the data has {data.num_classes}"
+            )
+        model = prepare_module(ckpt.build(), runtime)
+        logits = predict(model, batches, runtime)
+        predictions[name] = logits.argmax(1)
+        metrics.update(
+            {
+                f"{name}/top1": topk_accuracy(logits, labels, 1),
+                f"{name}/top5": topk_accuracy(logits, labels, 5),
+                f"{name}/params": count_parameters(model),
+                f"{name}/macs": count_macs(model, data.image_shape),
+                f"{name}/file_bytes": path.stat().st_size,
+            }
+        )
+        if name.endswith("student") or name == "teacher":
+            matrix = confusion_matrix(predictions[name], labels, data.num_classes)
+            title = (
+                f"{name}: top-1 {100 * metrics[f'{name}/top1']:.2f}% on {len(labels)} test images"
+            )
+            plot_confusion(
+                plots_dir / f"confusion_{name.replace('/', '_')}.png", matrix, data.classes, title
+            )
+    for name in [n for n in named if n.endswith("/student")]:
+        metrics[f"{name}/agreement_with_teacher"] = (
+            (predictions[name] == predictions["teacher"]).float().mean().item()
+        )
+        metrics[f"{name}/compression"] = metrics["teacher/params"] / metrics[f"{name}/params"]
+        if "vanilla/student" in named:
+            metrics[f"{name}/gain_over_vanilla"] = (
+                metrics[f"{name}/top1"] - metrics["vanilla/student/top1"]
+            )
+    return metrics

@@ -1,0 +1,67 @@
+"""ONNX export of a student checkpoint: named I/O, dynamic batch axis, checked, with provenance."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from pipeline.checkpoint import Checkpoint
+from pipeline.config import ExportConfig
+from pipeline.files import atomic_path, sha256_file
+
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
+    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": cfg.opset}
+    if cfg.exporter == "dynamo":
+        shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},)
+        kwargs = {**names, "dynamo": True, "dynamic_shapes": shapes, "verbose": False}
+    else:
+        axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+        kwargs = {**names, "dynamo": False, "dynamic_axes": axes}
+    # The exporters narrate their progress on stdout and warn about their own deprecations; the
+    # stage reports what matters itself.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), **kwargs)
+
+
+def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, float | str]:
+    """Export `ckpt`'s network to `out` (atomically), run onnx.checker, and return a report."""
+    import onnx
+
+    model = ckpt.build().float().cpu()
+    # Batch 2, not 1: a batch of one lets the tracer specialise the batch axis to a constant.
+    example = torch.zeros(2, ckpt.in_channels, *ckpt.image_size)
+    start = time.perf_counter()
+    with atomic_path(out) as tmp:
+        _export(model, example, tmp, cfg)
+        proto = onnx.load(str(tmp))
+        provenance = {
+            "checkpoint_sha256": sha256_file(ckpt.path),
+            "arch": ckpt.arch,
+            "classes": json.dumps(list(ckpt.classes)),
+            "mean": json.dumps(list(ckpt.mean)),
+            "std": json.dumps(list(ckpt.std)),
+            "preprocessing": "x = (uint8_image / 255 - mean) / std, NCHW float32",
+        }
+        for key, value in provenance.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "sokd-pipeline"
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(tmp))
+    return {
+        "onnx/file_bytes": out.stat().st_size,
+        "onnx/opset": cfg.opset,
+        "onnx/exporter": cfg.exporter,
+        "onnx/export_s": time.perf_counter() - start,
+        "onnx/checkpoint_sha256": provenance["checkpoint_sha256"],
+    }

@@ -1,0 +1,24 @@
+"""OBJECTIVES registry: name in params.yaml -> Objective class called as (student, teacher, cfg)."""
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from pipeline.objectives.base import Objective
+from pipeline.registry import Registry
+
+OBJECTIVES: Registry[Callable[[nn.Module, nn.Module | None, Any], Objective]] = Registry(
+    "objective"
+)
+
+
+def build_objective(
+    name: str, student: nn.Module, teacher: nn.Module | None, cfg: Any
+) -> Objective:
+    """Build objective `name` around `student` (and a frozen `teacher` where it uses one)."""
+    return OBJECTIVES.get(name)(student, teacher, cfg)
+
+
+# Registration happens on import; these imports must come after OBJECTIVES exists.
+from pipeline.objectives import sokd, vanilla  # noqa: E402, F401

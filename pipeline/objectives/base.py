@@ -1,0 +1,50 @@
+"""The Objective interface: the maths of one training step, returned as a total and named parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    loss: Tensor  # scalar; the only thing backward() sees
+    logits: Tensor  # (B, K) logits of the network being trained for deployment, for accuracy
+    parts: dict[str, Tensor]  # weighted terms, e.g. {"student/ce": ..., "bridge/kl_teacher": ...}
+
+
+class Objective(nn.Module):
+    """Owns the networks it trains, holds frozen ones; never the loop, optimiser or device."""
+
+    frozen: tuple[str, ...] = ()  # child modules that stay in eval mode whatever train() is told
+
+    def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
+        """Compute the loss of one batch; `progress` in [0, 1) is the fraction of training done."""
+        raise NotImplementedError
+
+    def deployable(self) -> nn.Module:
+        """The network that is evaluated, checkpointed and exported."""
+        raise NotImplementedError
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimiser groups: everything that still requires a gradient, at learning rate `lr`."""
+        return [
+            {"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "all"}
+        ]
+
+    def extra_networks(self) -> dict[str, nn.Module]:
+        """Other trained networks worth keeping after training (e.g. SOKD's improved teacher)."""
+        return {}
+
+    def train(self, mode: bool = True) -> Objective:
+        super().train(mode)
+        for name in self.frozen:  # a frozen teacher keeps its BatchNorm running statistics
+            getattr(self, name).eval()
+        return self
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop gradients into `module` and put it in eval mode; returns it for chaining."""
+    return module.requires_grad_(False).eval()

@@ -1,0 +1,77 @@
+"""Per-epoch history (CSV for `dvc plots`, PNG for people) and confusion-matrix pictures."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt
+import torch
+
+from pipeline.files import atomic_path, write_text
+
+
+def write_history(out_dir: Path, history: Sequence[dict[str, float]], title: str) -> None:
+    """Write `history.csv` (every column) and `history.png` (loss, top-1 per epoch) into out_dir."""
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(
+        {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in history
+    )
+    write_text(out_dir / "history.csv", buf.getvalue())
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax_loss.plot(epochs, [row["train/loss"] for row in history], marker="o", label="train loss")
+    ax_loss.plot(epochs, [row["val/loss"] for row in history], marker="o", label="val CE")
+    ax_acc.plot(epochs, [100 * row["train/top1"] for row in history], marker="o", label="train")
+    ax_acc.plot(epochs, [100 * row["val/top1"] for row in history], marker="o", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "history.png")
+
+
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def confusion_matrix(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """Counts (K, K): row = true class, column = predicted class."""
+    flat = labels.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def plot_confusion(path: Path, matrix: torch.Tensor, classes: Sequence[str], title: str) -> None:
+    """Draw a row-normalised confusion matrix with the counts written in the cells."""
+    k = len(classes)
+    rates = matrix.float() / matrix.sum(1, keepdim=True).clamp(min=1)
+    size = max(4.0, 0.45 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                color = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+        ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,160 @@
+"""Teacher pretraining and distillation runs: data + networks + objective -> `fit` -> outputs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from pipeline.batches import make_batches
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.config import DistillConfig, TeacherConfig, TrainConfig, VanillaConfig, as_dict
+from pipeline.data import Prepared, load_prepared
+from pipeline.engine import FitResult, fit, predict, topk_accuracy
+from pipeline.errors import CheckpointError
+from pipeline.files import write_json
+from pipeline.models import create_model
+from pipeline.models.staged import count_parameters
+from pipeline.objectives import build_objective
+from pipeline.objectives.base import Objective
+from pipeline.reporting import write_history
+from pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedRun:
+    """What a training stage produced, ready to be written by `save_run`."""
+
+    name: str
+    data: Prepared
+    fit: FitResult
+    networks: dict[str, tuple[str, nn.Module]]  # role -> (arch, network); "student"/"teacher" first
+    params: dict
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _fit(
+    name: str,
+    objective_name: str,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    objective_cfg: object,
+    data: Prepared,
+    train: TrainConfig,
+    runtime: Runtime,
+    seed: int,
+) -> tuple[FitResult, Objective, dict[str, float]]:
+    objective = build_objective(objective_name, student, teacher, objective_cfg)
+    train_batches = make_batches(
+        data, "train", train.batch_size, train.augment, runtime.device, seed, runtime.channels_last
+    )
+    val_batches = make_batches(
+        data, "val", train.batch_size, None, runtime.device, seed, runtime.channels_last
+    )
+    result = fit(objective, train_batches, val_batches, train, runtime, name)
+    extra_top1 = {
+        f"{role}/val_top1": topk_accuracy(predict(net, val_batches, runtime), val_batches.labels, 1)
+        for role, net in objective.extra_networks().items()
+    }
+    return result, objective, extra_top1
+
+
+def _summary(result: FitResult, trainable: int) -> dict[str, float]:
+    h = result.history
+    return {
+        "val/top1_best": result.best_val_top1,
+        "val/best_epoch": result.best_epoch,
+        "val/top1_last": result.last_val_top1,
+        "train/top1_last": h[-1]["train/top1"],
+        "time/train_s": sum(r["time/epoch_s"] for r in h),
+        "time/epoch_s": sum(r["time/epoch_s"] for r in h) / len(h),
+        "time/images_per_s": sum(r["time/images_per_s"] for r in h) / len(h),
+        "params/trainable": trainable,
+    }
+
+
+def run_teacher(data_path: Path, cfg: TeacherConfig, runtime: Runtime, seed: int) -> TrainedRun:
+    """Pretrain the teacher with cross-entropy (`vanilla` on the teacher architecture)."""
+    data = load_prepared(data_path, ("train", "val"))
+    teacher = create_model(cfg.arch, data.num_classes, data.image_shape[0])
+    result, _, _ = _fit(
+        "teacher", "vanilla", teacher, None, VanillaConfig(), data, cfg.train, runtime, seed
+    )
+    metrics = _summary(result, count_parameters(teacher))
+    return TrainedRun(
+        "teacher", data, result, {"teacher": (cfg.arch, teacher)}, as_dict(cfg), metrics
+    )
+
+
+def run_distill(
+    objective_name: str,
+    data_path: Path,
+    teacher_path: Path,
+    cfg: DistillConfig,
+    runtime: Runtime,
+    seed: int,
+) -> TrainedRun:
+    """Train the student with `objective_name` against the frozen teacher from `teacher_path`."""
+    data = load_prepared(data_path, ("train", "val"))
+    ckpt = load_checkpoint(teacher_path)
+    if ckpt.num_classes != data.num_classes or ckpt.in_channels != data.image_shape[0]:
+        raise CheckpointError(
+            f"teacher {teacher_path} was trained for {ckpt.num_classes} classes x "
+            f"{ckpt.in_channels} channels, the data has {data.num_classes} x "
+            f"{data.image_shape[0]}; rerun train_teacher on this data"
+        )
+    teacher = ckpt.build()
+    student = create_model(cfg.arch, data.num_classes, data.image_shape[0])
+    objective_cfg = getattr(cfg, objective_name)
+    result, objective, extra_top1 = _fit(
+        objective_name,
+        objective_name,
+        student,
+        teacher,
+        objective_cfg,
+        data,
+        cfg.train,
+        runtime,
+        seed,
+    )
+    trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
+    metrics = {
+        **_summary(result, trainable),
+        **extra_top1,
+        "params/student": count_parameters(student),
+        "params/teacher": count_parameters(teacher),
+    }
+    networks = {"student": (cfg.arch, student)}
+    networks.update({role: (ckpt.arch, net) for role, net in objective.extra_networks().items()})
+    params = {
+        "arch": cfg.arch,
+        "objective": objective_name,
+        "train": as_dict(cfg.train),
+        objective_name: as_dict(objective_cfg),
+        "teacher_arch": ckpt.arch,
+    }
+    return TrainedRun(objective_name, data, result, networks, params, metrics)
+
+
+def save_run(
+    run: TrainedRun, checkpoints: dict[str, Path], metrics_path: Path, plots_dir: Path, seed: int
+) -> None:
+    """Write each network's checkpoint, the run's metrics JSON and its history plots."""
+    for role, path in checkpoints.items():
+        arch, net = run.networks[role]
+        save_checkpoint(
+            path,
+            net,
+            arch=arch,
+            role=role,
+            data=run.data,
+            params={**run.params, "seed": seed},
+            metrics=run.metrics,
+        )
+        log.info("wrote %s (%s, %s)", path, role, arch)
+    write_json(metrics_path, run.metrics)
+    write_history(plots_dir, run.fit.history, title=f"{run.name}")

@@ -1,0 +1,115 @@
+"""The CI gate: the exported ONNX file under onnxruntime vs torch, on the whole test set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.batches import make_batches
+from pipeline.checkpoint import Checkpoint
+from pipeline.config import VerifyConfig
+from pipeline.data import Prepared
+from pipeline.errors import GateError
+from pipeline.export import INPUT_NAME
+from pipeline.files import sha256_file
+
+
+def open_session(path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session for `path`; a damaged or truncated file fails in one line."""
+    import onnx
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise GateError(f"ONNX file not found: {path}; run `dvc repro export`")
+    try:
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except (
+        Exception
+    ) as err:  # protobuf, checker and runtime errors all mean "this file is unusable"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise GateError(
+            f"ONNX file {path} is damaged or invalid ({reason}); rerun `dvc repro export`"
+        ) from None
+
+
+def _metadata(session: Any) -> dict[str, str]:
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def check_signature(session: Any, path: Path, data: Prepared) -> None:
+    """Fail unless the ONNX input is `images` with the dataset's (C, H, W) and a free batch axis."""
+    inputs = session.get_inputs()
+    expected = list(data.image_shape)
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        raise GateError(
+            f"{path} takes inputs {[i.name for i in inputs]}, expected one named {INPUT_NAME!r}"
+        )
+    shape = inputs[0].shape
+    if len(shape) != 4 or list(shape[1:]) != expected or isinstance(shape[0], int):
+        raise GateError(
+            f"{path} expects input shape {shape}, the dataset gives "
+            f"[batch, {', '.join(map(str, expected))}]; "
+            f"export again from a checkpoint trained on this data"
+        )
+
+
+def verify(onnx_path: Path, ckpt: Checkpoint, data: Prepared, cfg: VerifyConfig) -> dict[str, Any]:
+    """Compare onnxruntime and torch on the test split; return metrics with `passed`."""
+    session = open_session(onnx_path, cfg.threads)
+    check_signature(session, onnx_path, data)
+    recorded = _metadata(session).get("checkpoint_sha256")
+    actual = sha256_file(ckpt.path)
+    if recorded != actual:
+        raise GateError(
+            f"{onnx_path} was exported from a different checkpoint than {ckpt.path} "
+            f"(sha256 {str(recorded)[:12]} != {actual[:12]}); rerun `dvc repro export`"
+        )
+    model = ckpt.build().float().cpu()
+    batches = make_batches(
+        data, "test", cfg.batch_size, None, torch.device("cpu"), 0, channels_last=False
+    )
+    torch_logits, onnx_logits = [], []
+    with torch.no_grad():
+        for images, _ in batches:
+            torch_logits.append(model(images).numpy())
+            onnx_logits.append(session.run(None, {INPUT_NAME: images.numpy()})[0])
+    t, o = np.concatenate(torch_logits), np.concatenate(onnx_logits)
+    labels = batches.labels.numpy()
+    report: dict[str, Any] = {
+        "test_images": len(labels),
+        "torch_top1": float((t.argmax(1) == labels).mean()),
+        "onnx_top1": float((o.argmax(1) == labels).mean()),
+        "agreement": float((t.argmax(1) == o.argmax(1)).mean()),
+        "max_abs_logit_diff": float(np.abs(t - o).max()),
+    }
+    checks = [
+        (
+            report["onnx_top1"] >= cfg.min_top1,
+            f"ONNX top-1 {report['onnx_top1']:.4f} < min_top1 {cfg.min_top1}",
+        ),
+        (
+            report["torch_top1"] - report["onnx_top1"] <= cfg.max_top1_drop,
+            f"ONNX top-1 is {report['torch_top1'] - report['onnx_top1']:.4f} below torch "
+            f"(max_top1_drop "
+            f"{cfg.max_top1_drop})",
+        ),
+        (
+            report["agreement"] >= cfg.min_agreement,
+            f"agreement {report['agreement']:.4f} < min_agreement {cfg.min_agreement}",
+        ),
+        (
+            report["max_abs_logit_diff"] <= cfg.max_abs_logit_diff,
+            f"max |Δlogit| {report['max_abs_logit_diff']:.2e} > max_abs_logit_diff "
+            f"{cfg.max_abs_logit_diff:.0e}",
+        ),
+    ]
+    failures = [message for ok, message in checks if not ok]
+    report.update(passed=not failures, failures="; ".join(failures))
+    return report

@@ -1,0 +1,1 @@
+"""Thin Typer commands, one per DVC stage: paths in, params loaded, one pipeline call, outputs."""

@@ -1,0 +1,44 @@
+"""What every stage command shares: one-line errors and params loading."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+
+from pipeline.config import Params, load_params
+from pipeline.errors import PipelineError
+from pipeline.runtime import Runtime, resolve_runtime, seed_everything
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ParamsOption = Annotated[
+    Path, typer.Option(help="Hyperparameters file (every number comes from here).")
+]
+log = logging.getLogger("sokd")
+
+
+def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Report a PipelineError as `error: <message>` on stderr and exit with status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except PipelineError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def setup(params_path: Path) -> tuple[Params, Runtime]:
+    """Load params strictly, seed every generator, and resolve the compute runtime."""
+    params = load_params(params_path)
+    seed_everything(params.seed)
+    return params, resolve_runtime(params.runtime)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.evaluation import evaluate_all
+from pipeline.files import write_json
+from stages.common import ParamsOption, log, one_line_errors, setup
+
+app = typer.Typer()
+
+
+@app.command("evaluate")
+@one_line_errors
+def evaluate(
+    data: Annotated[
+        Path, typer.Option(help="Prepared dataset (.pt); only its test split is read.")
+    ],
+    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint.")],
+    run: Annotated[
+        list[Path], typer.Option(help="A `distill` output directory; repeat for each objective.")
+    ],
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write (flat keys).")],
+    plots: Annotated[Path, typer.Option(help="Directory for the confusion-matrix PNGs.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Test-set accuracy, size, MACs and teacher agreement of every network, in fp32."""
+    p, runtime = setup(params)
+    result = evaluate_all(data, teacher, run, p.evaluate, runtime, plots)
+    write_json(metrics, result)
+    for key in [k for k in result if k.endswith("/top1")]:
+        log.info("%-32s top-1 %.2f%%", key.removesuffix("/top1"), 100 * result[key])
