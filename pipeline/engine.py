@@ -62,7 +62,7 @@ def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
     """Fraction of rows whose label is among the k highest logits."""
     k = min(k, logits.shape[1])
     hits = (logits.topk(k, dim=1).indices == labels[:, None].to(logits.device)).any(1)
-    return hits.float().mean().item()
+    return hits.sum().item() / len(hits)
 
 
 @dataclass(frozen=True)

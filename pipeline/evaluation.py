@@ -74,10 +74,10 @@ def evaluate_all(
             )
     for name in [n for n in named if n.endswith("/student")]:
         metrics[f"{name}/agreement_with_teacher"] = (
-            (predictions[name] == predictions["teacher"]).float().mean().item()
-        )
+            predictions[name] == predictions["teacher"]
+        ).sum().item() / len(labels)
         metrics[f"{name}/compression"] = metrics["teacher/params"] / metrics[f"{name}/params"]
-        if "vanilla/student" in named:
+        if "vanilla/student" in named and name != "vanilla/student":
             metrics[f"{name}/gain_over_vanilla"] = (
                 metrics[f"{name}/top1"] - metrics["vanilla/student/top1"]
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -41,22 +42,27 @@ def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, flo
     # Batch 2, not 1: a batch of one lets the tracer specialise the batch axis to a constant.
     example = torch.zeros(2, ckpt.in_channels, *ckpt.image_size)
     start = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The dynamo exporter may write weights to a sidecar `<file>.data`: export in a scratch folder,
+    # load the model back (which pulls the weights inline) and write one self-contained file.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as scratch:
+        raw = Path(scratch) / "model.onnx"
+        _export(model, example, raw, cfg)
+        proto = onnx.load(str(raw))
+    provenance = {
+        "checkpoint_sha256": sha256_file(ckpt.path),
+        "arch": ckpt.arch,
+        "classes": json.dumps(list(ckpt.classes)),
+        "mean": json.dumps(list(ckpt.mean)),
+        "std": json.dumps(list(ckpt.std)),
+        "preprocessing": "x = (uint8_image / 255 - mean) / std, NCHW float32",
+    }
+    for key, value in provenance.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "sokd-pipeline"
+    onnx.checker.check_model(proto, full_check=True)
     with atomic_path(out) as tmp:
-        _export(model, example, tmp, cfg)
-        proto = onnx.load(str(tmp))
-        provenance = {
-            "checkpoint_sha256": sha256_file(ckpt.path),
-            "arch": ckpt.arch,
-            "classes": json.dumps(list(ckpt.classes)),
-            "mean": json.dumps(list(ckpt.mean)),
-            "std": json.dumps(list(ckpt.std)),
-            "preprocessing": "x = (uint8_image / 255 - mean) / std, NCHW float32",
-        }
-        for key, value in provenance.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        proto.producer_name = "sokd-pipeline"
-        onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
     return {
         "onnx/file_bytes": out.stat().st_size,

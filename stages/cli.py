@@ -22,9 +22,10 @@ def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """SOKD compression pipeline. Each command is exactly one dvc.yaml stage."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", force=True
-    )
+    # Our own loggers speak at INFO; libraries (the ONNX exporter narrates every pass) only warn.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
+    for name in ("pipeline", "stages"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 for stage in (prepare, train_teacher, distill, evaluate, export, verify):

@@ -20,7 +20,7 @@ R = TypeVar("R")
 ParamsOption = Annotated[
     Path, typer.Option(help="Hyperparameters file (every number comes from here).")
 ]
-log = logging.getLogger("sokd")
+log = logging.getLogger("stages")
 
 
 def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:

@@ -1,0 +1,214 @@
+"""The `sokd` command: a command per dvc.yaml stage, --help, one-line errors on bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from stages.cli import app
+from tests.conftest import ROOT, TINY_PARAMS
+
+COMMANDS = ["prepare", "train_teacher", "distill", "evaluate", "export", "verify"]
+SOKD = str(Path(sys.executable).parent / "sokd")
+
+
+def test_dvc_stages_cli_commands_and_params_sections_agree() -> None:
+    stages = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    commands = set(typer.main.get_command(app).commands)
+    sections = set(yaml.safe_load((ROOT / "params.yaml").read_text())) - {"seed", "runtime"}
+    assert stages == commands == sections == set(COMMANDS)
+    for stage_file in COMMANDS:
+        assert (ROOT / "stages" / f"{stage_file}.py").is_file()
+
+
+def test_every_stage_reads_only_its_own_params_sections() -> None:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        sections = {str(p).split(".")[0] for p in stage["params"]}
+        assert sections <= {name, "seed", "runtime", "export"}, name
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "--params" in result.output
+
+
+def _sokd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [SOKD, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], pattern: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert pattern in lines[0], lines[0]
+
+
+def _params_with(tmp_path: Path, section: str, key: str, value: object) -> Path:
+    raw = yaml.safe_load(TINY_PARAMS.read_text())
+    node = raw
+    for part in section.split("."):
+        node = node[part]
+    node[key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_unknown_model_name_is_one_line(tmp_path: Path, prepared_path: Path) -> None:
+    params = _params_with(tmp_path, "train_teacher", "arch", "resnet1000")
+    result = _sokd(
+        "train_teacher",
+        "--data",
+        str(prepared_path),
+        "--out",
+        "t.pt",
+        "--metrics",
+        "m.json",
+        "--plots",
+        "p",
+        "--params",
+        str(params),
+        cwd=tmp_path,
+    )
+    _one_line_error(result, "params.train_teacher.arch: unknown model 'resnet1000'")
+    assert not (tmp_path / "t.pt").exists()
+
+
+def test_wrongly_typed_param_is_one_line(tmp_path: Path, prepared_path: Path) -> None:
+    params = _params_with(tmp_path, "distill.train.optim", "lr", "0.1")
+    result = _sokd(
+        "prepare",
+        "--raw",
+        str(tmp_path),
+        "--out",
+        "d.pt",
+        "--metrics",
+        "m.json",
+        "--params",
+        str(params),
+        cwd=tmp_path,
+    )
+    _one_line_error(result, "params.distill.train.optim.lr: expected float, got '0.1'")
+
+
+def test_unknown_param_key_is_one_line(tmp_path: Path) -> None:
+    params = _params_with(tmp_path, "distill", "temperature", 4.0)
+    result = _sokd(
+        "prepare",
+        "--raw",
+        str(tmp_path),
+        "--out",
+        "d.pt",
+        "--metrics",
+        "m.json",
+        "--params",
+        str(params),
+        cwd=tmp_path,
+    )
+    _one_line_error(result, "params.distill.temperature: unknown key")
+
+
+def test_missing_dataset_is_one_line(tmp_path: Path) -> None:
+    result = _sokd(
+        "prepare",
+        "--raw",
+        str(tmp_path / "nothing"),
+        "--out",
+        "d.pt",
+        "--metrics",
+        "m.json",
+        "--params",
+        str(TINY_PARAMS),
+        cwd=tmp_path,
+    )
+    _one_line_error(result, "Fashion-MNIST not found")
+    assert not (tmp_path / "d.pt").exists()
+
+
+def test_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
+    result = _sokd(
+        "export",
+        "--checkpoint",
+        "absent.pt",
+        "--out",
+        "s.onnx",
+        "--metrics",
+        "m.json",
+        "--params",
+        str(TINY_PARAMS),
+        cwd=tmp_path,
+    )
+    _one_line_error(result, "checkpoint not found: absent.pt")
+
+
+def test_corrupted_checkpoint_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+    (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 this is not really a zip archive")
+    (tmp_path / "s.onnx").write_bytes(b"previous export")
+    result = _sokd(
+        "export",
+        "--checkpoint",
+        "bad.pt",
+        "--out",
+        "s.onnx",
+        "--metrics",
+        "m.json",
+        "--params",
+        str(TINY_PARAMS),
+        cwd=tmp_path,
+    )
+    _one_line_error(result, "cannot read checkpoint bad.pt")
+    assert (tmp_path / "s.onnx").read_bytes() == b"previous export"
+
+
+def test_missing_prepared_dataset_is_one_line(tmp_path: Path) -> None:
+    result = _sokd(
+        "train_teacher",
+        "--data",
+        "absent.pt",
+        "--out",
+        "t.pt",
+        "--metrics",
+        "m.json",
+        "--plots",
+        "p",
+        "--params",
+        str(TINY_PARAMS),
+        cwd=tmp_path,
+    )
+    _one_line_error(result, "prepared dataset not found: absent.pt")
+
+
+def test_prepare_command_writes_its_outputs(tmp_path: Path, fashion_raw: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "prepare",
+            "--raw",
+            str(fashion_raw),
+            "--out",
+            str(tmp_path / "d.pt"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            "--params",
+            str(TINY_PARAMS),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = yaml.safe_load((tmp_path / "m.json").read_text())
+    assert (
+        metrics["train_images"] == 300
+        and metrics["val_images"] == 100
+        and metrics["test_images"] == 120
+    )

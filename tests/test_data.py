@@ -1,0 +1,158 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.batches import make_batches
+from pipeline.config import Params
+from pipeline.data import _cifar as read_cifar_unchecked
+from pipeline.data import load_prepared, prepare, read_cifar10, read_cifar100, save_prepared
+from pipeline.errors import DataError
+from tests.conftest import with_changes
+from tests.helpers import write_cifar, write_image_folder
+
+
+def test_fashion_mnist_is_read_from_real_idx_files(fashion_raw: Path, tiny_params: Params) -> None:
+    prepared = prepare(fashion_raw, tiny_params.prepare, seed=0)
+    assert prepared["train"]["images"].shape == (300, 1, 28, 28)
+    assert prepared["train"]["images"].dtype == torch.uint8
+    assert len(prepared["val"]["labels"]) == 100 and len(prepared["test"]["labels"]) == 120
+    assert prepared["classes"][0] == "T-shirt/top" and len(prepared["classes"]) == 10
+    assert len(prepared["mean"]) == 1 and 0 < prepared["mean"][0] < 1
+
+
+def test_validation_is_carved_from_train_with_the_seed(
+    fashion_raw: Path, tiny_params: Params
+) -> None:
+    a = prepare(fashion_raw, tiny_params.prepare, seed=0)
+    b = prepare(fashion_raw, tiny_params.prepare, seed=0)
+    c = prepare(fashion_raw, tiny_params.prepare, seed=1)
+    assert torch.equal(a["val"]["images"], b["val"]["images"])
+    assert not torch.equal(a["val"]["images"], c["val"]["images"])
+    assert torch.equal(a["test"]["images"], c["test"]["images"])  # the test set never moves
+
+
+def test_train_and_test_subsets(fashion_raw: Path, tiny_params: Params) -> None:
+    cfg = with_changes(tiny_params, "prepare", train_size=50, test_size=30).prepare
+    prepared = prepare(fashion_raw, cfg, seed=0)
+    assert len(prepared["train"]["labels"]) == 50 and len(prepared["test"]["labels"]) == 30
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path: Path, tiny_params: Params) -> None:
+    with pytest.raises(DataError, match="make data"):
+        prepare(tmp_path, tiny_params.prepare, seed=0)
+
+
+def test_val_size_larger_than_the_dataset_is_refused(
+    fashion_raw: Path, tiny_params: Params
+) -> None:
+    cfg = with_changes(tiny_params, "prepare", val_size=400).prepare
+    with pytest.raises(DataError, match="leaves no training images"):
+        prepare(fashion_raw, cfg, seed=0)
+
+
+@pytest.mark.parametrize(("variant", "classes"), [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_pickle_layout_is_read_by_torchvision(
+    tmp_path: Path, variant: str, classes: int
+) -> None:
+    raw = write_cifar(tmp_path, variant, n_train=50, n_test=20)
+    data = read_cifar_unchecked(variant, raw, verify_checksums=False)
+    assert data.train_images.shape == (50, 3, 32, 32) and data.test_images.shape == (20, 3, 32, 32)
+    assert len(data.classes) == classes
+    assert int(data.train_labels.max()) < classes
+
+
+@pytest.mark.parametrize("reader", [read_cifar10, read_cifar100])
+def test_real_cifar_path_checks_md5_and_rejects_other_files(
+    tmp_path: Path, reader, tiny_params
+) -> None:
+    write_cifar(tmp_path, "cifar10", 20, 10)
+    write_cifar(tmp_path, "cifar100", 20, 10)
+    with pytest.raises(DataError, match="not found or corrupted"):
+        reader(tmp_path, tiny_params.prepare)
+
+
+def test_imagefolder_reads_pngs_and_resizes(tmp_path: Path, tiny_params: Params) -> None:
+    write_image_folder(tmp_path / "train", ["cat", "dog", "eel"], per_class=8, size=20)
+    write_image_folder(tmp_path / "val", ["cat", "dog", "eel"], per_class=2, size=20, seed=1)
+    cfg = with_changes(
+        tiny_params, "prepare", dataset="imagefolder", val_size=6, image_size=16
+    ).prepare
+    prepared = prepare(tmp_path, cfg, seed=0)
+    assert prepared["classes"] == ["cat", "dog", "eel"]
+    assert prepared["train"]["images"].shape == (18, 3, 16, 16)
+    assert prepared["test"]["images"].shape == (6, 3, 16, 16)
+
+
+def test_imagefolder_with_a_corrupt_image_names_the_file(
+    tmp_path: Path, tiny_params: Params
+) -> None:
+    write_image_folder(tmp_path / "train", ["a", "b"], per_class=3, size=8)
+    write_image_folder(tmp_path / "val", ["a", "b"], per_class=1, size=8)
+    (tmp_path / "train" / "a" / "1.png").write_bytes(b"not a png at all")
+    cfg = with_changes(tiny_params, "prepare", dataset="imagefolder", val_size=2).prepare
+    with pytest.raises(DataError, match=r"cannot read image .*1\.png"):
+        prepare(tmp_path, cfg, seed=0)
+
+
+def test_imagefolder_missing_val_folder(tmp_path: Path, tiny_params: Params) -> None:
+    write_image_folder(tmp_path / "train", ["a", "b"], per_class=3, size=8)
+    cfg = with_changes(tiny_params, "prepare", dataset="imagefolder", val_size=2).prepare
+    with pytest.raises(DataError, match="val does not exist"):
+        prepare(tmp_path, cfg, seed=0)
+
+
+def test_fake_dataset_uses_the_sizes_from_params(tmp_path: Path, tiny_params: Params) -> None:
+    cfg = with_changes(
+        tiny_params,
+        "prepare",
+        dataset="fake",
+        val_size=8,
+        train_size=16,
+        test_size=4,
+        image_size=12,
+    ).prepare
+    prepared = prepare(tmp_path, cfg, seed=0)
+    assert prepared["train"]["images"].shape == (16, 3, 12, 12)
+    assert len(prepared["val"]["labels"]) == 8 and len(prepared["test"]["labels"]) == 4
+
+
+def test_prepared_artifact_round_trip_and_split_selection(prepared_path: Path) -> None:
+    data = load_prepared(prepared_path, ("train", "val"))
+    assert set(data.splits) == {"train", "val"}
+    assert data.image_shape == (1, 28, 28) and data.num_classes == 10
+
+
+def test_damaged_prepared_artifact_is_one_clear_error(tmp_path: Path, prepared_path: Path) -> None:
+    broken = tmp_path / "prepared.pt"
+    broken.write_bytes(prepared_path.read_bytes()[:5000])
+    with pytest.raises(DataError, match="cannot read prepared dataset"):
+        load_prepared(broken, ("train",))
+    with pytest.raises(DataError, match="not found"):
+        load_prepared(tmp_path / "absent.pt", ("train",))
+
+
+def test_training_batches_are_augmented_and_normalised(
+    prepared_path: Path, tiny_params: Params
+) -> None:
+    data = load_prepared(prepared_path, ("train", "val"))
+    aug = tiny_params.train_teacher.train.augment
+    train = make_batches(data, "train", 32, aug, torch.device("cpu"), seed=0, channels_last=False)
+    val = make_batches(data, "val", 32, None, torch.device("cpu"), seed=0, channels_last=False)
+    images, labels = next(iter(train))
+    assert images.shape == (32, 1, 28, 28) and images.dtype == torch.float32
+    assert len(train) == 300 // 32 and train.num_images == 32 * (
+        300 // 32
+    )  # last partial batch dropped
+    assert sum(len(y) for _, y in val) == 100  # evaluation sees every image, in order
+    first_val = next(iter(val))[0]
+    raw = data.splits["val"].images[:32].float() / 255
+    torch.testing.assert_close(first_val, (raw - data.mean[0]) / data.std[0])
+    # Two passes over training data shuffle differently.
+    assert not torch.equal(next(iter(train))[1], labels)
+
+
+def test_save_prepared_is_atomic(tmp_path: Path, fashion_raw: Path, tiny_params: Params) -> None:
+    out = tmp_path / "prepared.pt"
+    save_prepared(out, prepare(fashion_raw, tiny_params.prepare, seed=0))
+    assert out.is_file() and not list(tmp_path.glob(".*.tmp"))

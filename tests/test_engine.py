@@ -1,0 +1,153 @@
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.batches import make_batches
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.config import Params, ScheduleConfig
+from pipeline.data import load_prepared
+from pipeline.engine import fit, lr_factor, predict
+from pipeline.errors import CheckpointError, PipelineError
+from pipeline.models import create_model
+from pipeline.objectives import build_objective
+from pipeline.runtime import Runtime
+from tests.conftest import with_changes
+
+CPU = Runtime(torch.device("cpu"), None, channels_last=False)
+
+
+def test_cosine_and_step_schedules() -> None:
+    cosine = lr_factor(ScheduleConfig("cosine", (), 0.1, 0), epochs=4, steps_per_epoch=10)
+    assert (
+        cosine(0) == 1.0 and cosine(20) == pytest.approx(0.5) and cosine(40) == pytest.approx(0.0)
+    )
+    step = lr_factor(ScheduleConfig("step", (2, 3), 0.1, 0), epochs=4, steps_per_epoch=10)
+    assert [step(s) for s in (0, 19, 20, 30, 39)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+    warm = lr_factor(ScheduleConfig("cosine", (), 0.1, 1), epochs=4, steps_per_epoch=10)
+    assert warm(0) == pytest.approx(0.1) and warm(5) == pytest.approx(0.55) and warm(10) == 1.0
+
+
+def test_fit_lowers_the_loss_and_reports_every_epoch(
+    prepared_path: Path, tiny_params: Params
+) -> None:
+    data = load_prepared(prepared_path, ("train", "val"))
+    cfg = with_changes(tiny_params.train_teacher, "train", epochs=3).train
+    train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU.device, 0, False)
+    val = make_batches(data, "val", cfg.batch_size, None, CPU.device, 0, False)
+    objective = build_objective("vanilla", create_model("resnet8", 10, 1), None, None)
+    result = fit(objective, train, val, cfg, CPU, "test")
+    losses = [row["train/loss"] for row in result.history]
+    assert len(result.history) == 3 and losses[-1] < losses[0]
+    expected = {
+        "epoch",
+        "lr",
+        "train/loss",
+        "train/student/ce",
+        "train/top1",
+        "val/top1",
+        "val/loss",
+        "time/epoch_s",
+        "time/images_per_s",
+    }
+    assert set(result.history[0]) == expected
+    assert result.best_val_top1 == max(row["val/top1"] for row in result.history)
+
+
+def test_fit_is_reproducible_with_the_same_seed(prepared_path: Path, tiny_params: Params) -> None:
+    data = load_prepared(prepared_path, ("train", "val"))
+    cfg = with_changes(tiny_params.train_teacher, "train", epochs=1).train
+    logits = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = create_model("resnet8", 10, 1)
+        train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU.device, 0, False)
+        val = make_batches(data, "val", cfg.batch_size, None, CPU.device, 0, False)
+        fit(build_objective("vanilla", model, None, None), train, val, cfg, CPU, "test")
+        logits.append(predict(model, val, CPU))
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=0)
+
+
+def test_a_diverging_run_stops_with_a_clear_error(prepared_path: Path, tiny_params: Params) -> None:
+    data = load_prepared(prepared_path, ("train", "val"))
+    cfg = with_changes(tiny_params.train_teacher, "train", epochs=1).train
+    optim = with_changes(cfg, "optim", lr=1.0e12).optim
+    cfg = with_changes(tiny_params.train_teacher, "train", epochs=1, optim=optim).train
+    train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU.device, 0, False)
+    val = make_batches(data, "val", cfg.batch_size, None, CPU.device, 0, False)
+    objective = build_objective("vanilla", create_model("resnet8", 10, 1), None, None)
+    with pytest.raises(PipelineError, match="training loss became nan"):
+        fit(objective, train, val, cfg, CPU, "test")
+
+
+def _saved(tmp_path: Path, prepared_path: Path) -> tuple[Path, torch.nn.Module]:
+    data = load_prepared(prepared_path, ("val",))
+    model = create_model("resnet8", 10, 1).eval()
+    path = tmp_path / "student.pt"
+    save_checkpoint(
+        path,
+        model,
+        arch="resnet8",
+        role="student",
+        data=data,
+        params={"lr": 0.1},
+        metrics={"val/top1": 0.5},
+    )
+    return path, model
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path: Path, prepared_path: Path) -> None:
+    path, model = _saved(tmp_path, prepared_path)
+    ckpt = load_checkpoint(path)
+    assert (ckpt.arch, ckpt.role, ckpt.num_classes, ckpt.in_channels) == (
+        "resnet8",
+        "student",
+        10,
+        1,
+    )
+    assert ckpt.classes[0] == "T-shirt/top" and ckpt.params == {"lr": 0.1}
+    images = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(ckpt.build()(images), model(images), rtol=0, atol=0)
+
+
+def test_missing_and_truncated_checkpoints_fail_clearly(
+    tmp_path: Path, prepared_path: Path
+) -> None:
+    path, _ = _saved(tmp_path, prepared_path)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="damaged or not a checkpoint"):
+        load_checkpoint(truncated)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path("PWNED"),))
+
+
+def test_a_pickle_that_would_run_code_is_refused_not_executed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "sokd-checkpoint/1", "arch": _Payload()}, evil, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="damaged or not a checkpoint"):
+        load_checkpoint(evil)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path: Path, prepared_path: Path) -> None:
+    data = load_prepared(prepared_path, ("val",))
+    path = tmp_path / "wrong.pt"
+    save_checkpoint(
+        path,
+        create_model("resnet20", 10, 1),
+        arch="resnet8",
+        role="student",
+        data=data,
+        params={},
+        metrics={},
+    )
+    with pytest.raises(CheckpointError, match="weights do not fit architecture 'resnet8'"):
+        load_checkpoint(path).build()

@@ -1,0 +1,161 @@
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.config import Params
+from pipeline.data import load_prepared
+from pipeline.errors import GateError
+from pipeline.export import export_onnx
+from pipeline.models import create_model
+from pipeline.verification import verify
+from tests.conftest import with_changes
+
+
+@pytest.fixture(scope="module")
+def student_ckpt(prepared_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = load_prepared(prepared_path, ("val",))
+    model = create_model("resnet8", 10, 1)
+    model.train()(torch.randn(16, 1, 28, 28))  # non-trivial BatchNorm statistics
+    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
+    save_checkpoint(
+        path, model.eval(), arch="resnet8", role="student", data=data, params={}, metrics={}
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(
+    student_ckpt: Path, tiny_params: Params, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "student.onnx"
+    export_onnx(load_checkpoint(student_ckpt), out, tiny_params.export)
+    return out
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_export_matches_torch_at_any_batch_size(
+    student_ckpt: Path, tiny_params: Params, tmp_path: Path, exporter: str
+) -> None:
+    cfg = dataclasses.replace(
+        tiny_params.export, exporter=exporter, opset=18 if exporter == "dynamo" else 17
+    )
+    out = tmp_path / "student.onnx"
+    report = export_onnx(load_checkpoint(student_ckpt), out, cfg)
+    assert report["onnx/file_bytes"] == out.stat().st_size
+    assert [p.name for p in tmp_path.iterdir()] == ["student.onnx"]  # self-contained, no sidecar
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    model = load_checkpoint(student_ckpt).build()
+    for batch in (1, 7, 64):
+        images = torch.randn(batch, 1, 28, 28)
+        onnx_logits = session.run(None, {"images": images.numpy()})[0]
+        assert onnx_logits.shape == (batch, 10)
+        np.testing.assert_allclose(
+            onnx_logits, model(images).detach().numpy(), atol=1e-4, rtol=1e-4
+        )
+
+
+def test_export_records_provenance(exported: Path, student_ckpt: Path) -> None:
+    meta = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).get_modelmeta()
+    from pipeline.files import sha256_file
+
+    assert meta.custom_metadata_map["checkpoint_sha256"] == sha256_file(student_ckpt)
+    assert meta.custom_metadata_map["arch"] == "resnet8"
+
+
+def test_verify_passes_on_the_exported_student(
+    exported: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
+) -> None:
+    report = verify(
+        exported,
+        load_checkpoint(student_ckpt),
+        load_prepared(prepared_path, ("test",)),
+        tiny_params.verify,
+    )
+    assert report["passed"] is True and report["failures"] == ""
+    assert report["agreement"] == 1.0 and report["max_abs_logit_diff"] < 1e-4
+    assert report["onnx_top1"] == pytest.approx(report["torch_top1"])
+    assert report["test_images"] == 120
+
+
+def test_verify_reports_a_missed_threshold(
+    exported: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
+) -> None:
+    cfg = with_changes(tiny_params, "verify", min_top1=1.0).verify
+    report = verify(
+        exported, load_checkpoint(student_ckpt), load_prepared(prepared_path, ("test",)), cfg
+    )
+    assert report["passed"] is False and "min_top1" in report["failures"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
+def test_verify_rejects_a_damaged_onnx_file(
+    exported: Path,
+    student_ckpt: Path,
+    prepared_path: Path,
+    tiny_params: Params,
+    tmp_path: Path,
+    damage: str,
+) -> None:
+    broken = tmp_path / "student.onnx"
+    if damage == "truncate":
+        broken.write_bytes(exported.read_bytes()[: exported.stat().st_size // 3])
+    elif damage == "garbage":
+        broken.write_bytes(b"\x08\x07" + bytes(range(256)) * 4)
+    with pytest.raises(
+        GateError, match="damaged or invalid" if damage != "missing" else "not found"
+    ):
+        verify(
+            broken,
+            load_checkpoint(student_ckpt),
+            load_prepared(prepared_path, ("test",)),
+            tiny_params.verify,
+        )
+
+
+def test_verify_rejects_onnx_from_another_checkpoint(
+    exported: Path, prepared_path: Path, tmp_path: Path, tiny_params: Params
+) -> None:
+    data = load_prepared(prepared_path, ("val",))
+    other = tmp_path / "other.pt"
+    save_checkpoint(
+        other,
+        create_model("resnet8", 10, 1).eval(),
+        arch="resnet8",
+        role="student",
+        data=data,
+        params={},
+        metrics={},
+    )
+    with pytest.raises(GateError, match="exported from a different checkpoint"):
+        verify(
+            exported,
+            load_checkpoint(other),
+            load_prepared(prepared_path, ("test",)),
+            tiny_params.verify,
+        )
+
+
+def test_verify_rejects_an_input_signature_that_does_not_fit_the_data(
+    student_ckpt: Path, prepared_path: Path, tmp_path: Path, tiny_params: Params
+) -> None:
+    # A student for 3-channel 32x32 images, checked against 1-channel 28x28 data.
+    ckpt = load_checkpoint(student_ckpt)
+    rgb = dataclasses.replace(
+        ckpt,
+        in_channels=3,
+        image_size=(32, 32),
+        state_dict=create_model("resnet8", 10, 3).state_dict(),
+    )
+    out = tmp_path / "rgb.onnx"
+    export_onnx(rgb, out, tiny_params.export)
+    with pytest.raises(
+        GateError, match=r"expects input shape .*the dataset gives \[batch, 1, 28, 28\]"
+    ):
+        verify(out, rgb, load_prepared(prepared_path, ("test",)), tiny_params.verify)

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from pipeline.errors import ConfigError
+from pipeline.models import MODELS, create_model
+from pipeline.models.staged import copy_head, count_macs, count_parameters, split
+
+SMALL = [n for n in MODELS.names() if count_parameters(create_model(n, 10, 3)) < 10_000_000]
+
+
+@pytest.mark.parametrize("name", SMALL)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_forward_gives_logits_and_backward_runs(name: str, channels: int) -> None:
+    model = create_model(name, num_classes=7, in_channels=channels)
+    logits = model(torch.randn(2, channels, 28, 28))
+    assert logits.shape == (2, 7)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_trunk_then_head_equals_the_whole_network(name: str) -> None:
+    model = create_model(name, 10, 3).eval()
+    trunk, head = split(model, "")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(head(trunk(x)), model(x))
+    assert count_parameters(trunk) + count_parameters(head) == count_parameters(model)
+
+
+def test_copied_head_keeps_or_forgets_the_weights() -> None:
+    model = create_model("resnet20", 10, 3).eval()
+    trunk, head = split(model, "stage3")
+    features = trunk(torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(copy_head(head, reinitialise=False).eval()(features), head(features))
+    assert not torch.allclose(copy_head(head, reinitialise=True).eval()(features), head(features))
+
+
+def test_unknown_split_point_lists_the_choices() -> None:
+    with pytest.raises(ConfigError, match="choose one of"):
+        split(create_model("resnet8", 10, 3), "layer4")
+
+
+def test_unknown_model_lists_the_registered_names() -> None:
+    with pytest.raises(ConfigError, match=r"unknown model 'resnet9'; choose one of .*resnet8"):
+        create_model("resnet9", 10, 3)
+
+
+def test_reference_parameter_counts() -> None:
+    # Sizes of the CIFAR-100 model zoo as published (in M, two decimals): the blocks are right.
+    expected = {
+        "resnet8": 0.08e6,
+        "resnet20": 0.28e6,
+        "resnet56": 0.86e6,
+        "resnet8x4": 1.23e6,
+        "resnet32x4": 7.43e6,
+        "wrn_16_2": 0.70e6,
+        "wrn_40_1": 0.57e6,
+        "wrn_40_2": 2.26e6,
+    }
+    for name, count in expected.items():
+        assert count_parameters(create_model(name, 100, 3)) == pytest.approx(count, abs=0.005e6), (
+            name
+        )
+
+
+def test_macs_of_a_known_layer_stack() -> None:
+    model = create_model("resnet8", 10, 3)
+    # stem conv 3->16 at 32x32: 32*32*16*3*9 MACs is part of the total; the total is positive and
+    # scales with the input area (the convolutions dominate).
+    small, large = count_macs(model, (3, 16, 16)), count_macs(model, (3, 32, 32))
+    assert small > 32 * 32 * 16 * 3 * 9 / 4
+    assert large / small == pytest.approx(4, rel=0.01)

@@ -1,0 +1,119 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.config import Params
+from pipeline.errors import ConfigError
+from pipeline.models import create_model
+from pipeline.objectives import OBJECTIVES, build_objective
+from tests.conftest import with_changes
+
+
+def _networks() -> tuple[nn.Module, nn.Module]:
+    teacher = create_model("resnet20", 10, 1)
+    teacher(torch.randn(8, 1, 28, 28))  # give BatchNorm non-trivial running statistics
+    return create_model("resnet8", 10, 1), teacher.eval()
+
+
+def _step(objective: nn.Module, steps: int = 1) -> None:
+    optimizer = torch.optim.SGD([p for p in objective.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(steps):
+        out = objective.train().step(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)), 0.0)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_teacher_gets_no_gradient_and_keeps_its_weights(name: str, tiny_params: Params) -> None:
+    student, teacher = _networks()
+    before = copy.deepcopy(teacher.state_dict())
+    objective = build_objective(name, student, teacher, getattr(tiny_params.distill, name))
+    _step(objective, steps=2)
+    assert all(p.grad is None for p in teacher.parameters())
+    for key, value in teacher.state_dict().items():  # weights and BN running statistics
+        torch.testing.assert_close(value, before[key], msg=key)
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_parts_sum_to_the_loss(name: str, tiny_params: Params) -> None:
+    student, teacher = _networks()
+    objective = build_objective(name, student, teacher, getattr(tiny_params.distill, name))
+    out = objective.train().step(torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,)), 0.0)
+    assert out.loss.ndim == 0 and out.logits.shape == (4, 10)
+    torch.testing.assert_close(out.loss, torch.stack(list(out.parts.values())).sum())
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_deployable_network_holds_no_teacher_tensors(name: str, tiny_params: Params) -> None:
+    student, teacher = _networks()
+    objective = build_objective(name, student, teacher, getattr(tiny_params.distill, name))
+    deployed = {id(t) for t in objective.deployable().state_dict(keep_vars=True).values()}
+    teacher_tensors = {id(t) for t in teacher.state_dict(keep_vars=True).values()}
+    assert deployed.isdisjoint(teacher_tensors)
+    assert objective.deployable() is student
+
+
+def test_sokd_trains_student_and_bridge_but_not_the_teacher(tiny_params: Params) -> None:
+    student, teacher = _networks()
+    objective = build_objective("sokd", student, teacher, tiny_params.distill.sokd)
+    bridge_before = copy.deepcopy(objective.bridge.state_dict())
+    student_before = copy.deepcopy(student.state_dict())
+    _step(objective)
+    changed = lambda before, module: any(  # noqa: E731
+        not torch.equal(before[k], v) for k, v in module.state_dict().items()
+    )
+    assert changed(bridge_before, objective.bridge)
+    assert changed(student_before, student)
+    trainable = {id(p) for p in objective.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in [*student.parameters(), *objective.bridge.parameters()]}
+
+
+def test_sokd_uses_two_parameter_groups_with_the_bridge_lr(tiny_params: Params) -> None:
+    student, teacher = _networks()
+    cfg = with_changes(tiny_params.distill, "sokd", bridge_lr_mult=0.5).sokd
+    groups = build_objective("sokd", student, teacher, cfg).param_groups(0.1)
+    assert [g["name"] for g in groups] == ["student", "bridge"]
+    assert [g["lr"] for g in groups] == [0.1, 0.05]
+
+
+def test_sokd_bridge_init_teacher_copies_the_head_and_random_does_not(tiny_params: Params) -> None:
+    student, teacher = _networks()
+    images = torch.randn(4, 1, 28, 28)
+    for init, same in (("teacher", True), ("random", False)):
+        cfg = with_changes(tiny_params.distill, "sokd", bridge_init=init).sokd
+        objective = build_objective("sokd", student, teacher, cfg).eval()
+        features = objective.teacher_trunk(images)
+        agree = torch.allclose(objective.bridge(features), teacher(images), atol=1e-5)
+        assert agree is same, init
+
+
+def test_sokd_teacher_bn_train_lets_running_statistics_drift(tiny_params: Params) -> None:
+    student, teacher = _networks()
+    cfg = with_changes(tiny_params.distill, "sokd", teacher_bn="train").sokd
+    objective = build_objective("sokd", student, teacher, cfg)
+    before = teacher.stage1[0].bn1.running_mean.clone()
+    _step(objective)
+    assert teacher.training
+    assert not torch.equal(before, teacher.stage1[0].bn1.running_mean)
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_sokd_improved_teacher_loads_into_the_teacher_architecture(tiny_params: Params) -> None:
+    student, teacher = _networks()
+    objective = build_objective("sokd", student, teacher, tiny_params.distill.sokd)
+    _step(objective)
+    improved = objective.extra_networks()["improved_teacher"]
+    rebuilt = create_model("resnet20", 10, 1)
+    rebuilt.load_state_dict(improved.state_dict())  # strict: every key matches
+    images = torch.randn(2, 1, 28, 28)
+    objective.eval()
+    expected = objective.bridge(objective.teacher_trunk(images))
+    torch.testing.assert_close(rebuilt.eval()(images), expected)
+
+
+def test_sokd_without_a_teacher_is_a_clear_error(tiny_params: Params) -> None:
+    with pytest.raises(ConfigError, match="needs a pretrained teacher"):
+        build_objective("sokd", create_model("resnet8", 10, 1), None, tiny_params.distill.sokd)

@@ -1,0 +1,159 @@
+"""End to end: the real `dvc repro` on the tiny profile in a temporary copy of the repository."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipeline.models import create_model
+from tests.conftest import ROOT, TINY_PARAMS
+from tests.helpers import write_fashion_mnist
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def _stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project copied with the tiny profile as params.yaml and a generated Fashion-MNIST."""
+    repo = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for folder in ("pipeline", "stages", ".dvc"):
+        shutil.copytree(
+            ROOT / folder,
+            repo / folder,
+            ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp", "config.local"),
+        )
+    shutil.copy(TINY_PARAMS, repo / "params.yaml")
+    write_fashion_mnist(repo / "data" / "raw" / "fashion_mnist", n_train=400, n_test=150)
+    _run(["git", "init", "-q"], repo)
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "tiny"], repo)
+    first = _run(["dvc", "repro"], repo)
+    (repo / "first_run.log").write_text(first.stdout + first.stderr)
+    return repo
+
+
+def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
+    ran = _stages_run((repo / "first_run.log").read_text())
+    assert ran == {
+        "prepare",
+        "train_teacher",
+        "distill@vanilla",
+        "distill@sokd",
+        "evaluate",
+        "export",
+        "verify",
+    }
+    for path in [
+        "data/prepared.pt",
+        "models/teacher.pt",
+        "models/distill/vanilla/student.pt",
+        "models/distill/sokd/student.pt",
+        "models/distill/sokd/improved_teacher.pt",
+        "models/student.onnx",
+        "plots/train_teacher/history.csv",
+        "plots/train_teacher/history.png",
+        "plots/distill/sokd/history.csv",
+        "plots/distill/vanilla/history.png",
+        "plots/evaluate/confusion_sokd_student.png",
+        "dvc.lock",
+    ]:
+        assert (repo / path).is_file(), path
+    stray = [p.name for p in (repo / "models").rglob(".*") if p.name != ".gitignore"]
+    assert stray == []  # no temp files or exporter sidecars left behind
+
+
+def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    for name in ("teacher", "vanilla/student", "sokd/student", "sokd/improved_teacher"):
+        for metric in ("top1", "top5", "params", "macs", "file_bytes"):
+            assert f"{name}/{metric}" in evaluate, f"{name}/{metric}"
+        assert 0.0 <= evaluate[f"{name}/top1"] <= evaluate[f"{name}/top5"] <= 1.0
+    assert evaluate["sokd/student/params"] * 3 <= evaluate["teacher/params"]
+    assert 0 <= evaluate["sokd/student/agreement_with_teacher"] <= 1
+    assert "sokd/student/gain_over_vanilla" in evaluate
+    verify = json.loads((repo / "metrics/verify.json").read_text())
+    assert verify["passed"] is True
+    assert verify["agreement"] >= 0.999 and verify["max_abs_logit_diff"] <= 1e-4
+    assert verify["onnx_top1"] == evaluate["sokd/student/top1"] == verify["torch_top1"]
+    sokd = json.loads((repo / "metrics/distill/sokd.json").read_text())
+    assert {"val/top1_best", "val/top1_last", "val/best_epoch", "improved_teacher/val_top1"} <= set(
+        sokd
+    )
+    history = (repo / "plots/distill/sokd/history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2  # header + one row per epoch
+    assert "train/bridge/kl_teacher" in history[0] and "train/student/kl_bridge" in history[0]
+
+
+def test_student_checkpoint_holds_the_student_only(repo: Path) -> None:
+    ckpt = torch.load(repo / "models/distill/sokd/student.pt", weights_only=True)
+    assert ckpt["arch"] == "resnet8" and ckpt["role"] == "student"
+    expected = create_model("resnet8", 10, 1).state_dict()
+    assert set(ckpt["state_dict"]) == set(expected)
+    assert sum(t.numel() for t in ckpt["state_dict"].values()) == sum(
+        t.numel() for t in expected.values()
+    )
+    improved = torch.load(repo / "models/distill/sokd/improved_teacher.pt", weights_only=True)
+    assert improved["arch"] == "resnet20" and improved["role"] == "improved_teacher"
+
+
+def test_second_repro_is_a_no_op(repo: Path) -> None:
+    again = _run(["dvc", "repro"], repo)
+    assert _stages_run(again.stdout) == set(), again.stdout
+
+
+def test_changing_a_distill_param_reruns_distill_and_what_follows_only(repo: Path) -> None:
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "tiny run"], repo)
+    exp = _run(["dvc", "exp", "run", "-S", "distill.sokd.temperature=2.0"], repo)
+    assert _stages_run(exp.stdout) == {"distill@sokd", "evaluate", "export", "verify"}, exp.stdout
+    diff = _run(["dvc", "params", "diff"], repo)
+    assert "distill.sokd.temperature" in diff.stdout
+    metrics = _run(["dvc", "metrics", "diff", "--json"], repo)
+    assert "metrics/distill/sokd.json" in json.loads(metrics.stdout)
+
+
+def test_the_gate_fails_the_pipeline_with_one_clear_line(repo: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["verify"]["min_top1"] = 1.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    failed = _run(["dvc", "repro", "verify"], repo, check=False)
+    assert failed.returncode != 0
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert (
+        len(errors) == 1
+        and "verify failed: ONNX top-1" in errors[0]
+        and "min_top1 1.0" in errors[0]
+    )
+    assert json.loads((repo / "metrics/verify.json").read_text())["passed"] is False
