@@ -16,7 +16,9 @@ def _write_variant(tmp_path: Path, edit: callable) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", [ROOT / "params.yaml", TINY_PARAMS])
+@pytest.mark.parametrize(
+    "path", [ROOT / "params.yaml", TINY_PARAMS, *sorted(ROOT.glob("presets/*.yaml"))]
+)
 def test_shipped_params_files_load(path: Path) -> None:
     params = load_params(path)
     assert params.distill.sokd.temperature > 0
