@@ -13,11 +13,11 @@ from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import DistillConfig, TeacherConfig, TrainConfig, VanillaConfig, as_dict
 from pipeline.data import Prepared, load_prepared
 from pipeline.engine import FitResult, fit, predict, topk_accuracy
-from pipeline.errors import CheckpointError
+from pipeline.errors import CheckpointError, ConfigError
 from pipeline.files import write_json
 from pipeline.models import create_model
 from pipeline.models.staged import count_parameters
-from pipeline.objectives import build_objective
+from pipeline.objectives import OBJECTIVES, build_objective
 from pipeline.objectives.base import Objective
 from pipeline.reporting import write_history
 from pipeline.runtime import Runtime
@@ -99,6 +99,11 @@ def run_distill(
     seed: int,
 ) -> TrainedRun:
     """Train the student with `objective_name` against the frozen teacher from `teacher_path`."""
+    OBJECTIVES.get(objective_name)  # an unknown name fails here, listing the valid ones
+    if not hasattr(cfg, objective_name):
+        raise ConfigError(
+            f"objective {objective_name!r} has no section params.distill.{objective_name}"
+        )
     data = load_prepared(data_path, ("train", "val"))
     ckpt = load_checkpoint(teacher_path)
     if ckpt.num_classes != data.num_classes or ckpt.in_channels != data.image_shape[0]:

@@ -212,3 +212,25 @@ def test_prepare_command_writes_its_outputs(tmp_path: Path, fashion_raw: Path) -
         and metrics["val_images"] == 100
         and metrics["test_images"] == 120
     )
+
+
+def test_unknown_objective_is_one_line(tmp_path: Path, prepared_path: Path) -> None:
+    result = _sokd(
+        "distill",
+        "--objective",
+        "dkd",
+        "--data",
+        str(prepared_path),
+        "--teacher",
+        "t.pt",
+        "--out",
+        "o",
+        "--metrics",
+        "m.json",
+        "--plots",
+        "p",
+        "--params",
+        str(TINY_PARAMS),
+        cwd=tmp_path,
+    )
+    _one_line_error(result, "unknown objective 'dkd'; choose one of sokd, vanilla")
