@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import CheckpointError, PipelineError
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, load_tensors
 from pipeline.models import create_model
 from pipeline.models.staged import StagedClassifier
 
@@ -79,20 +79,7 @@ def save_checkpoint(
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read a checkpoint without unpickling code (weights_only); fail in one line if unusable."""
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint not found: {path}; run the stage that writes it (dvc repro)"
-        )
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ) as err:  # truncated zip, foreign pickle, random bytes: all unusable the same way
-        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({reason}); it is damaged or not a "
-            f"checkpoint: rerun the stage that wrote it"
-        ) from None
+    raw = load_tensors(path, CheckpointError, "checkpoint", "rerun the stage that wrote it")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint written by this pipeline")
     try:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from pipeline.config import PrepareConfig
 from pipeline.errors import DataError
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, load_tensors
 from pipeline.registry import Registry
 
 FORMAT = "sokd-prepared/1"
@@ -53,6 +53,17 @@ def _labels(targets: Any) -> Tensor:
     return torch.as_tensor(np.asarray(targets), dtype=torch.int64)
 
 
+def _from_torchvision(train: Any, test: Any) -> RawDataset:
+    """Wrap torchvision datasets that hold all their images in `.data` and labels in `.targets`."""
+    return RawDataset(
+        _as_nchw(train.data),
+        _labels(train.targets),
+        _as_nchw(test.data),
+        _labels(test.targets),
+        tuple(train.classes),
+    )
+
+
 @DATASETS.register("fashion_mnist")
 def read_fashion_mnist(raw: Path, cfg: PrepareConfig) -> RawDataset:
     """Fashion-MNIST from torchvision's layout `raw/FashionMNIST/raw/*-ubyte` (never downloads)."""
@@ -66,13 +77,7 @@ def read_fashion_mnist(raw: Path, cfg: PrepareConfig) -> RawDataset:
             f"Fashion-MNIST not found under {raw}/FashionMNIST/raw ({err}); "
             f"run `make data` (Debian: apt-get install dataset-fashion-mnist)"
         ) from None
-    return RawDataset(
-        _as_nchw(train.data),
-        _labels(train.targets),
-        _as_nchw(test.data),
-        _labels(test.targets),
-        tuple(train.classes),
-    )
+    return _from_torchvision(train, test)
 
 
 def _cifar(variant: str, raw: Path, verify_checksums: bool) -> RawDataset:
@@ -88,13 +93,7 @@ def _cifar(variant: str, raw: Path, verify_checksums: bool) -> RawDataset:
             f"{variant} not found or corrupted under {raw} ({err}); run `make data` online, "
             f"or copy the extracted '{base.base_folder}' folder there"
         ) from None
-    return RawDataset(
-        _as_nchw(train.data),
-        _labels(train.targets),
-        _as_nchw(test.data),
-        _labels(test.targets),
-        tuple(train.classes),
-    )
+    return _from_torchvision(train, test)
 
 
 def _without_checksums(base: type) -> type:
@@ -280,17 +279,7 @@ class Prepared:
 
 def load_prepared(path: Path, splits: Sequence[str]) -> Prepared:
     """Load `prepared.pt` safely (weights_only) and return only `splits` of it."""
-    if not path.is_file():
-        raise DataError(f"prepared dataset not found: {path}; run `dvc repro prepare` first")
-    try:
-        raw = torch.load(path, weights_only=True, map_location="cpu")
-    except (
-        Exception
-    ) as err:  # torch raises many types for a damaged file; all mean the same to a user
-        raise DataError(
-            f"cannot read prepared dataset {path}: {type(err).__name__}; "
-            f"delete it and run `dvc repro prepare`"
-        ) from None
+    raw = load_tensors(path, DataError, "prepared dataset", "run `dvc repro prepare`")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise DataError(f"{path} is not a prepared dataset ({FORMAT}); run `dvc repro prepare`")
     chosen = {s: Split(raw[s]["images"], raw[s]["labels"]) for s in splits}

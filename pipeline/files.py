@@ -11,6 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from pipeline.errors import PipelineError
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -51,3 +55,18 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def load_tensors(path: Path, error: type[PipelineError], what: str, fix: str) -> Any:
+    """torch.load with weights_only=True (never runs pickled code); failures raise `error`."""
+    if not path.is_file():
+        raise error(f"{what} not found: {path}; {fix}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    # A truncated zip, a foreign pickle or random bytes raise many exception types; all mean the
+    # same thing to a user.
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise error(
+            f"cannot read {what} {path} ({reason}); it is damaged or not a {what}: {fix}"
+        ) from None

@@ -30,9 +30,8 @@ def open_session(path: Path, threads: int) -> Any:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except (
-        Exception
-    ) as err:  # protobuf, checker and runtime errors all mean "this file is unusable"
+    # Protobuf, checker and runtime errors all mean the same thing: this file is unusable.
+    except Exception as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise GateError(
             f"ONNX file {path} is damaged or invalid ({reason}); rerun `dvc repro export`"

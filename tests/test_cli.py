@@ -66,58 +66,41 @@ def _params_with(tmp_path: Path, section: str, key: str, value: object) -> Path:
     return path
 
 
-def test_unknown_model_name_is_one_line(tmp_path: Path, prepared_path: Path) -> None:
-    params = _params_with(tmp_path, "train_teacher", "arch", "resnet1000")
-    result = _sokd(
-        "train_teacher",
-        "--data",
-        str(prepared_path),
-        "--out",
-        "t.pt",
-        "--metrics",
-        "m.json",
-        "--plots",
-        "p",
-        "--params",
-        str(params),
-        cwd=tmp_path,
-    )
-    _one_line_error(result, "params.train_teacher.arch: unknown model 'resnet1000'")
-    assert not (tmp_path / "t.pt").exists()
-
-
-def test_wrongly_typed_param_is_one_line(tmp_path: Path, prepared_path: Path) -> None:
-    params = _params_with(tmp_path, "distill.train.optim", "lr", "0.1")
-    result = _sokd(
-        "prepare",
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        (
+            "train_teacher",
+            "arch",
+            "resnet1000",
+            "params.train_teacher.arch: unknown model 'resnet1000'",
+        ),
+        (
+            "distill.train.optim",
+            "lr",
+            "0.1",
+            "params.distill.train.optim.lr: expected float, got '0.1'",
+        ),
+        ("distill", "temperature", 4.0, "params.distill.temperature: unknown key"),
+    ],
+)
+def test_bad_params_are_one_line_and_keep_existing_outputs(
+    tmp_path: Path, fashion_raw: Path, section: str, key: str, value: object, message: str
+) -> None:
+    params = _params_with(tmp_path, section, key, value)
+    (tmp_path / "d.pt").write_bytes(b"earlier output")
+    args = [
         "--raw",
-        str(tmp_path),
+        str(fashion_raw),
         "--out",
         "d.pt",
         "--metrics",
         "m.json",
         "--params",
         str(params),
-        cwd=tmp_path,
-    )
-    _one_line_error(result, "params.distill.train.optim.lr: expected float, got '0.1'")
-
-
-def test_unknown_param_key_is_one_line(tmp_path: Path) -> None:
-    params = _params_with(tmp_path, "distill", "temperature", 4.0)
-    result = _sokd(
-        "prepare",
-        "--raw",
-        str(tmp_path),
-        "--out",
-        "d.pt",
-        "--metrics",
-        "m.json",
-        "--params",
-        str(params),
-        cwd=tmp_path,
-    )
-    _one_line_error(result, "params.distill.temperature: unknown key")
+    ]
+    _one_line_error(_sokd("prepare", *args, cwd=tmp_path), message)
+    assert (tmp_path / "d.pt").read_bytes() == b"earlier output"
 
 
 def test_missing_dataset_is_one_line(tmp_path: Path) -> None:
@@ -137,38 +120,19 @@ def test_missing_dataset_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "d.pt").exists()
 
 
+def _export(checkpoint: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    args = ["--checkpoint", checkpoint, "--out", "s.onnx", "--metrics", "m.json"]
+    return _sokd("export", *args, "--params", str(TINY_PARAMS), cwd=cwd)
+
+
 def test_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
-    result = _sokd(
-        "export",
-        "--checkpoint",
-        "absent.pt",
-        "--out",
-        "s.onnx",
-        "--metrics",
-        "m.json",
-        "--params",
-        str(TINY_PARAMS),
-        cwd=tmp_path,
-    )
-    _one_line_error(result, "checkpoint not found: absent.pt")
+    _one_line_error(_export("absent.pt", tmp_path), "checkpoint not found: absent.pt")
 
 
 def test_corrupted_checkpoint_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 this is not really a zip archive")
     (tmp_path / "s.onnx").write_bytes(b"previous export")
-    result = _sokd(
-        "export",
-        "--checkpoint",
-        "bad.pt",
-        "--out",
-        "s.onnx",
-        "--metrics",
-        "m.json",
-        "--params",
-        str(TINY_PARAMS),
-        cwd=tmp_path,
-    )
-    _one_line_error(result, "cannot read checkpoint bad.pt")
+    _one_line_error(_export("bad.pt", tmp_path), "cannot read checkpoint bad.pt")
     assert (tmp_path / "s.onnx").read_bytes() == b"previous export"
 
 
