@@ -7,15 +7,19 @@ uint8 and each batch is cropped, flipped and normalised there in a few tensor op
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from torchvision.transforms.functional import to_pil_image
 
 from pipeline.config import AugmentConfig
 from pipeline.data import Prepared
+from pipeline.runtime import Runtime
 
 
 def random_crop(images: Tensor, pad: int, gen: torch.Generator) -> Tensor:
@@ -88,19 +92,92 @@ class Batches:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+class _UInt8Images(Dataset):
+    """Per-sample view of uint8 images (N, C, H, W) via PIL transforms, as classic loaders do."""
+
+    def __init__(self, images: Tensor, labels: Tensor, transform: Callable) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.transform(to_pil_image(self.images[index])), self.labels[index]
+
+
+@dataclass
+class StreamBatches:
+    """DataLoader batches with per-sample PIL transforms in worker processes, moved to the device.
+
+    The path for data that cannot live on the device, and the "plain path" the speed benchmark
+    compares against. Same interface as `Batches`.
+    """
+
+    loader: DataLoader
+    labels: Tensor  # (N,) int64 on the device, in evaluation order
+    device: torch.device
+    channels_last: bool
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_images(self) -> int:
+        return len(self) * self.loader.batch_size if self.loader.drop_last else len(self.labels)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        for images, labels in self.loader:
+            images = images.to(self.device, non_blocking=True, memory_format=layout)
+            yield images, labels.to(self.device, non_blocking=True)
+
+
+def _stream(
+    data: Prepared,
+    split: str,
+    batch_size: int,
+    augment: AugmentConfig | None,
+    runtime: Runtime,
+    seed: int,
+) -> StreamBatches:
+    s = data.splits[split]
+    steps: list[Callable] = []
+    if augment is not None and augment.pad:
+        steps.append(T.RandomCrop(s.images.shape[-2:], padding=augment.pad, padding_mode="reflect"))
+    if augment is not None and augment.hflip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize(data.mean, data.std)]
+    train = augment is not None
+    loader = DataLoader(
+        _UInt8Images(s.images, s.labels, T.Compose(steps)),
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train and len(s.labels) >= batch_size,
+        num_workers=runtime.workers,
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=runtime.device.type == "cuda",
+        persistent_workers=runtime.workers > 0,
+    )
+    return StreamBatches(loader, s.labels.to(runtime.device), runtime.device, runtime.channels_last)
+
+
+BatchSource = Batches | StreamBatches  # iterable of (images, labels); len(); .labels; .num_images
+
+
 def make_batches(
     data: Prepared,
     split: str,
     batch_size: int,
     augment: AugmentConfig | None,
-    device: torch.device,
+    runtime: Runtime,
     seed: int,
-    channels_last: bool,
-) -> Batches:
-    """Put one split of `data` on `device` and return its batch iterator."""
+) -> BatchSource:
+    """Batches of one split for `runtime` (device, layout, loader); augment=None: evaluation."""
+    if runtime.loader == "stream":
+        return _stream(data, split, batch_size, augment, runtime, seed)
+    device = runtime.device
     s = data.splits[split]
     c = len(data.mean)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
     return Batches(
         images=s.images.to(device),
         labels=s.labels.to(device),
@@ -108,6 +185,6 @@ def make_batches(
         std=torch.tensor(data.std, device=device).view(1, c, 1, 1),
         batch_size=batch_size,
         augment=augment,
-        generator=gen,
-        channels_last=channels_last,
+        generator=torch.Generator(device="cpu").manual_seed(seed),
+        channels_last=runtime.channels_last,
     )

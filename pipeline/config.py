@@ -28,16 +28,19 @@ class RuntimeConfig:
     """How to compute (never what): device, precision, memory layout."""
 
     device: str  # auto | cpu | cuda | cuda:N
-    amp: Literal[
-        "auto", "none", "bf16"
-    ]  # auto: bf16 where the hardware runs it natively, else fp32
+    # auto: bf16 where the hardware runs it natively, else fp32; fp16 (loss-scaled) is CUDA-only
+    amp: Literal["auto", "none", "bf16", "fp16"]
     channels_last: bool
+    compile: bool  # torch.compile the trained networks (costs 15-30 s up front on a CPU)
+    loader: Literal["device", "stream"]  # device: the split in memory, batch-wise augmentation
+    workers: int  # DataLoader worker processes for loader=stream
 
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or (
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         )
         _require(ok, "device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _require(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,18 @@ class VanillaConfig:
 
 
 @dataclass(frozen=True)
+class KdConfig:
+    temperature: float
+    ce_weight: float
+    kd_weight: float
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        for f in ("ce_weight", "kd_weight"):
+            _require(getattr(self, f) >= 0, f, f"loss weights must be >= 0, got {getattr(self, f)}")
+
+
+@dataclass(frozen=True)
 class SokdConfig:
     temperature: float
     student_ce: float  # λ1
@@ -150,6 +165,7 @@ class DistillConfig:
     arch: str  # student architecture, key into MODELS
     train: TrainConfig
     vanilla: VanillaConfig
+    kd: KdConfig
     sokd: SokdConfig
 
 

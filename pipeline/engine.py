@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,10 +13,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pipeline.batches import Batches
-from pipeline.config import ScheduleConfig, TrainConfig
+from pipeline.batches import BatchSource
+from pipeline.config import OptimConfig, ScheduleConfig, TrainConfig
 from pipeline.errors import PipelineError
-from pipeline.objectives.base import Objective
+from pipeline.objectives.base import Objective, StepOutput
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def prepare_module(module: nn.Module, runtime: Runtime) -> nn.Module:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Batches, runtime: Runtime) -> Tensor:
+def predict(model: nn.Module, batches: BatchSource, runtime: Runtime) -> Tensor:
     """Logits (N, K) of `model` in eval mode over every image of `batches`, as fp32 on the CPU."""
     was_training = model.training
     model.eval()
@@ -73,27 +74,63 @@ class FitResult:
     last_val_top1: float
 
 
+def build_optimizer(objective: Objective, cfg: OptimConfig) -> torch.optim.SGD:
+    """SGD over the objective's parameter groups (whatever still requires a gradient)."""
+    return torch.optim.SGD(
+        objective.param_groups(cfg.lr),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
+    )
+
+
+def train_step(
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    images: Tensor,
+    labels: Tensor,
+    runtime: Runtime,
+    progress: float,
+) -> StepOutput:
+    """One optimisation step: forward under autocast, backward, update. No host synchronisation."""
+    with runtime.autocast():
+        out = objective.step(images, labels, progress)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(out.loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return out
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: allocated on the GPU, resident on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def fit(
     objective: Objective,
-    train: Batches,
-    val: Batches,
+    train: BatchSource,
+    val: BatchSource,
     cfg: TrainConfig,
     runtime: Runtime,
     name: str,
 ) -> FitResult:
     """Train `objective` for `cfg.epochs` epochs, validating its deployable network after each."""
     prepare_module(objective, runtime)
-    optimizer = torch.optim.SGD(
-        objective.param_groups(cfg.optim.lr),
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
-        nesterov=cfg.optim.nesterov,
-    )
+    if runtime.compile:
+        objective.compile_networks()
+    optimizer = build_optimizer(objective, cfg.optim)
+    scaler = runtime.grad_scaler()
     steps = len(train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(cfg.schedule, cfg.epochs, steps)
     )
+    if runtime.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(runtime.device)
     history: list[dict[str, float]] = []
     log.info(
         "%s: %d epochs x %d steps of %d images on %s",
@@ -114,18 +151,17 @@ def fit(
             train, desc=f"{name} {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None
         )
         for i, (images, labels) in enumerate(bar):
-            with runtime.autocast():
-                out = objective.step(images, labels, progress=(epoch + i / steps) / cfg.epochs)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
+            progress = (epoch + i / steps) / cfg.epochs
+            out = train_step(objective, optimizer, scaler, images, labels, runtime, progress)
             scheduler.step()
             with torch.no_grad():
                 for key, value in {"loss": out.loss, **out.parts}.items():
                     sums[key] = sums.get(key, 0) + value.detach().float()
                 correct += (out.logits.argmax(1) == labels).sum()
-            if i % 50 == 49:
+            if not bar.disable and i % 50 == 49:  # a rare sync, and only when someone watches
                 bar.set_postfix(loss=f"{sums['loss'].item() / (i + 1):.3f}")
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize(runtime.device)  # the epoch's work is queued, not yet done
         seconds = time.perf_counter() - start
         row = {"epoch": epoch + 1, "lr": lr}
         row.update({f"train/{k}": v.item() / steps for k, v in sums.items()})
@@ -140,6 +176,7 @@ def fit(
         row["val/loss"] = torch.nn.functional.cross_entropy(logits, val.labels.cpu()).item()
         row["time/epoch_s"] = seconds
         row["time/images_per_s"] = train.num_images / seconds
+        row["memory/peak_mb"] = peak_memory_mb(runtime.device)
         history.append(row)
         log.info(
             "%s epoch %d/%d  loss %.4f  train top-1 %.2f%%  val top-1 %.2f%%  lr %.4f  %.0f s  "

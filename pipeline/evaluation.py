@@ -33,9 +33,7 @@ def evaluate_all(
     """
     data = load_prepared(data_path, ("test",))
     runtime = runtime.fp32()
-    batches = make_batches(
-        data, "test", cfg.batch_size, None, runtime.device, 0, runtime.channels_last
-    )
+    batches = make_batches(data, "test", cfg.batch_size, None, runtime, seed=0)
     labels = batches.labels.cpu()
     named = {"teacher": teacher_path}
     for run_dir in run_dirs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None  # None: plain fp32
     channels_last: bool
+    compile: bool = False  # torch.compile the trained networks
+    loader: str = "device"  # device | stream (DataLoader with per-sample transforms)
+    workers: int = 0  # DataLoader processes for loader=stream
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         """Autocast context for forward passes (a no-op in fp32)."""
@@ -26,14 +30,19 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling, enabled only for fp16, whose small gradients would otherwise underflow."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
     def describe(self) -> str:
         precision = "fp32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
         layout = "channels_last" if self.channels_last else "contiguous"
-        return f"{self.device} {precision} {layout}"
+        extra = ", compiled" if self.compile else ""
+        return f"{self.device} {precision} {layout}, {self.loader} loader{extra}"
 
     def fp32(self) -> Runtime:
         """The same device without autocast: final numbers are measured in full precision."""
-        return Runtime(self.device, None, self.channels_last)
+        return dataclasses.replace(self, amp_dtype=None)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -60,9 +69,15 @@ def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
         # Emulated bf16 on a CPU without native support runs about 10x slower than fp32.
         native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
         amp = torch.bfloat16 if native else None
+    elif cfg.amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError(
+                "params.runtime.amp: fp16 needs a CUDA device; use auto, bf16 or none"
+            )
+        amp = torch.float16
     else:
         amp = torch.bfloat16 if cfg.amp == "bf16" else None
-    return Runtime(device, amp, cfg.channels_last)
+    return Runtime(device, amp, cfg.channels_last, cfg.compile, cfg.loader, cfg.workers)
 
 
 def seed_everything(seed: int) -> None:

@@ -49,12 +49,8 @@ def _fit(
     seed: int,
 ) -> tuple[FitResult, Objective, dict[str, float]]:
     objective = build_objective(objective_name, student, teacher, objective_cfg)
-    train_batches = make_batches(
-        data, "train", train.batch_size, train.augment, runtime.device, seed, runtime.channels_last
-    )
-    val_batches = make_batches(
-        data, "val", train.batch_size, None, runtime.device, seed, runtime.channels_last
-    )
+    train_batches = make_batches(data, "train", train.batch_size, train.augment, runtime, seed)
+    val_batches = make_batches(data, "val", train.batch_size, None, runtime, seed)
     result = fit(objective, train_batches, val_batches, train, runtime, name)
     extra_top1 = {
         f"{role}/val_top1": topk_accuracy(predict(net, val_batches, runtime), val_batches.labels, 1)
@@ -73,6 +69,7 @@ def _summary(result: FitResult, trainable: int) -> dict[str, float]:
         "time/train_s": sum(r["time/epoch_s"] for r in h),
         "time/epoch_s": sum(r["time/epoch_s"] for r in h) / len(h),
         "time/images_per_s": sum(r["time/images_per_s"] for r in h) / len(h),
+        "memory/peak_mb": max(r["memory/peak_mb"] for r in h),
         "params/trainable": trainable,
     }
 

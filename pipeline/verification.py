@@ -15,6 +15,7 @@ from pipeline.data import Prepared
 from pipeline.errors import GateError
 from pipeline.export import INPUT_NAME
 from pipeline.files import sha256_file
+from pipeline.runtime import Runtime
 
 
 def open_session(path: Path, threads: int) -> Any:
@@ -71,9 +72,8 @@ def verify(onnx_path: Path, ckpt: Checkpoint, data: Prepared, cfg: VerifyConfig)
             f"(sha256 {str(recorded)[:12]} != {actual[:12]}); rerun `dvc repro export`"
         )
     model = ckpt.build().float().cpu()
-    batches = make_batches(
-        data, "test", cfg.batch_size, None, torch.device("cpu"), 0, channels_last=False
-    )
+    cpu = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
+    batches = make_batches(data, "test", cfg.batch_size, None, cpu, seed=0)
     torch_logits, onnx_logits = [], []
     with torch.no_grad():
         for images, _ in batches:

@@ -10,10 +10,12 @@ import torch
 
 from pipeline.config import Params, load_params
 from pipeline.data import prepare, save_prepared
+from pipeline.runtime import Runtime
 from tests.helpers import write_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = ROOT / "tests" / "tiny_params.yaml"
+CPU = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
 
 
 @pytest.fixture(autouse=True)

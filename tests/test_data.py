@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ from pipeline.config import Params
 from pipeline.data import _cifar as read_cifar_unchecked
 from pipeline.data import load_prepared, prepare, read_cifar10, read_cifar100, save_prepared
 from pipeline.errors import DataError
-from tests.conftest import with_changes
+from tests.conftest import CPU, with_changes
 from tests.helpers import write_cifar, write_image_folder
 
 
@@ -137,8 +138,8 @@ def test_training_batches_are_augmented_and_normalised(
 ) -> None:
     data = load_prepared(prepared_path, ("train", "val"))
     aug = tiny_params.train_teacher.train.augment
-    train = make_batches(data, "train", 32, aug, torch.device("cpu"), seed=0, channels_last=False)
-    val = make_batches(data, "val", 32, None, torch.device("cpu"), seed=0, channels_last=False)
+    train = make_batches(data, "train", 32, aug, CPU, seed=0)
+    val = make_batches(data, "val", 32, None, CPU, seed=0)
     images, labels = next(iter(train))
     assert images.shape == (32, 1, 28, 28) and images.dtype == torch.float32
     assert len(train) == 300 // 32 and train.num_images == 32 * (
@@ -156,3 +157,39 @@ def test_save_prepared_is_atomic(tmp_path: Path, fashion_raw: Path, tiny_params:
     out = tmp_path / "prepared.pt"
     save_prepared(out, prepare(fashion_raw, tiny_params.prepare, seed=0))
     assert out.is_file() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_stream_loader_matches_the_device_loader_for_evaluation(prepared_path: Path) -> None:
+    data = load_prepared(prepared_path, ("val",))
+    stream = dataclasses.replace(CPU, loader="stream", workers=0)
+    device_batches = list(make_batches(data, "val", 32, None, CPU, seed=0))
+    stream_batches = list(make_batches(data, "val", 32, None, stream, seed=0))
+    assert len(device_batches) == len(stream_batches) == 4
+    for (a, ya), (b, yb) in zip(device_batches, stream_batches, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+        assert torch.equal(ya, yb)
+
+
+def test_stream_loader_augments_in_worker_processes(
+    prepared_path: Path, tiny_params: Params
+) -> None:
+    data = load_prepared(prepared_path, ("train",))
+    stream = dataclasses.replace(CPU, loader="stream", workers=2)
+    batches = make_batches(
+        data, "train", 32, tiny_params.train_teacher.train.augment, stream, seed=0
+    )
+    first = [y for _, y in batches]
+    second = [y for _, y in batches]
+    assert len(first) == len(batches) == 300 // 32 and batches.num_images == 32 * (300 // 32)
+    assert not torch.equal(torch.cat(first), torch.cat(second))  # reshuffled every pass
+    again = make_batches(data, "train", 32, tiny_params.train_teacher.train.augment, stream, seed=0)
+    torch.testing.assert_close(
+        next(iter(again))[0],
+        next(
+            iter(
+                make_batches(
+                    data, "train", 32, tiny_params.train_teacher.train.augment, stream, seed=0
+                )
+            )
+        )[0],
+    )  # seeded

@@ -13,10 +13,7 @@ from pipeline.engine import fit, lr_factor, predict
 from pipeline.errors import CheckpointError, PipelineError
 from pipeline.models import create_model
 from pipeline.objectives import build_objective
-from pipeline.runtime import Runtime
-from tests.conftest import with_changes
-
-CPU = Runtime(torch.device("cpu"), None, channels_last=False)
+from tests.conftest import CPU, with_changes
 
 
 def test_cosine_and_step_schedules() -> None:
@@ -35,8 +32,8 @@ def test_fit_lowers_the_loss_and_reports_every_epoch(
 ) -> None:
     data = load_prepared(prepared_path, ("train", "val"))
     cfg = with_changes(tiny_params.train_teacher, "train", epochs=3).train
-    train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU.device, 0, False)
-    val = make_batches(data, "val", cfg.batch_size, None, CPU.device, 0, False)
+    train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU, 0)
+    val = make_batches(data, "val", cfg.batch_size, None, CPU, 0)
     objective = build_objective("vanilla", create_model("resnet8", 10, 1), None, None)
     result = fit(objective, train, val, cfg, CPU, "test")
     losses = [row["train/loss"] for row in result.history]
@@ -46,6 +43,7 @@ def test_fit_lowers_the_loss_and_reports_every_epoch(
         "lr",
         "train/loss",
         "train/student/ce",
+        "memory/peak_mb",
         "train/top1",
         "val/top1",
         "val/loss",
@@ -63,8 +61,8 @@ def test_fit_is_reproducible_with_the_same_seed(prepared_path: Path, tiny_params
     for _ in range(2):
         torch.manual_seed(0)
         model = create_model("resnet8", 10, 1)
-        train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU.device, 0, False)
-        val = make_batches(data, "val", cfg.batch_size, None, CPU.device, 0, False)
+        train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU, 0)
+        val = make_batches(data, "val", cfg.batch_size, None, CPU, 0)
         fit(build_objective("vanilla", model, None, None), train, val, cfg, CPU, "test")
         logits.append(predict(model, val, CPU))
     torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=0)
@@ -75,8 +73,8 @@ def test_a_diverging_run_stops_with_a_clear_error(prepared_path: Path, tiny_para
     cfg = with_changes(tiny_params.train_teacher, "train", epochs=1).train
     optim = with_changes(cfg, "optim", lr=1.0e12).optim
     cfg = with_changes(tiny_params.train_teacher, "train", epochs=1, optim=optim).train
-    train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU.device, 0, False)
-    val = make_batches(data, "val", cfg.batch_size, None, CPU.device, 0, False)
+    train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU, 0)
+    val = make_batches(data, "val", cfg.batch_size, None, CPU, 0)
     objective = build_objective("vanilla", create_model("resnet8", 10, 1), None, None)
     with pytest.raises(PipelineError, match="training loss became nan"):
         fit(objective, train, val, cfg, CPU, "test")
@@ -164,8 +162,8 @@ def test_sokd_trains_on_cuda_with_bf16_and_channels_last(
     runtime = resolve_runtime(RuntimeConfig(device="cuda", amp="bf16", channels_last=True))
     data = load_prepared(prepared_path, ("train", "val"))
     cfg = tiny_params.distill.train
-    train = make_batches(data, "train", cfg.batch_size, cfg.augment, runtime.device, 0, True)
-    val = make_batches(data, "val", cfg.batch_size, None, runtime.device, 0, True)
+    train = make_batches(data, "train", cfg.batch_size, cfg.augment, runtime, 0)
+    val = make_batches(data, "val", cfg.batch_size, None, runtime, 0)
     teacher = create_model("resnet20", 10, 1)
     objective = build_objective(
         "sokd", create_model("resnet8", 10, 1), teacher, tiny_params.distill.sokd
@@ -173,3 +171,38 @@ def test_sokd_trains_on_cuda_with_bf16_and_channels_last(
     result = fit(objective, train, val, cfg, runtime, "cuda")
     assert all(math.isfinite(r["train/loss"]) for r in result.history)
     assert next(objective.student.parameters()).device.type == "cuda"
+
+
+def test_fp16_on_a_cpu_is_refused_in_one_line() -> None:
+    from pipeline.config import RuntimeConfig
+    from pipeline.errors import ConfigError
+    from pipeline.runtime import resolve_runtime
+
+    cfg = RuntimeConfig(
+        "cpu", "fp16", channels_last=False, compile=False, loader="device", workers=0
+    )
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        resolve_runtime(cfg)
+
+
+def test_compiled_training_gives_the_same_first_step_as_eager(
+    prepared_path: Path, tiny_params: Params
+) -> None:
+    import dataclasses
+
+    from pipeline.engine import build_optimizer, train_step
+
+    data = load_prepared(prepared_path, ("train",))
+    images, labels = next(iter(make_batches(data, "train", 16, None, CPU, 0)))
+    losses = []
+    for runtime in (CPU, dataclasses.replace(CPU, compile=True)):
+        torch.manual_seed(0)
+        objective = build_objective("vanilla", create_model("resnet8", 10, 1), None, None)
+        if runtime.compile:
+            objective.compile_networks()
+        optimizer = build_optimizer(objective, tiny_params.distill.train.optim)
+        out = train_step(objective, optimizer, runtime.grad_scaler(), images, labels, runtime, 0.0)
+        losses.append(out.loss.item())
+        keys = set(objective.deployable().state_dict())
+        assert not any("_orig_mod" in k for k in keys)  # checkpoints keep plain names
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)

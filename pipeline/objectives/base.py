@@ -38,6 +38,11 @@ class Objective(nn.Module):
         """Other trained networks worth keeping after training (e.g. SOKD's improved teacher)."""
         return {}
 
+    def compile_networks(self) -> None:
+        """torch.compile every child network in place (weights and state_dict keys unchanged)."""
+        for module in self.children():
+            module.compile()
+
     def train(self, mode: bool = True) -> Objective:
         super().train(mode)
         for name in self.frozen:  # a frozen teacher keeps its BatchNorm running statistics

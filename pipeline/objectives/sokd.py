@@ -45,11 +45,12 @@ class SemiOnlineKD(Objective):
 
     def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
         c = self.cfg
-        with (
-            torch.no_grad()
-        ):  # the teacher runs once; its trunk output feeds both its head and the bridge
+        # The frozen teacher runs once: its trunk output feeds both its own head and the bridge.
+        with torch.inference_mode():
             features = self.teacher_trunk(images)  # (B, C, H', W')
             teacher_logits = self.teacher_head(features)  # (B, K)
+        # clone(): tensors made under inference_mode may not be saved for the bridge's backward.
+        features, teacher_logits = features.clone(), teacher_logits.clone()
         bridge_logits = self.bridge(features)  # (B, K); trained online, unlike the frozen trunk
         student_logits = self.student(images)  # (B, K)
         # Every cross term is detached: each network treats its peer's output as a fixed target this

@@ -1,0 +1,284 @@
+"""Speed of a training step: a plain path against the project's fast path, side by side in one run.
+
+    python -m benchmarks.speed [--out benchmarks/speed.json] [--steps N] [--rounds R] [--pairs ...]
+
+Plain path (what reference implementations do): a DataLoader with per-sample PIL transforms in
+worker processes, eager fp32 in the default memory layout, the frozen teacher in train mode
+(BatchNorm on batch statistics), and a `loss.item()` every step. Fast path (this project's
+defaults): the split in memory on the device with batch-wise augmentation, channels_last, bf16
+autocast where the hardware runs it natively, the teacher in eval mode under inference_mode and
+run once per step, no host sync.
+
+Each (pair, objective) is measured in alternating rounds, plain then fast, and the median over
+rounds is reported, so slow drift of a shared machine hits both paths alike. It also times the
+SOKD step against the sum of its parts (student step + teacher forward + bridge step), each
+measured alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from pipeline.batches import make_batches
+from pipeline.config import AugmentConfig, KdConfig, OptimConfig, SokdConfig, VanillaConfig
+from pipeline.data import Prepared, Split
+from pipeline.engine import build_optimizer, prepare_module, train_step
+from pipeline.losses import cross_entropy
+from pipeline.models import create_model
+from pipeline.models.staged import copy_head, split
+from pipeline.objectives import build_objective
+from pipeline.runtime import Runtime, cpu_has_native_bf16
+
+PAIRS = {  # name: (teacher, student, (C, H, W), classes)
+    "quickstart": ("resnet20", "resnet8", (1, 28, 28), 10),
+    "wrn40_2-wrn16_2": ("wrn_40_2", "wrn_16_2", (3, 32, 32), 100),
+}
+OBJECTIVE_CFGS = {
+    "vanilla": VanillaConfig(),
+    "kd": KdConfig(temperature=4.0, ce_weight=0.1, kd_weight=0.9),
+    "sokd": SokdConfig(4.0, 1.0, 1.0, 1.0, 1.0, 1.0, "teacher", "eval", 1.0, ""),
+}
+OPTIM = OptimConfig(lr=0.05, momentum=0.9, weight_decay=5.0e-4, nesterov=True)
+AUGMENT = AugmentConfig(pad=4, hflip=True)
+BATCH = 128
+
+
+def synthetic_data(shape: tuple[int, int, int], classes: int, n: int) -> Prepared:
+    """Random uint8 images of the pair's shape: speed does not depend on the pixels."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    c = shape[0]
+    return Prepared(
+        "synthetic",
+        tuple(map(str, range(classes))),
+        (0.5,) * c,
+        (0.25,) * c,
+        {"train": Split(images, labels)},
+    )
+
+
+def fast_runtime(device: torch.device) -> Runtime:
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+    return Runtime(device, torch.bfloat16 if native else None, channels_last=True, loader="device")
+
+
+def plain_runtime(device: torch.device, workers: int) -> Runtime:
+    return Runtime(device, None, channels_last=False, loader="stream", workers=workers)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stepper:
+    """A ready-to-run objective on one path; `run(n)` returns seconds per step for n steps."""
+
+    def __init__(
+        self, pair: str, objective: str, runtime: Runtime, plain: bool, data: Prepared
+    ) -> None:
+        teacher_arch, student_arch, shape, classes = PAIRS[pair]
+        torch.manual_seed(0)
+        teacher = create_model(teacher_arch, classes, shape[0]) if objective != "vanilla" else None
+        student = create_model(student_arch, classes, shape[0])
+        self.objective = build_objective(objective, student, teacher, OBJECTIVE_CFGS[objective])
+        if plain:
+            self.objective.frozen = ()  # the reference behaviour: the frozen teacher in train mode
+        prepare_module(self.objective, runtime)
+        self.optimizer = build_optimizer(self.objective, OPTIM)
+        self.scaler = runtime.grad_scaler()
+        self.runtime, self.plain = runtime, plain
+        self.batches = make_batches(data, "train", BATCH, AUGMENT, runtime, seed=0)
+        self._iter = iter(self.batches)
+
+    def _next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return next(self._iter)
+        except StopIteration:
+            self._iter = iter(self.batches)
+            return next(self._iter)
+
+    def run(self, steps: int) -> float:
+        self.objective.train()
+        _sync(self.runtime.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            images, labels = self._next()
+            out = train_step(
+                self.objective, self.optimizer, self.scaler, images, labels, self.runtime, 0.0
+            )
+            if self.plain:
+                out.loss.item()  # reference loops log the loss every step, a host sync each time
+        _sync(self.runtime.device)
+        return (time.perf_counter() - start) / steps
+
+
+def _timed(fn: Callable[[], object], steps: int, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def sokd_parts(
+    pair: str, runtime: Runtime, data: Prepared, steps: int, rounds: int
+) -> dict[str, float]:
+    """Seconds per step of SOKD and of its parts alone, medians over rounds, on the fast path."""
+    teacher_arch, _, shape, classes = PAIRS[pair]
+    sokd = Stepper(pair, "sokd", runtime, plain=False, data=data)
+    student = Stepper(pair, "vanilla", runtime, plain=False, data=data)
+    teacher = prepare_module(create_model(teacher_arch, classes, shape[0]), runtime).eval()
+    trunk, head = split(teacher, "")
+    bridge = prepare_module(copy_head(head, reinitialise=False), runtime).train()
+    bridge_opt = torch.optim.SGD(bridge.parameters(), lr=0.05, momentum=0.9)
+    images, labels = next(iter(sokd.batches))
+    with torch.inference_mode(), runtime.autocast():
+        features = trunk(images).clone()
+
+    def teacher_forward() -> None:
+        with torch.inference_mode(), runtime.autocast():
+            teacher(images)
+
+    def bridge_step() -> None:
+        with runtime.autocast():
+            loss = cross_entropy(bridge(features.clone()), labels)
+        bridge_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        bridge_opt.step()
+
+    for warm in (sokd.run, student.run):
+        warm(2)
+    _timed(teacher_forward, 2, runtime.device)
+    _timed(bridge_step, 2, runtime.device)
+    samples: dict[str, list[float]] = {"sokd": [], "student": [], "teacher": [], "bridge": []}
+    for _ in range(rounds):
+        samples["sokd"].append(sokd.run(steps))
+        samples["student"].append(student.run(steps))
+        samples["teacher"].append(_timed(teacher_forward, steps, runtime.device))
+        samples["bridge"].append(_timed(bridge_step, steps, runtime.device))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
+    return {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": cpu_has_native_bf16(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/speed.json"))
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating plain/fast rounds")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader workers of the plain path"
+    )
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    fast, plain = fast_runtime(device), plain_runtime(device, args.workers)
+    rows, parts = [], {}
+    for pair in args.pairs:
+        _, _, shape, classes = PAIRS[pair]
+        data = synthetic_data(shape, classes, n=BATCH * (args.steps + 4))
+        for objective in OBJECTIVE_CFGS:
+            steppers = {
+                "plain": Stepper(pair, objective, plain, True, data),
+                "fast": Stepper(pair, objective, fast, False, data),
+            }
+            for s in steppers.values():
+                s.run(2)  # warm-up: allocator, worker start-up, lazy initialisation
+            times: dict[str, list[float]] = {"plain": [], "fast": []}
+            for _ in range(args.rounds):
+                for name, s in steppers.items():
+                    times[name].append(s.run(args.steps))
+            row = {"pair": pair, "objective": objective}
+            for name in ("plain", "fast"):
+                row[f"{name}_images_per_s"] = BATCH / statistics.median(times[name])
+            row["speedup"] = row["fast_images_per_s"] / row["plain_images_per_s"]
+            rows.append(row)
+            print(
+                f"{pair:16s} {objective:8s} plain {row['plain_images_per_s']:8.0f} img/s   "
+                f"fast {row['fast_images_per_s']:8.0f} img/s   x{row['speedup']:.2f}",
+                flush=True,
+            )
+            del steppers
+        p = sokd_parts(pair, fast, data, args.steps, args.rounds)
+        parts[pair] = {
+            **{f"{k}_ms": 1000 * v for k, v in p.items()},
+            "sum_of_parts_ms": 1000 * (p["student"] + p["teacher"] + p["bridge"]),
+            "sokd_over_sum": p["sokd"] / (p["student"] + p["teacher"] + p["bridge"]),
+        }
+        print(
+            f"{pair:16s} sokd step {1000 * p['sokd']:.0f} ms = "
+            f"{parts[pair]['sokd_over_sum']:.2f} x (student {1000 * p['student']:.0f} + teacher "
+            f"{1000 * p['teacher']:.0f} + bridge {1000 * p['bridge']:.0f} ms)",
+            flush=True,
+        )
+    report = {
+        "machine": machine(),
+        "batch_size": BATCH,
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "plain": {**dataclasses.asdict(plain), "device": str(device), "amp_dtype": None},
+        "fast": {
+            **dataclasses.asdict(fast),
+            "device": str(device),
+            "amp_dtype": str(fast.amp_dtype),
+        },
+        "rows": rows,
+        "sokd_parts": parts,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print("\n| pair | objective | plain img/s | fast img/s | speed-up |\n|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['pair']} | {r['objective']} | {r['plain_images_per_s']:.0f} | "
+            f"{r['fast_images_per_s']:.0f} | {r['speedup']:.2f}x |"
+        )
+    print(
+        "\n| pair | SOKD step ms | student + teacher fwd + bridge ms | ratio |\n|---|---|---|---|"
+    )
+    for pair, p in parts.items():
+        print(
+            f"| {pair} | {p['sokd_ms']:.0f} | {p['student_ms']:.0f} + {p['teacher_ms']:.0f} + "
+            f"{p['bridge_ms']:.0f} = {p['sum_of_parts_ms']:.0f} | {p['sokd_over_sum']:.2f} |"
+        )
+    print(
+        f"\nwrote {args.out} ({report['machine']['cpu']}, {report['machine']['threads']} threads)"
+    )
+
+
+if __name__ == "__main__":
+    main()
