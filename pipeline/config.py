@@ -23,6 +23,12 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _weights_non_negative(section: object, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        _require(value >= 0, name, f"loss weights must be >= 0, got {value}")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """How to compute (never what): device, precision, memory layout."""
@@ -126,8 +132,7 @@ class KdConfig:
 
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-        for f in ("ce_weight", "kd_weight"):
-            _require(getattr(self, f) >= 0, f, f"loss weights must be >= 0, got {getattr(self, f)}")
+        _weights_non_negative(self, "ce_weight", "kd_weight")
 
 
 @dataclass(frozen=True)
@@ -140,9 +145,8 @@ class SokdConfig:
     bridge_kl_student: float  # α3
     bridge_init: Literal["random", "teacher"]
     teacher_bn: Literal["eval", "train"]
-    bridge_lr_mult: (
-        float  # bridge lr = this x train.optim.lr (reference: 1.0 in its config, 0.5 in code)
-    )
+    # bridge lr = bridge_lr_mult x train.optim.lr (reference: 1.0 in its config, 0.5 in its code)
+    bridge_lr_mult: float
     split: str  # name of the teacher's first head module; "" picks the architecture's default
 
     def __post_init__(self) -> None:
@@ -150,14 +154,73 @@ class SokdConfig:
         _require(
             self.bridge_lr_mult > 0, "bridge_lr_mult", f"must be > 0, got {self.bridge_lr_mult}"
         )
-        for f in (
+        _weights_non_negative(
+            self,
             "student_ce",
             "student_kl_bridge",
             "bridge_ce",
             "bridge_kl_teacher",
             "bridge_kl_student",
-        ):
-            _require(getattr(self, f) >= 0, f, f"loss weights must be >= 0, got {getattr(self, f)}")
+        )
+
+
+@dataclass(frozen=True)
+class SokdAtConfig(SokdConfig):
+    at_weight: float  # β of attention transfer (CIFAR KD zoo: 1000)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.at_weight >= 0, "at_weight", f"must be >= 0, got {self.at_weight}")
+
+
+@dataclass(frozen=True)
+class SokdFitnetConfig(SokdConfig):
+    hint_weight: float  # β of the FitNet hint loss (CIFAR KD zoo: 100)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.hint_weight >= 0, "hint_weight", f"must be >= 0, got {self.hint_weight}")
+
+
+@dataclass(frozen=True)
+class DmlConfig:
+    temperature: float  # 1 in the DML paper
+    ce_weight: float
+    kl_weight: float
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        _weights_non_negative(self, "ce_weight", "kl_weight")
+
+
+@dataclass(frozen=True)
+class KdDmlConfig:
+    temperature: float  # of the KD term; the mutual term runs at 1 as in DML
+    ce_weight: float
+    kd_weight: float
+    dml_weight: float
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        _weights_non_negative(self, "ce_weight", "kd_weight", "dml_weight")
+
+
+@dataclass(frozen=True)
+class AtConfig:
+    ce_weight: float
+    at_weight: float
+
+    def __post_init__(self) -> None:
+        _weights_non_negative(self, "ce_weight", "at_weight")
+
+
+@dataclass(frozen=True)
+class FitnetConfig:
+    ce_weight: float
+    hint_weight: float
+
+    def __post_init__(self) -> None:
+        _weights_non_negative(self, "ce_weight", "hint_weight")
 
 
 @dataclass(frozen=True)
@@ -166,7 +229,13 @@ class DistillConfig:
     train: TrainConfig
     vanilla: VanillaConfig
     kd: KdConfig
+    dml: DmlConfig
+    kd_dml: KdDmlConfig
+    at: AtConfig
+    fitnet: FitnetConfig
     sokd: SokdConfig
+    sokd_at: SokdAtConfig
+    sokd_fitnet: SokdFitnetConfig
 
 
 @dataclass(frozen=True)

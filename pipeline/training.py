@@ -54,7 +54,7 @@ def _fit(
     result = fit(objective, train_batches, val_batches, train, runtime, name)
     extra_top1 = {
         f"{role}/val_top1": topk_accuracy(predict(net, val_batches, runtime), val_batches.labels, 1)
-        for role, net in objective.extra_networks().items()
+        for role, (net, _) in objective.extra_networks().items()
     }
     return result, objective, extra_top1
 
@@ -131,7 +131,9 @@ def run_distill(
         "params/teacher": count_parameters(teacher),
     }
     networks = {"student": (cfg.arch, student)}
-    networks.update({role: (ckpt.arch, net) for role, net in objective.extra_networks().items()})
+    archs = {"teacher": ckpt.arch, "student": cfg.arch}
+    for role, (net, arch_of) in objective.extra_networks().items():
+        networks[role] = (archs[arch_of], net)
     params = {
         "arch": cfg.arch,
         "objective": objective_name,

@@ -105,7 +105,8 @@ def test_sokd_improved_teacher_loads_into_the_teacher_architecture(tiny_params: 
     student, teacher = _networks()
     objective = build_objective("sokd", student, teacher, tiny_params.distill.sokd)
     _step(objective)
-    improved = objective.extra_networks()["improved_teacher"]
+    improved, arch_of = objective.extra_networks()["improved_teacher"]
+    assert arch_of == "teacher"
     rebuilt = create_model("resnet20", 10, 1)
     rebuilt.load_state_dict(improved.state_dict())  # strict: every key matches
     images = torch.randn(2, 1, 28, 28)

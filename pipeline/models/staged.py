@@ -99,3 +99,29 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
         for h in hooks:
             h.remove()
     return total
+
+
+def forward_with_tap(chain: nn.Sequential, tap: str, images: Tensor) -> tuple[Tensor, Tensor]:
+    """Run a chain of named modules; return (output of child `tap`, final output)."""
+    tapped = None
+    x = images
+    for name, module in chain.named_children():
+        x = module(x)
+        if name == tap:
+            tapped = x
+    if tapped is None:
+        names = [n for n, _ in chain.named_children()]
+        raise ConfigError(f"no module named {tap!r} to tap; choose one of {names}")
+    return tapped, x
+
+
+@torch.no_grad()
+def tap_channels(chain: nn.Sequential, tap: str) -> int:
+    """Channels of child `tap`'s output, from a dry run on one small image (weights untouched)."""
+    first_conv = next(m for m in chain.modules() if isinstance(m, nn.Conv2d))
+    was_training = chain.training
+    try:
+        probe = torch.zeros(1, first_conv.in_channels, 32, 32, device=first_conv.weight.device)
+        return forward_with_tap(chain.eval(), tap, probe)[0].shape[1]
+    finally:
+        chain.train(was_training)

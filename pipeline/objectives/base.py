@@ -34,8 +34,9 @@ class Objective(nn.Module):
             {"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "all"}
         ]
 
-    def extra_networks(self) -> dict[str, nn.Module]:
-        """Other trained networks worth keeping after training (e.g. SOKD's improved teacher)."""
+    def extra_networks(self) -> dict[str, tuple[nn.Module, str]]:
+        """Other trained networks worth keeping: role -> (network, "teacher" | "student"), the
+        second naming whose architecture it has (e.g. SOKD's improved teacher: "teacher")."""
         return {}
 
     def compile_networks(self) -> None:

@@ -4,6 +4,9 @@ A frozen, pretrained teacher is cut into trunk and head. A trainable knowledge b
 head, reads the teacher's trunk features and learns online from the labels, the frozen teacher (KD)
 and the student (DML); the student learns from the labels and from the bridge only. Trunk +
 bridge is afterwards an "improved teacher" with the teacher's architecture.
+
+The feature-based variants add one feature term per network to the logit terms: the student
+imitates the bridge's stage output, and the bridge stays anchored to the teacher's.
 """
 
 from __future__ import annotations
@@ -14,10 +17,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import SokdConfig
+from pipeline.config import SokdAtConfig, SokdConfig, SokdFitnetConfig
 from pipeline.errors import ConfigError
-from pipeline.losses import cross_entropy, kd_kl
-from pipeline.models.staged import StagedClassifier, copy_head, split
+from pipeline.losses import attention_transfer, cross_entropy, hint_regression, kd_kl
+from pipeline.models.staged import (
+    StagedClassifier,
+    copy_head,
+    forward_with_tap,
+    split,
+    tap_channels,
+)
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import Objective, StepOutput, freeze
 
@@ -26,6 +35,8 @@ from pipeline.objectives.base import Objective, StepOutput, freeze
 class SemiOnlineKD(Objective):
     """Semi-Online Knowledge Distillation (Liu et al., BMVC 2021)."""
 
+    uses_features = False  # the feature variants also read the last stage of each network
+
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: SokdConfig) -> None:
         super().__init__()
         if not isinstance(teacher, StagedClassifier):
@@ -33,28 +44,29 @@ class SemiOnlineKD(Objective):
         self.cfg = cfg
         self.student = student
         self.teacher = freeze(teacher)
-        trunk, head = split(teacher, cfg.split)
-        self.teacher_trunk, self.teacher_head = (
-            trunk,
-            head,
-        )  # views that share the teacher's modules
-        self.bridge = copy_head(head, reinitialise=cfg.bridge_init == "random")
+        # Trunk and head are views sharing the teacher's modules; the bridge is a trainable copy.
+        self.teacher_trunk, self.teacher_head = split(teacher, cfg.split)
+        self.head_tap = next(iter(self.teacher_head.named_children()))[0]  # e.g. "stage3"
+        self.bridge = copy_head(self.teacher_head, reinitialise=cfg.bridge_init == "random")
         # teacher_bn=train reproduces the reference code: frozen weights, but BatchNorm on batch
         # statistics with running statistics that drift during distillation.
         self.frozen = ("teacher",) if cfg.teacher_bn == "eval" else ()
+
+    def _run(self, net: nn.Module, tap: str, x: Tensor) -> tuple[Tensor | None, Tensor]:
+        return forward_with_tap(net, tap, x) if self.uses_features else (None, net(x))
 
     def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
         c = self.cfg
         # The frozen teacher runs once: its trunk output feeds both its own head and the bridge.
         with torch.inference_mode():
             features = self.teacher_trunk(images)  # (B, C, H', W')
-            teacher_logits = self.teacher_head(features)  # (B, K)
-        # clone(): tensors made under inference_mode may not be saved for the bridge's backward.
+            teacher_feat, teacher_logits = self._run(self.teacher_head, self.head_tap, features)
+        # clone(): tensors made under inference_mode may not be saved for a backward pass.
         features, teacher_logits = features.clone(), teacher_logits.clone()
-        bridge_logits = self.bridge(features)  # (B, K); trained online, unlike the frozen trunk
-        student_logits = self.student(images)  # (B, K)
-        # Every cross term is detached: each network treats its peer's output as a fixed target this
-        # step, so one backward of the sum optimises each network on its own loss.
+        bridge_feat, bridge_logits = self._run(self.bridge, self.head_tap, features)  # (B, K)
+        student_feat, student_logits = self._run(self.student, self.student.split_point, images)
+        # Every cross term is detached: each network treats its peer's output as a fixed target
+        # this step, so one backward of the sum optimises each network on its own loss.
         parts = {
             "student/ce": c.student_ce * cross_entropy(student_logits, labels),
             "student/kl_bridge": c.student_kl_bridge
@@ -65,29 +77,75 @@ class SemiOnlineKD(Objective):
             "bridge/kl_student": c.bridge_kl_student
             * kd_kl(bridge_logits, student_logits.detach(), c.temperature),
         }
+        if self.uses_features:
+            parts.update(self.feature_parts(student_feat, bridge_feat, teacher_feat.clone()))
         loss = torch.stack(list(parts.values())).sum()
         return StepOutput(loss=loss, logits=student_logits, parts=parts)
+
+    def feature_parts(self, student: Tensor, bridge: Tensor, teacher: Tensor) -> dict[str, Tensor]:
+        """Feature terms of the variants: student -> bridge, bridge -> teacher (last-stage maps)."""
+        return {}
 
     def deployable(self) -> nn.Module:
         return self.student
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        bridge = list(self.bridge.parameters())
+        ids = {id(p) for p in bridge}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
         return [
-            {
-                "params": [p for p in self.student.parameters() if p.requires_grad],
-                "lr": lr,
-                "name": "student",
-            },
-            {
-                "params": list(self.bridge.parameters()),
-                "lr": lr * self.cfg.bridge_lr_mult,
-                "name": "bridge",
-            },
+            {"params": rest, "lr": lr, "name": "student"},  # the student and its own adapters
+            {"params": bridge, "lr": lr * self.cfg.bridge_lr_mult, "name": "bridge"},
         ]
 
-    def extra_networks(self) -> dict[str, nn.Module]:
+    def extra_networks(self) -> dict[str, tuple[nn.Module, str]]:
         # Trunk + bridge carry the teacher's module names: their weights load into its arch.
-        improved = OrderedDict(
-            [*self.teacher_trunk.named_children(), *self.bridge.named_children()]
-        )
-        return {"improved_teacher": nn.Sequential(improved)}
+        trunk_and_bridge = [*self.teacher_trunk.named_children(), *self.bridge.named_children()]
+        return {"improved_teacher": (nn.Sequential(OrderedDict(trunk_and_bridge)), "teacher")}
+
+
+@OBJECTIVES.register("sokd_at")
+class SokdAttention(SemiOnlineKD):
+    """SOKD + attention transfer (Liu et al., BMVC 2021; AT: Zagoruyko & Komodakis, ICLR 2017).
+
+    Added terms: at_weight·AT(student, sg bridge) for the student and at_weight·AT(bridge, teacher)
+    for the bridge, on the last-stage feature maps. Attention maps are channel-free: no adapter.
+    """
+
+    uses_features = True
+    cfg: SokdAtConfig
+
+    def feature_parts(self, student: Tensor, bridge: Tensor, teacher: Tensor) -> dict[str, Tensor]:
+        w = self.cfg.at_weight
+        return {
+            "student/at_bridge": w * attention_transfer(student, bridge.detach()),
+            "bridge/at_teacher": w * attention_transfer(bridge, teacher),
+        }
+
+
+@OBJECTIVES.register("sokd_fitnet")
+class SokdFitNet(SemiOnlineKD):
+    """SOKD + FitNet hints (Liu et al., BMVC 2021; FitNets: Romero et al., ICLR 2015).
+
+    Added terms: hint_weight·MSE(regressor(student), sg bridge) for the student, through a trainable
+    1x1 conv + BN regressor (trained with the student, never deployed), and hint_weight·MSE(bridge,
+    teacher) for the bridge, on the last-stage feature maps.
+    """
+
+    uses_features = True
+    cfg: SokdFitnetConfig
+
+    def __init__(
+        self, student: nn.Module, teacher: nn.Module | None, cfg: SokdFitnetConfig
+    ) -> None:
+        super().__init__(student, teacher, cfg)
+        c_in = tap_channels(student, student.split_point)
+        c_out = tap_channels(self.teacher_head, self.head_tap)
+        self.regressor = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def feature_parts(self, student: Tensor, bridge: Tensor, teacher: Tensor) -> dict[str, Tensor]:
+        w = self.cfg.hint_weight
+        return {
+            "student/hint_bridge": w * hint_regression(self.regressor(student), bridge.detach()),
+            "bridge/hint_teacher": w * hint_regression(bridge, teacher),
+        }
