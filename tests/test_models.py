@@ -57,6 +57,10 @@ def test_reference_parameter_counts() -> None:
         "wrn_16_2": 0.70e6,
         "wrn_40_1": 0.57e6,
         "wrn_40_2": 2.26e6,
+        "vgg8": 3.96e6,
+        "vgg13": 9.46e6,
+        "mobilenetv2_x0_5": 0.81e6,
+        "shufflenetv2": 1.36e6,
     }
     for name, count in expected.items():
         assert count_parameters(create_model(name, 100, 3)) == pytest.approx(count, abs=0.005e6), (

@@ -118,3 +118,72 @@ def test_sokd_improved_teacher_loads_into_the_teacher_architecture(tiny_params: 
 def test_sokd_without_a_teacher_is_a_clear_error(tiny_params: Params) -> None:
     with pytest.raises(ConfigError, match="needs a pretrained teacher"):
         build_objective("sokd", create_model("resnet8", 10, 1), None, tiny_params.distill.sokd)
+
+
+# Which child modules of each objective are trained (everything else must stay frozen).
+TRAINED = {
+    "vanilla": {"student"},
+    "kd": {"student"},
+    "at": {"student"},
+    "fitnet": {"student", "regressor"},
+    "dml": {"student", "peer"},
+    "kd_dml": {"student", "peer"},
+    "sokd": {"student", "bridge"},
+    "sokd_at": {"student", "bridge"},
+    "sokd_fitnet": {"student", "bridge", "regressor"},
+}
+# The networks whose loss a part is: "student/..." terms may only move these modules, and so on.
+OWNERS = {"student": {"student", "regressor"}, "bridge": {"bridge"}, "peer": {"peer"}}
+
+
+def test_every_objective_has_an_expected_trainable_set() -> None:
+    assert set(TRAINED) == set(OBJECTIVES.names())
+
+
+def _modules_with_grad(objective: nn.Module) -> set[str]:
+    return {
+        name
+        for name, child in objective.named_children()
+        if any(p.grad is not None and p.grad.abs().sum() > 0 for p in child.parameters())
+    }
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_exactly_the_expected_networks_are_trained(name: str, tiny_params: Params) -> None:
+    student, teacher = _networks()
+    objective = build_objective(name, student, teacher, getattr(tiny_params.distill, name))
+    trainable = {
+        n
+        for n, child in objective.named_children()
+        if any(p.requires_grad for p in child.parameters())
+    }
+    assert trainable == TRAINED[name]
+    out = objective.train().step(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)), 0.0)
+    out.loss.backward()
+    assert _modules_with_grad(objective) == TRAINED[name]
+    grouped = {id(p) for g in objective.param_groups(0.1) for p in g["params"]}
+    assert grouped == {id(p) for p in objective.parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_each_loss_part_moves_only_its_own_network(name: str, tiny_params: Params) -> None:
+    # The detached cross terms: a student term must not reach the bridge or the peer, and back.
+    student, teacher = _networks()
+    objective = build_objective(name, student, teacher, getattr(tiny_params.distill, name))
+    out = objective.train().step(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)), 0.0)
+    for key, part in out.parts.items():
+        objective.zero_grad(set_to_none=True)
+        part.backward(retain_graph=True)
+        assert _modules_with_grad(objective) <= OWNERS[key.split("/")[0]], key
+
+
+def test_dml_peer_starts_from_scratch_with_the_teacher_architecture(tiny_params: Params) -> None:
+    student, teacher = _networks()
+    objective = build_objective("dml", student, teacher, tiny_params.distill.dml)
+    peer_state, teacher_state = objective.peer.state_dict(), teacher.state_dict()
+    assert set(peer_state) == set(teacher_state)
+    assert not torch.equal(peer_state["stem.0.weight"], teacher_state["stem.0.weight"])
+    assert objective.extra_networks()["peer"][1] == "teacher"
+    kd_dml = build_objective("kd_dml", student, teacher, tiny_params.distill.kd_dml)
+    assert set(kd_dml.peer.state_dict()) == set(student.state_dict())
+    assert kd_dml.extra_networks()["peer"][1] == "student"
