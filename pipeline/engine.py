@@ -118,8 +118,13 @@ def fit(
     cfg: TrainConfig,
     runtime: Runtime,
     name: str,
+    on_epoch: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> FitResult:
-    """Train `objective` for `cfg.epochs` epochs, validating its deployable network after each."""
+    """Train `objective` for `cfg.epochs` epochs, validating its deployable network after each.
+
+    `on_epoch`, if given, receives the deployable network after each epoch and returns extra
+    columns for that epoch's history row (the benchmarks record test accuracy per epoch with it).
+    """
     prepare_module(objective, runtime)
     if runtime.compile:
         objective.compile_networks()
@@ -177,6 +182,8 @@ def fit(
         row["time/epoch_s"] = seconds
         row["time/images_per_s"] = train.num_images / seconds
         row["memory/peak_mb"] = peak_memory_mb(runtime.device)
+        if on_epoch is not None:
+            row.update(on_epoch(objective.deployable()))
         history.append(row)
         log.info(
             "%s epoch %d/%d  loss %.4f  train top-1 %.2f%%  val top-1 %.2f%%  lr %.4f  %.0f s  "

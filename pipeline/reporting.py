@@ -75,3 +75,15 @@ def plot_confusion(path: Path, matrix: torch.Tensor, classes: Sequence[str], tit
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_curves(path: Path, curves: dict[str, Sequence[float]], ylabel: str) -> None:
+    """One line per name: value against epoch (1-based)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,11 +48,12 @@ def _fit(
     train: TrainConfig,
     runtime: Runtime,
     seed: int,
+    on_epoch: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> tuple[FitResult, Objective, dict[str, float]]:
     objective = build_objective(objective_name, student, teacher, objective_cfg)
     train_batches = make_batches(data, "train", train.batch_size, train.augment, runtime, seed)
     val_batches = make_batches(data, "val", train.batch_size, None, runtime, seed)
-    result = fit(objective, train_batches, val_batches, train, runtime, name)
+    result = fit(objective, train_batches, val_batches, train, runtime, name, on_epoch)
     extra_top1 = {
         f"{role}/val_top1": topk_accuracy(predict(net, val_batches, runtime), val_batches.labels, 1)
         for role, (net, _) in objective.extra_networks().items()
@@ -74,12 +76,27 @@ def _summary(result: FitResult, trainable: int) -> dict[str, float]:
     }
 
 
-def run_teacher(data_path: Path, cfg: TeacherConfig, runtime: Runtime, seed: int) -> TrainedRun:
+def run_teacher(
+    data_path: Path,
+    cfg: TeacherConfig,
+    runtime: Runtime,
+    seed: int,
+    on_epoch: Callable[[nn.Module], dict[str, float]] | None = None,
+) -> TrainedRun:
     """Pretrain the teacher with cross-entropy (`vanilla` on the teacher architecture)."""
     data = load_prepared(data_path, ("train", "val"))
     teacher = create_model(cfg.arch, data.num_classes, data.image_shape[0])
     result, _, _ = _fit(
-        "teacher", "vanilla", teacher, None, VanillaConfig(), data, cfg.train, runtime, seed
+        "teacher",
+        "vanilla",
+        teacher,
+        None,
+        VanillaConfig(),
+        data,
+        cfg.train,
+        runtime,
+        seed,
+        on_epoch,
     )
     metrics = _summary(result, count_parameters(teacher))
     return TrainedRun(
@@ -94,6 +111,7 @@ def run_distill(
     cfg: DistillConfig,
     runtime: Runtime,
     seed: int,
+    on_epoch: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> TrainedRun:
     """Train the student with `objective_name` against the frozen teacher from `teacher_path`."""
     OBJECTIVES.get(objective_name)  # an unknown name fails here, listing the valid ones
@@ -122,6 +140,7 @@ def run_distill(
         cfg.train,
         runtime,
         seed,
+        on_epoch,
     )
     trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
     metrics = {

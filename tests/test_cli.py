@@ -197,4 +197,4 @@ def test_unknown_objective_is_one_line(tmp_path: Path, prepared_path: Path) -> N
         str(TINY_PARAMS),
         cwd=tmp_path,
     )
-    _one_line_error(result, "unknown objective 'dkd'; choose one of kd, sokd, vanilla")
+    _one_line_error(result, "unknown objective 'dkd'; choose one of at, dml, fitnet, kd, kd_dml, sokd")
