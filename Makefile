@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test data install lint clean
+.PHONY: repro test data install lint clean bench-speed bench-accuracy benchmark
 
 repro: data
 	dvc repro
@@ -20,6 +20,16 @@ data: $(STAMP)
 	python -m pipeline.fetch params.yaml data/raw
 
 install: $(STAMP)
+
+# Benchmarks (minutes to an hour on 2 CPU cores); each prints a table and writes JSON.
+bench-speed: $(STAMP)
+	python -m benchmarks.speed --out benchmarks/speed.json
+
+bench-accuracy: repro
+	python -m benchmarks.fast_vs_plain --out benchmarks/fast_vs_plain.json
+
+benchmark: data
+	python -m benchmarks.compare --out benchmarks
 
 # Re-install only when the dependency list changes; a second `make` skips this.
 $(STAMP): pyproject.toml
