@@ -7,10 +7,18 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test data install lint clean bench-speed bench-accuracy benchmark
+.PHONY: repro test data install lint clean bench-speed bench-accuracy benchmark use-preset
 
+# `make repro PRESET=presets/<file>.yaml` first makes that preset the params.yaml.
 repro: data
 	dvc repro
+
+ifdef PRESET
+data: use-preset
+endif
+
+use-preset:
+	cp $(PRESET) params.yaml
 
 test: $(STAMP)
 	ruff check .
