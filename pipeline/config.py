@@ -257,6 +257,18 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class QuantizeConfig:
+    calibration_images: int  # a fixed, seeded sample of training images
+    calibration_batch: int
+    per_channel: bool  # per-output-channel weight scales
+    calibrate_method: Literal["minmax", "entropy", "percentile"]
+
+    def __post_init__(self) -> None:
+        _require(self.calibration_images > 0, "calibration_images", "must be > 0")
+        _require(self.calibration_batch > 0, "calibration_batch", "must be > 0")
+
+
+@dataclass(frozen=True)
 class VerifyConfig:
     batch_size: int
     threads: int  # onnxruntime intra-op threads; 0 lets onnxruntime decide
@@ -264,11 +276,21 @@ class VerifyConfig:
     max_top1_drop: float  # torch top-1 minus ONNX top-1 may be at most this
     min_agreement: float  # fraction of test images where ONNX and torch predict the same class
     max_abs_logit_diff: float
+    int8_max_top1_drop: float  # torch fp32 top-1 minus INT8 top-1 may be at most this
+    int8_min_agreement: float  # fraction of test images where INT8 and torch predict the same class
+    latency_runs: int  # timed batch-1 calls per engine for the latency percentiles
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, "batch_size", f"must be > 0, got {self.batch_size}")
         _require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
-        for f in ("min_top1", "max_top1_drop", "min_agreement"):
+        _require(self.latency_runs > 0, "latency_runs", f"must be > 0, got {self.latency_runs}")
+        for f in (
+            "min_top1",
+            "max_top1_drop",
+            "min_agreement",
+            "int8_max_top1_drop",
+            "int8_min_agreement",
+        ):
             _require(
                 0 <= getattr(self, f) <= 1, f, f"is a fraction in [0, 1], got {getattr(self, f)}"
             )
@@ -284,6 +306,7 @@ class Params:
     distill: DistillConfig
     evaluate: EvaluateConfig
     export: ExportConfig
+    quantize: QuantizeConfig
     verify: VerifyConfig
 
 

@@ -60,33 +60,57 @@ def check_signature(session: Any, path: Path, data: Prepared) -> None:
         )
 
 
-def verify(onnx_path: Path, ckpt: Checkpoint, data: Prepared, cfg: VerifyConfig) -> dict[str, Any]:
-    """Compare onnxruntime and torch on the test split; return metrics with `passed`."""
-    session = open_session(onnx_path, cfg.threads)
-    check_signature(session, onnx_path, data)
-    recorded = _metadata(session).get("checkpoint_sha256")
-    actual = sha256_file(ckpt.path)
-    if recorded != actual:
-        raise GateError(
-            f"{onnx_path} was exported from a different checkpoint than {ckpt.path} "
-            f"(sha256 {str(recorded)[:12]} != {actual[:12]}); rerun `dvc repro export`"
-        )
+def check_provenance(session: Any, path: Path, expected: dict[str, Path]) -> None:
+    """Fail unless the file's recorded SHA-256 of each source (metadata key -> file) matches."""
+    recorded = _metadata(session)
+    for key, source in expected.items():
+        actual = sha256_file(source)
+        if recorded.get(key) != actual:
+            raise GateError(
+                f"{path} was produced from a different {source.name} than {source} "
+                f"({key} {str(recorded.get(key))[:12]} != {actual[:12]}); rerun `dvc repro`"
+            )
+
+
+def _run(session: Any, batches: Any) -> np.ndarray:
+    return np.concatenate([session.run(None, {INPUT_NAME: x.numpy()})[0] for x, _ in batches])
+
+
+def verify(
+    onnx_path: Path, int8_path: Path, ckpt: Checkpoint, data: Prepared, cfg: VerifyConfig
+) -> dict[str, Any]:
+    """Compare onnxruntime (fp32 and INT8) with torch on the test split; metrics with `passed`."""
+    fp32 = open_session(onnx_path, cfg.threads)
+    int8 = open_session(int8_path, cfg.threads)
+    for session, path in ((fp32, onnx_path), (int8, int8_path)):
+        check_signature(session, path, data)
+    check_provenance(fp32, onnx_path, {"checkpoint_sha256": ckpt.path})
+    check_provenance(
+        int8, int8_path, {"checkpoint_sha256": ckpt.path, "source_onnx_sha256": onnx_path}
+    )
     model = ckpt.build().float().cpu()
     cpu = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
     batches = make_batches(data, "test", cfg.batch_size, None, cpu, seed=0)
-    torch_logits, onnx_logits = [], []
-    with torch.no_grad():
-        for images, _ in batches:
-            torch_logits.append(model(images).numpy())
-            onnx_logits.append(session.run(None, {INPUT_NAME: images.numpy()})[0])
-    t, o = np.concatenate(torch_logits), np.concatenate(onnx_logits)
+    with torch.inference_mode():
+        t = np.concatenate([model(images).numpy() for images, _ in batches])
+    o, q = _run(fp32, batches), _run(int8, batches)
     labels = batches.labels.numpy()
+    top1 = {
+        name: float((x.argmax(1) == labels).mean())
+        for name, x in (("torch", t), ("onnx", o), ("int8", q))
+    }
     report: dict[str, Any] = {
         "test_images": len(labels),
-        "torch_top1": float((t.argmax(1) == labels).mean()),
-        "onnx_top1": float((o.argmax(1) == labels).mean()),
+        "torch_top1": top1["torch"],
+        "onnx_top1": top1["onnx"],
         "agreement": float((t.argmax(1) == o.argmax(1)).mean()),
         "max_abs_logit_diff": float(np.abs(t - o).max()),
+        "int8_top1": top1["int8"],
+        "int8_top1_drop": top1["torch"] - top1["int8"],
+        "int8_agreement": float((t.argmax(1) == q.argmax(1)).mean()),
+        "onnx_file_bytes": onnx_path.stat().st_size,
+        "int8_file_bytes": int8_path.stat().st_size,
+        "int8_size_ratio": onnx_path.stat().st_size / int8_path.stat().st_size,
     }
     checks = [
         (
@@ -96,8 +120,7 @@ def verify(onnx_path: Path, ckpt: Checkpoint, data: Prepared, cfg: VerifyConfig)
         (
             report["torch_top1"] - report["onnx_top1"] <= cfg.max_top1_drop,
             f"ONNX top-1 is {report['torch_top1'] - report['onnx_top1']:.4f} below torch "
-            f"(max_top1_drop "
-            f"{cfg.max_top1_drop})",
+            f"(max_top1_drop {cfg.max_top1_drop})",
         ),
         (
             report["agreement"] >= cfg.min_agreement,
@@ -107,6 +130,16 @@ def verify(onnx_path: Path, ckpt: Checkpoint, data: Prepared, cfg: VerifyConfig)
             report["max_abs_logit_diff"] <= cfg.max_abs_logit_diff,
             f"max |Δlogit| {report['max_abs_logit_diff']:.2e} > max_abs_logit_diff "
             f"{cfg.max_abs_logit_diff:.0e}",
+        ),
+        (
+            report["int8_top1_drop"] <= cfg.int8_max_top1_drop,
+            f"INT8 top-1 is {report['int8_top1_drop']:.4f} below torch (int8_max_top1_drop "
+            f"{cfg.int8_max_top1_drop})",
+        ),
+        (
+            report["int8_agreement"] >= cfg.int8_min_agreement,
+            f"INT8 agreement {report['int8_agreement']:.4f} < int8_min_agreement "
+            f"{cfg.int8_min_agreement}",
         ),
     ]
     failures = [message for ok, message in checks if not ok]

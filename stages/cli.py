@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stages import distill, evaluate, export, prepare, train_teacher, verify
+from stages import distill, evaluate, export, prepare, quantize, train_teacher, verify
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -28,7 +28,7 @@ def main_options(
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-for stage in (prepare, train_teacher, distill, evaluate, export, verify):
+for stage in (prepare, train_teacher, distill, evaluate, export, quantize, verify):
     app.add_typer(stage.app)  # unnamed: the stage's command appears at the top level
 
 

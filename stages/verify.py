@@ -9,6 +9,9 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_prepared
 from pipeline.errors import GateError
 from pipeline.files import write_json
+from pipeline.latency import measure
+from pipeline.model_card import read_evaluation, write_model_card
+from pipeline.verification import open_session
 from pipeline.verification import verify as verify_onnx
 from stages.common import ParamsOption, log, one_line_errors, setup
 
@@ -18,26 +21,47 @@ app = typer.Typer()
 @app.command("verify")
 @one_line_errors
 def verify(
-    onnx: Annotated[Path, typer.Option(help="ONNX file from `export`.")],
-    checkpoint: Annotated[Path, typer.Option(help="The checkpoint it was exported from.")],
+    onnx: Annotated[Path, typer.Option(help="fp32 ONNX file from `export`.")],
+    int8: Annotated[Path, typer.Option(help="INT8 ONNX file from `quantize`.")],
+    checkpoint: Annotated[Path, typer.Option(help="The checkpoint both were made from.")],
     data: Annotated[
         Path, typer.Option(help="Prepared dataset (.pt); only its test split is read.")
     ],
+    evaluation: Annotated[Path, typer.Option(help="metrics/evaluate.json, for the model card.")],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write (written on failure too).")],
+    card: Annotated[Path, typer.Option(help="Model card (Markdown) to write.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Gate: onnxruntime vs torch on the whole test set; exit 2 if a threshold fails."""
+    """Gate: onnxruntime fp32 and INT8 vs torch on the test set; exit 2 if a threshold fails."""
     p, _ = setup(params)
-    report = verify_onnx(
-        onnx, load_checkpoint(checkpoint), load_prepared(data, ("test",)), p.verify
+    ckpt, evaluated = load_checkpoint(checkpoint), read_evaluation(evaluation)
+    test = load_prepared(data, ("test",))
+    report = verify_onnx(onnx, int8, ckpt, test, p.verify)
+    sessions = {
+        "onnx": open_session(onnx, p.verify.threads),
+        "int8": open_session(int8, p.verify.threads),
+    }
+    report.update(
+        measure(
+            ckpt.build(),
+            sessions,
+            (ckpt.in_channels, *ckpt.image_size),
+            p.verify.threads,
+            p.verify.latency_runs,
+        )
     )
     write_json(metrics, report)
     if not report["passed"]:
         raise GateError(f"verify failed: {report['failures']}")
+    files = {"checkpoint": checkpoint, "onnx": onnx, "int8": int8}
+    write_model_card(card, ckpt, report, evaluated, files, data, test.dataset)
     log.info(
-        "verify passed: ONNX top-1 %.2f%% (torch %.2f%%), agreement %.4f, max |Δlogit| %.1e",
-        100 * report["onnx_top1"],
+        "verify passed: top-1 torch %.2f%%, ONNX %.2f%%, INT8 %.2f%%; agreement %.4f, "
+        "max |Δlogit| %.1e; wrote %s",
         100 * report["torch_top1"],
+        100 * report["onnx_top1"],
+        100 * report["int8_top1"],
         report["agreement"],
         report["max_abs_logit_diff"],
+        card,
     )

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from stages.cli import app
 from tests.conftest import ROOT, TINY_PARAMS
 
-COMMANDS = ["prepare", "train_teacher", "distill", "evaluate", "export", "verify"]
+COMMANDS = ["prepare", "train_teacher", "distill", "evaluate", "export", "quantize", "verify"]
 SOKD = str(Path(sys.executable).parent / "sokd")
 
 
@@ -197,4 +197,6 @@ def test_unknown_objective_is_one_line(tmp_path: Path, prepared_path: Path) -> N
         str(TINY_PARAMS),
         cwd=tmp_path,
     )
-    _one_line_error(result, "unknown objective 'dkd'; choose one of at, dml, fitnet, kd, kd_dml, sokd")
+    _one_line_error(
+        result, "unknown objective 'dkd'; choose one of at, dml, fitnet, kd, kd_dml, sokd"
+    )

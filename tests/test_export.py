@@ -2,16 +2,18 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import Params
+from pipeline.config import Params, VerifyConfig
 from pipeline.data import load_prepared
 from pipeline.errors import GateError
 from pipeline.export import export_onnx
 from pipeline.models import create_model
+from pipeline.quantize import calibration_batches, quantize_int8
 from pipeline.verification import verify
 from tests.conftest import with_changes
 
@@ -69,58 +71,74 @@ def test_export_records_provenance(exported: Path, student_ckpt: Path) -> None:
     assert meta.custom_metadata_map["arch"] == "resnet8"
 
 
+@pytest.fixture(scope="module")
+def quantized(exported: Path, prepared_path: Path, tiny_params: Params) -> Path:
+    out = exported.with_name("student.int8.onnx")
+    data = load_prepared(prepared_path, ("train",))
+    quantize_int8(exported, out, data, tiny_params.quantize, seed=0)
+    return out
+
+
+def _verify(fp32: Path, int8: Path, ckpt: Path, prepared_path: Path, cfg: VerifyConfig) -> dict:
+    return verify(fp32, int8, load_checkpoint(ckpt), load_prepared(prepared_path, ("test",)), cfg)
+
+
 def test_verify_passes_on_the_exported_student(
-    exported: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
+    exported: Path, quantized: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
 ) -> None:
-    report = verify(
-        exported,
-        load_checkpoint(student_ckpt),
-        load_prepared(prepared_path, ("test",)),
-        tiny_params.verify,
-    )
+    report = _verify(exported, quantized, student_ckpt, prepared_path, tiny_params.verify)
     assert report["passed"] is True and report["failures"] == ""
     assert report["agreement"] == 1.0 and report["max_abs_logit_diff"] < 1e-4
     assert report["onnx_top1"] == pytest.approx(report["torch_top1"])
     assert report["test_images"] == 120
+    assert report["int8_size_ratio"] > 3  # int8 weights: a quarter of the bytes, plus scales
 
 
+@pytest.mark.parametrize(
+    ("change", "failure"),
+    [({"min_top1": 1.0}, "min_top1"), ({"int8_min_agreement": 1.0}, "int8_min_agreement")],
+)
 def test_verify_reports_a_missed_threshold(
-    exported: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
+    exported: Path,
+    quantized: Path,
+    student_ckpt: Path,
+    prepared_path: Path,
+    tiny_params: Params,
+    change: dict,
+    failure: str,
 ) -> None:
-    cfg = with_changes(tiny_params, "verify", min_top1=1.0).verify
-    report = verify(
-        exported, load_checkpoint(student_ckpt), load_prepared(prepared_path, ("test",)), cfg
-    )
-    assert report["passed"] is False and "min_top1" in report["failures"]
+    cfg = with_changes(tiny_params, "verify", **change).verify
+    report = _verify(exported, quantized, student_ckpt, prepared_path, cfg)
+    assert report["passed"] is False and failure in report["failures"]
 
 
+@pytest.mark.parametrize("which", ["fp32", "int8"])
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
 def test_verify_rejects_a_damaged_onnx_file(
     exported: Path,
+    quantized: Path,
     student_ckpt: Path,
     prepared_path: Path,
     tiny_params: Params,
     tmp_path: Path,
     damage: str,
+    which: str,
 ) -> None:
-    broken = tmp_path / "student.onnx"
+    good = exported if which == "fp32" else quantized
+    broken = tmp_path / good.name
     if damage == "truncate":
-        broken.write_bytes(exported.read_bytes()[: exported.stat().st_size // 3])
+        broken.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
     elif damage == "garbage":
         broken.write_bytes(b"\x08\x07" + bytes(range(256)) * 4)
+    files = (broken, quantized) if which == "fp32" else (exported, broken)
     with pytest.raises(
         GateError, match="damaged or invalid" if damage != "missing" else "not found"
     ):
-        verify(
-            broken,
-            load_checkpoint(student_ckpt),
-            load_prepared(prepared_path, ("test",)),
-            tiny_params.verify,
-        )
+        _verify(*files, student_ckpt, prepared_path, tiny_params.verify)
 
 
 def test_verify_rejects_onnx_from_another_checkpoint(
-    exported: Path, prepared_path: Path, tmp_path: Path, tiny_params: Params
+    exported: Path, quantized: Path, prepared_path: Path, tmp_path: Path, tiny_params: Params
 ) -> None:
     data = load_prepared(prepared_path, ("val",))
     other = tmp_path / "other.pt"
@@ -133,13 +151,24 @@ def test_verify_rejects_onnx_from_another_checkpoint(
         params={},
         metrics={},
     )
-    with pytest.raises(GateError, match="exported from a different checkpoint"):
-        verify(
-            exported,
-            load_checkpoint(other),
-            load_prepared(prepared_path, ("test",)),
-            tiny_params.verify,
-        )
+    with pytest.raises(GateError, match=r"produced from a different other\.pt"):
+        _verify(exported, quantized, other, prepared_path, tiny_params.verify)
+
+
+def test_verify_rejects_int8_quantized_from_another_onnx_file(
+    exported: Path,
+    quantized: Path,
+    student_ckpt: Path,
+    prepared_path: Path,
+    tmp_path: Path,
+    tiny_params: Params,
+) -> None:
+    # Same checkpoint, exported again with the other exporter: a different fp32 file.
+    other = tmp_path / "student.onnx"
+    cfg = dataclasses.replace(tiny_params.export, exporter="torchscript", opset=17)
+    export_onnx(load_checkpoint(student_ckpt), other, cfg)
+    with pytest.raises(GateError, match=r"produced from a different student\.onnx"):
+        _verify(other, quantized, student_ckpt, prepared_path, tiny_params.verify)
 
 
 def test_verify_rejects_an_input_signature_that_does_not_fit_the_data(
@@ -158,4 +187,37 @@ def test_verify_rejects_an_input_signature_that_does_not_fit_the_data(
     with pytest.raises(
         GateError, match=r"expects input shape .*the dataset gives \[batch, 1, 28, 28\]"
     ):
-        verify(out, rgb, load_prepared(prepared_path, ("test",)), tiny_params.verify)
+        verify(out, out, rgb, load_prepared(prepared_path, ("test",)), tiny_params.verify)
+
+
+def test_int8_model_runs_at_any_batch_size_and_tracks_fp32(
+    exported: Path, quantized: Path, student_ckpt: Path
+) -> None:
+    fp32 = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    int8 = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+    assert any(
+        n.op_type in ("QuantizeLinear", "QLinearConv") for n in onnx.load(str(quantized)).graph.node
+    )
+    for batch in (1, 7, 64):
+        images = np.random.default_rng(batch).standard_normal((batch, 1, 28, 28), dtype=np.float32)
+        a = fp32.run(None, {"images": images})[0]
+        b = int8.run(None, {"images": images})[0]
+        assert b.shape == (batch, 10)
+        assert np.abs(a - b).max() < 0.25 * np.abs(a).max() + 0.1  # close, not equal: int8 rounding
+    meta = int8.get_modelmeta().custom_metadata_map
+    from pipeline.files import sha256_file
+
+    assert meta["source_onnx_sha256"] == sha256_file(exported)
+    assert meta["checkpoint_sha256"] == sha256_file(student_ckpt)
+
+
+def test_calibration_uses_a_fixed_sample_of_training_images(
+    prepared_path: Path, tiny_params: Params
+) -> None:
+    data = load_prepared(prepared_path, ("train",))
+    first = np.concatenate(list(calibration_batches(data, tiny_params.quantize, seed=0)))
+    again = np.concatenate(list(calibration_batches(data, tiny_params.quantize, seed=0)))
+    other = np.concatenate(list(calibration_batches(data, tiny_params.quantize, seed=1)))
+    assert first.shape[0] == tiny_params.quantize.calibration_images
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)

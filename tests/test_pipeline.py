@@ -73,6 +73,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
         "distill@sokd",
         "evaluate",
         "export",
+        "quantize",
         "verify",
     }
     for path in [
@@ -82,6 +83,8 @@ def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
         "models/distill/sokd/student.pt",
         "models/distill/sokd/improved_teacher.pt",
         "models/student.onnx",
+        "models/student.int8.onnx",
+        "models/MODEL_CARD.md",
         "plots/train_teacher/history.csv",
         "plots/train_teacher/history.png",
         "plots/distill/sokd/history.csv",
@@ -105,6 +108,13 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     assert "sokd/student/gain_over_vanilla" in evaluate
     verify = json.loads((repo / "metrics/verify.json").read_text())
     assert verify["passed"] is True
+    assert verify["int8_size_ratio"] > 3 and verify["int8_agreement"] >= 0.5
+    for engine in ("torch", "onnx", "int8"):
+        assert verify[f"latency/{engine}_b1_median_ms"] <= verify[f"latency/{engine}_b1_p95_ms"]
+        assert verify[f"throughput/{engine}_b64_images_per_s"] > 0
+    card = (repo / "models/MODEL_CARD.md").read_text()
+    assert "resnet8 student (sokd)" in card and "resnet20" in card and "onnxruntime INT8" in card
+    assert "sha256" in card and "git commit" in card and "InferenceSession" in card
     assert verify["agreement"] >= 0.999 and verify["max_abs_logit_diff"] <= 1e-4
     assert verify["onnx_top1"] == evaluate["sokd/student/top1"] == verify["torch_top1"]
     sokd = json.loads((repo / "metrics/distill/sokd.json").read_text())
@@ -137,7 +147,13 @@ def test_changing_a_distill_param_reruns_distill_and_what_follows_only(repo: Pat
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "tiny run"], repo)
     exp = _run(["dvc", "exp", "run", "-S", "distill.sokd.temperature=2.0"], repo)
-    assert _stages_run(exp.stdout) == {"distill@sokd", "evaluate", "export", "verify"}, exp.stdout
+    assert _stages_run(exp.stdout) == {
+        "distill@sokd",
+        "evaluate",
+        "export",
+        "quantize",
+        "verify",
+    }, exp.stdout
     diff = _run(["dvc", "params", "diff"], repo)
     assert "distill.sokd.temperature" in diff.stdout
     metrics = _run(["dvc", "metrics", "diff", "--json"], repo)

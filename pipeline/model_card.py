@@ -1,0 +1,138 @@
+"""A Markdown model card next to the exported artifacts: what the model is and how it fares."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.checkpoint import Checkpoint
+from pipeline.errors import PipelineError
+from pipeline.files import sha256_file, write_text
+
+
+def git_commit() -> str:
+    """The commit of the working tree, marked `-dirty` when it has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head}-dirty" if dirty else head
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def read_evaluation(path: Path) -> dict[str, Any]:
+    """metrics/evaluate.json, or one clear error."""
+    if not path.is_file():
+        raise PipelineError(f"evaluation metrics not found: {path}; run `dvc repro evaluate`")
+    return json.loads(path.read_text())
+
+
+def render(
+    ckpt: Checkpoint,
+    report: dict[str, Any],
+    evaluation: dict[str, Any],
+    files: dict[str, Path],
+    data_path: Path,
+    dataset: str,
+) -> str:
+    """The card's Markdown text."""
+    objective = ckpt.params.get("objective", "?")
+    key = f"{objective}/student"
+    c, h, w = ckpt.in_channels, *ckpt.image_size
+    teacher, k = ckpt.params.get("teacher_arch", "?"), len(ckpt.classes)
+    mean, std = [round(m, 4) for m in ckpt.mean], [round(s, 4) for s in ckpt.std]
+    lat = "| engine | batch-1 median ms | batch-1 p95 ms | batch-64 images/s |\n|---|---|---|---|\n"
+    for engine, label in (
+        ("torch", "torch eager fp32"),
+        ("onnx", "onnxruntime fp32"),
+        ("int8", "onnxruntime INT8"),
+    ):
+        lat += (
+            f"| {label} | {report[f'latency/{engine}_b1_median_ms']:.2f} | "
+            f"{report[f'latency/{engine}_b1_p95_ms']:.2f} | "
+            f"{report[f'throughput/{engine}_b64_images_per_s']:.0f} |\n"
+        )
+    hashes = "".join(
+        f"| `{path}` | {path.stat().st_size:,} | `{sha256_file(path)}` |\n"
+        for path in files.values()
+    )
+    return f"""# Model card: {ckpt.arch} student ({objective})
+
+**What it is.** An image classifier for {k} classes ({", ".join(ckpt.classes)}),
+compressed by knowledge distillation (objective `{objective}`) from a `{teacher}` teacher.
+Input `images`: float32 (N, {c}, {h}, {w}), `x = (uint8 / 255 - mean) / std` per channel with
+mean {mean} and std {std}. Output `logits`: (N, {k}). Any batch size.
+
+**Made by.** git commit `{git_commit()}`; data `{data_path}` (sha256 `{sha256_file(data_path)}`),
+dataset `{dataset}`; the params below.
+
+## Accuracy on {report["test_images"]:,} test images
+
+| | top-1 |
+|---|---|
+| teacher (`{teacher}`, torch) | {_pct(evaluation["teacher/top1"])} |
+| this student, torch fp32 | {_pct(report["torch_top1"])} |
+| this student, ONNX fp32 (onnxruntime) | {_pct(report["onnx_top1"])} |
+| this student, ONNX INT8 (onnxruntime) | {_pct(report["int8_top1"])} |
+
+Agreement with the teacher's predictions: {_pct(evaluation[f"{key}/agreement_with_teacher"])}.
+ONNX fp32 vs torch: same prediction on {_pct(report["agreement"])} of images, max |Δlogit|
+{report["max_abs_logit_diff"]:.1e}. INT8 vs torch: same prediction on
+{_pct(report["int8_agreement"])}.
+
+## Size and speed
+
+{evaluation[f"{key}/params"]:,} parameters ({evaluation[f"{key}/compression"]:.1f}x fewer than the
+teacher), {evaluation[f"{key}/macs"] / 1e6:.1f} M multiply-accumulates per image. INT8 file
+{report["int8_size_ratio"]:.1f}x smaller than fp32. CPU, {int(report["latency/threads"])} threads:
+
+{lat}
+| file | bytes | sha256 |
+|---|---|---|
+{hashes}
+## Run it
+
+```python
+import json, numpy as np, onnxruntime as ort
+session = ort.InferenceSession("{files["int8"]}", providers=["CPUExecutionProvider"])
+meta = session.get_modelmeta().custom_metadata_map
+mean, std = (np.array(json.loads(meta[k]), np.float32)[:, None, None] for k in ("mean", "std"))
+images = np.zeros((1, {c}, {h}, {w}), np.uint8)              # your uint8 images, NCHW
+logits = session.run(None, {{"images": (images / 255 - mean) / std}})[0]
+print(json.loads(meta["classes"])[int(logits[0].argmax())])
+```
+
+## Params that made it
+
+```yaml
+{yaml.safe_dump(ckpt.params, sort_keys=False).strip()}
+```
+"""
+
+
+def write_model_card(
+    path: Path,
+    ckpt: Checkpoint,
+    report: dict[str, Any],
+    evaluation: dict[str, Any],
+    files: dict[str, Path],
+    data_path: Path,
+    dataset: str,
+) -> None:
+    """Render the card and write it atomically."""
+    write_text(path, render(ckpt, report, evaluation, files, data_path, dataset))

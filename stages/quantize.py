@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.data import load_prepared
+from pipeline.files import write_json
+from pipeline.quantize import quantize_int8
+from stages.common import ParamsOption, log, one_line_errors, setup
+
+app = typer.Typer()
+
+
+@app.command("quantize")
+@one_line_errors
+def quantize(
+    onnx: Annotated[Path, typer.Option(help="fp32 ONNX file from `export`.")],
+    data: Annotated[Path, typer.Option(help="Prepared dataset; only training images calibrate.")],
+    out: Annotated[Path, typer.Option(help="INT8 ONNX file to write.")],
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Static INT8 quantization (per-channel weights) calibrated on seeded training images."""
+    p, _ = setup(params)
+    report = quantize_int8(onnx, out, load_prepared(data, ("train",)), p.quantize, p.seed)
+    write_json(metrics, report)
+    log.info(
+        "wrote %s (%d bytes, %.1fx smaller)",
+        out,
+        report["int8/file_bytes"],
+        report["int8/size_ratio"],
+    )
