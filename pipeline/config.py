@@ -262,6 +262,9 @@ class QuantizeConfig:
     calibration_batch: int
     per_channel: bool  # per-output-channel weight scales
     calibrate_method: Literal["minmax", "entropy", "percentile"]
+    format: Literal[
+        "qoperator", "qdq"
+    ]  # integer operators (QLinearConv), or float ops wrapped in Q/DQ
 
     def __post_init__(self) -> None:
         _require(self.calibration_images > 0, "calibration_images", "must be > 0")
