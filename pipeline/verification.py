@@ -78,8 +78,12 @@ def _run(session: Any, batches: Any) -> np.ndarray:
 
 def verify(
     onnx_path: Path, int8_path: Path, ckpt: Checkpoint, data: Prepared, cfg: VerifyConfig
-) -> dict[str, Any]:
-    """Compare onnxruntime (fp32 and INT8) with torch on the test split; metrics with `passed`."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Compare onnxruntime (fp32 and INT8) with torch on the test split.
+
+    Returns the metrics (with `passed` and `failures`) and the two sessions, {"onnx", "int8"}, for
+    callers that go on to time them.
+    """
     fp32 = open_session(onnx_path, cfg.threads)
     int8 = open_session(int8_path, cfg.threads)
     for session, path in ((fp32, onnx_path), (int8, int8_path)):
@@ -144,4 +148,4 @@ def verify(
     ]
     failures = [message for ok, message in checks if not ok]
     report.update(passed=not failures, failures="; ".join(failures))
-    return report
+    return report, {"onnx": fp32, "int8": int8}

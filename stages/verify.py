@@ -11,7 +11,6 @@ from pipeline.errors import GateError
 from pipeline.files import write_json
 from pipeline.latency import measure
 from pipeline.model_card import read_evaluation, write_model_card
-from pipeline.verification import open_session
 from pipeline.verification import verify as verify_onnx
 from stages.common import ParamsOption, log, one_line_errors, setup
 
@@ -36,20 +35,9 @@ def verify(
     p, _ = setup(params)
     ckpt, evaluated = load_checkpoint(checkpoint), read_evaluation(evaluation)
     test = load_prepared(data, ("test",))
-    report = verify_onnx(onnx, int8, ckpt, test, p.verify)
-    sessions = {
-        "onnx": open_session(onnx, p.verify.threads),
-        "int8": open_session(int8, p.verify.threads),
-    }
-    report.update(
-        measure(
-            ckpt.build(),
-            sessions,
-            (ckpt.in_channels, *ckpt.image_size),
-            p.verify.threads,
-            p.verify.latency_runs,
-        )
-    )
+    report, sessions = verify_onnx(onnx, int8, ckpt, test, p.verify)
+    shape = (ckpt.in_channels, *ckpt.image_size)
+    report.update(measure(ckpt.build(), sessions, shape, p.verify.threads, p.verify.latency_runs))
     write_json(metrics, report)
     if not report["passed"]:
         raise GateError(f"verify failed: {report['failures']}")

@@ -80,7 +80,8 @@ def quantized(exported: Path, prepared_path: Path, tiny_params: Params) -> Path:
 
 
 def _verify(fp32: Path, int8: Path, ckpt: Path, prepared_path: Path, cfg: VerifyConfig) -> dict:
-    return verify(fp32, int8, load_checkpoint(ckpt), load_prepared(prepared_path, ("test",)), cfg)
+    test = load_prepared(prepared_path, ("test",))
+    return verify(fp32, int8, load_checkpoint(ckpt), test, cfg)[0]
 
 
 def test_verify_passes_on_the_exported_student(
