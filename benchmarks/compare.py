@@ -37,7 +37,7 @@ from pipeline.models.staged import count_parameters
 from pipeline.objectives import OBJECTIVES
 from pipeline.reporting import plot_curves
 from pipeline.runtime import Runtime, resolve_runtime, seed_everything
-from pipeline.training import run_distill, run_teacher, save_run
+from pipeline.training import Extras, run_distill, run_teacher, save_run
 
 ABLATION = [("teacher", "train"), ("random", "eval"), ("random", "train")]  # (teacher, eval) = sokd
 
@@ -84,7 +84,7 @@ def prepare_shared(
             params.train_teacher,
             runtime,
             params.seed,
-            on_epoch=_test_top1(test, runtime.fp32()),
+            Extras(on_epoch=_test_top1(test, runtime.fp32())),
         )
         save_run(run, {"teacher": teacher_path}, summary_path, work / f"teacher-{key}", params.seed)
         h = run.fit.history
@@ -123,7 +123,7 @@ def run_one(
         distill,
         runtime,
         seed,
-        on_epoch=_test_top1(test, runtime.fp32()),
+        Extras(on_epoch=_test_top1(test, runtime.fp32())),
     )
     wall = time.perf_counter() - start
     h = run.fit.history

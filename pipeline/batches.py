@@ -60,6 +60,13 @@ class Batches:
         n = len(self.labels)
         return n // self.batch_size if self._drop_last else -(-n // self.batch_size)
 
+    def rng_state(self) -> Tensor:
+        """State of the generator behind shuffling and augmentation (for resuming)."""
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: Tensor) -> None:
+        self.generator.set_state(state)
+
     @property
     def _drop_last(self) -> bool:
         # A last batch of one image breaks BatchNorm in training; evaluation must see every image.
@@ -120,6 +127,13 @@ class StreamBatches:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    def rng_state(self) -> Tensor:
+        """State of the generator the DataLoader draws each epoch's order and worker seeds from."""
+        return self.loader.generator.get_state()
+
+    def set_rng_state(self, state: Tensor) -> None:
+        self.loader.generator.set_state(state)
 
     @property
     def num_images(self) -> int:

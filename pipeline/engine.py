@@ -17,6 +17,7 @@ from pipeline.batches import BatchSource
 from pipeline.config import OptimConfig, ScheduleConfig, TrainConfig
 from pipeline.errors import PipelineError
 from pipeline.objectives.base import Objective, StepOutput
+from pipeline.resume import ResumeFile, load_state, restore, save_state
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,44 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _train_epoch(
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    train: BatchSource,
+    runtime: Runtime,
+    epoch: int,
+    epochs: int,
+    name: str,
+) -> dict[str, float]:
+    """One pass over `train`; returns the epoch's mean loss parts and training top-1."""
+    objective.train()
+    steps = len(train)
+    # Sums stay on the device: reading them every step would stall the pipeline on a GPU.
+    sums: dict[str, Tensor] = {}
+    correct = torch.zeros((), device=runtime.device)
+    bar = tqdm(train, desc=f"{name} {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None)
+    for i, (images, labels) in enumerate(bar):
+        progress = (epoch + i / steps) / epochs
+        out = train_step(objective, optimizer, scaler, images, labels, runtime, progress)
+        scheduler.step()
+        with torch.no_grad():
+            for key, value in {"loss": out.loss, **out.parts}.items():
+                sums[key] = sums.get(key, 0) + value.detach().float()
+            correct += (out.logits.argmax(1) == labels).sum()
+        if not bar.disable and i % 50 == 49:  # a rare sync, and only when someone watches
+            bar.set_postfix(loss=f"{sums['loss'].item() / (i + 1):.3f}")
+    row = {f"train/{k}": v.item() / steps for k, v in sums.items()}
+    if not math.isfinite(row["train/loss"]):
+        raise PipelineError(
+            f"{name}: training loss became {row['train/loss']} in epoch "
+            f"{epoch + 1}; lower the learning rate or check the data"
+        )
+    row["train/top1"] = correct.item() / train.num_images
+    return row
+
+
 def fit(
     objective: Objective,
     train: BatchSource,
@@ -119,63 +158,57 @@ def fit(
     runtime: Runtime,
     name: str,
     on_epoch: Callable[[nn.Module], dict[str, float]] | None = None,
+    resume: ResumeFile | None = None,
 ) -> FitResult:
     """Train `objective` for `cfg.epochs` epochs, validating its deployable network after each.
 
     `on_epoch`, if given, receives the deployable network after each epoch and returns extra
     columns for that epoch's history row (the benchmarks record test accuracy per epoch with it).
+    With `resume`, the full training state is written after every epoch and a run that finds its
+    own state there continues from it.
     """
     prepare_module(objective, runtime)
     if runtime.compile:
         objective.compile_networks()
     optimizer = build_optimizer(objective, cfg.optim)
     scaler = runtime.grad_scaler()
-    steps = len(train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(cfg.schedule, cfg.epochs, steps)
+        optimizer, lr_factor(cfg.schedule, cfg.epochs, len(train))
     )
+    stateful = {
+        "objective": objective,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "scaler": scaler,
+    }
+    first_epoch, history = 0, []
+    state = load_state(resume) if resume is not None else None
+    if state is not None:
+        first_epoch, history = restore(state, stateful)
+        train.set_rng_state(state["batches_rng"])
+        log.info("%s: resuming after epoch %d from %s", name, first_epoch, resume.path)
     if runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.device)
-    history: list[dict[str, float]] = []
     log.info(
         "%s: %d epochs x %d steps of %d images on %s",
         name,
         cfg.epochs,
-        steps,
+        len(train),
         cfg.batch_size,
         runtime.describe(),
     )
-    for epoch in range(cfg.epochs):
-        objective.train()
+    for epoch in range(first_epoch, cfg.epochs):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        # Sums stay on the device: reading them every step would stall the pipeline on a GPU.
-        sums: dict[str, Tensor] = {}
-        correct = torch.zeros((), device=runtime.device)
-        bar = tqdm(
-            train, desc=f"{name} {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": lr}
+        row.update(
+            _train_epoch(
+                objective, optimizer, scheduler, scaler, train, runtime, epoch, cfg.epochs, name
+            )
         )
-        for i, (images, labels) in enumerate(bar):
-            progress = (epoch + i / steps) / cfg.epochs
-            out = train_step(objective, optimizer, scaler, images, labels, runtime, progress)
-            scheduler.step()
-            with torch.no_grad():
-                for key, value in {"loss": out.loss, **out.parts}.items():
-                    sums[key] = sums.get(key, 0) + value.detach().float()
-                correct += (out.logits.argmax(1) == labels).sum()
-            if not bar.disable and i % 50 == 49:  # a rare sync, and only when someone watches
-                bar.set_postfix(loss=f"{sums['loss'].item() / (i + 1):.3f}")
         if runtime.device.type == "cuda":
             torch.cuda.synchronize(runtime.device)  # the epoch's work is queued, not yet done
         seconds = time.perf_counter() - start
-        row = {"epoch": epoch + 1, "lr": lr}
-        row.update({f"train/{k}": v.item() / steps for k, v in sums.items()})
-        if not math.isfinite(row["train/loss"]):
-            raise PipelineError(
-                f"{name}: training loss became {row['train/loss']} in epoch {epoch + 1}; "
-                f"lower the learning rate or check the data"
-            )
-        row["train/top1"] = correct.item() / train.num_images
         logits = predict(objective.deployable(), val, runtime)
         row["val/top1"] = topk_accuracy(logits, val.labels, 1)
         row["val/loss"] = torch.nn.functional.cross_entropy(logits, val.labels.cpu()).item()
@@ -185,9 +218,11 @@ def fit(
         if on_epoch is not None:
             row.update(on_epoch(objective.deployable()))
         history.append(row)
+        if resume is not None:
+            save_state(resume, epoch + 1, history, stateful, train.rng_state())
         log.info(
-            "%s epoch %d/%d  loss %.4f  train top-1 %.2f%%  val top-1 %.2f%%  lr %.4f  %.0f s  "
-            "%.0f img/s",
+            "%s epoch %d/%d  loss %.4f  train top-1 %.2f%%  val top-1 %.2f%%  lr %.4f  "
+            "%.0f s  %.0f img/s",
             name,
             epoch + 1,
             cfg.epochs,

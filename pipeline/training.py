@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,12 +17,13 @@ from pipeline.config import DistillConfig, TeacherConfig, TrainConfig, VanillaCo
 from pipeline.data import Prepared, load_prepared
 from pipeline.engine import FitResult, fit, predict, topk_accuracy
 from pipeline.errors import CheckpointError, ConfigError
-from pipeline.files import write_json
+from pipeline.files import sha256_file, write_json
 from pipeline.models import create_model
 from pipeline.models.staged import count_parameters
 from pipeline.objectives import OBJECTIVES, build_objective
 from pipeline.objectives.base import Objective
 from pipeline.reporting import write_history
+from pipeline.resume import ResumeFile
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,27 +41,41 @@ class TrainedRun:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Extras:
+    """Optional additions to a training run."""
+
+    on_epoch: Callable[[nn.Module], dict[str, float]] | None = None  # extra history columns
+    state: Path | None = None  # resumable training state, rewritten after every epoch
+
+
+def _resume_file(extras: Extras, *identity: object) -> ResumeFile | None:
+    if extras.state is None:
+        return None
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
+    return ResumeFile(extras.state, digest.hexdigest())
+
+
 def _fit(
     name: str,
-    objective_name: str,
-    student: nn.Module,
-    teacher: nn.Module | None,
-    objective_cfg: object,
+    objective: Objective,
     data: Prepared,
     train: TrainConfig,
     runtime: Runtime,
     seed: int,
-    on_epoch: Callable[[nn.Module], dict[str, float]] | None = None,
-) -> tuple[FitResult, Objective, dict[str, float]]:
-    objective = build_objective(objective_name, student, teacher, objective_cfg)
+    extras: Extras,
+    resume: ResumeFile | None,
+) -> tuple[FitResult, dict[str, float]]:
     train_batches = make_batches(data, "train", train.batch_size, train.augment, runtime, seed)
     val_batches = make_batches(data, "val", train.batch_size, None, runtime, seed)
-    result = fit(objective, train_batches, val_batches, train, runtime, name, on_epoch)
+    result = fit(
+        objective, train_batches, val_batches, train, runtime, name, extras.on_epoch, resume
+    )
     extra_top1 = {
         f"{role}/val_top1": topk_accuracy(predict(net, val_batches, runtime), val_batches.labels, 1)
         for role, (net, _) in objective.extra_networks().items()
     }
-    return result, objective, extra_top1
+    return result, extra_top1
 
 
 def _summary(result: FitResult, trainable: int) -> dict[str, float]:
@@ -77,27 +94,16 @@ def _summary(result: FitResult, trainable: int) -> dict[str, float]:
 
 
 def run_teacher(
-    data_path: Path,
-    cfg: TeacherConfig,
-    runtime: Runtime,
-    seed: int,
-    on_epoch: Callable[[nn.Module], dict[str, float]] | None = None,
+    data_path: Path, cfg: TeacherConfig, runtime: Runtime, seed: int, extras: Extras = Extras()
 ) -> TrainedRun:
     """Pretrain the teacher with cross-entropy (`vanilla` on the teacher architecture)."""
     data = load_prepared(data_path, ("train", "val"))
     teacher = create_model(cfg.arch, data.num_classes, data.image_shape[0])
-    result, _, _ = _fit(
-        "teacher",
-        "vanilla",
-        teacher,
-        None,
-        VanillaConfig(),
-        data,
-        cfg.train,
-        runtime,
-        seed,
-        on_epoch,
+    objective = build_objective("vanilla", teacher, None, VanillaConfig())
+    resume = _resume_file(
+        extras, "teacher", as_dict(cfg), sha256_file(data_path), seed, runtime.describe()
     )
+    result, _ = _fit("teacher", objective, data, cfg.train, runtime, seed, extras, resume)
     metrics = _summary(result, count_parameters(teacher))
     return TrainedRun(
         "teacher", data, result, {"teacher": (cfg.arch, teacher)}, as_dict(cfg), metrics
@@ -111,7 +117,7 @@ def run_distill(
     cfg: DistillConfig,
     runtime: Runtime,
     seed: int,
-    on_epoch: Callable[[nn.Module], dict[str, float]] | None = None,
+    extras: Extras = Extras(),
 ) -> TrainedRun:
     """Train the student with `objective_name` against the frozen teacher from `teacher_path`."""
     OBJECTIVES.get(objective_name)  # an unknown name fails here, listing the valid ones
@@ -130,17 +136,20 @@ def run_distill(
     teacher = ckpt.build()
     student = create_model(cfg.arch, data.num_classes, data.image_shape[0])
     objective_cfg = getattr(cfg, objective_name)
-    result, objective, extra_top1 = _fit(
+    objective = build_objective(objective_name, student, teacher, objective_cfg)
+    resume = _resume_file(
+        extras,
         objective_name,
-        objective_name,
-        student,
-        teacher,
-        objective_cfg,
-        data,
-        cfg.train,
-        runtime,
+        cfg.arch,
+        as_dict(cfg.train),
+        as_dict(objective_cfg),
+        sha256_file(data_path),
+        sha256_file(teacher_path),
         seed,
-        on_epoch,
+        runtime.describe(),
+    )
+    result, extra_top1 = _fit(
+        objective_name, objective, data, cfg.train, runtime, seed, extras, resume
     )
     trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
     metrics = {

@@ -21,6 +21,10 @@ ParamsOption = Annotated[
     Path, typer.Option(help="Hyperparameters file (every number comes from here).")
 ]
 log = logging.getLogger("stages")
+StateOption = Annotated[
+    Path | None,
+    typer.Option(help="Training state, rewritten after every epoch; a rerun resumes from it."),
+]
 
 
 def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:

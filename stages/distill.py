@@ -5,8 +5,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.training import run_distill, save_run
-from stages.common import ParamsOption, one_line_errors, setup
+from pipeline.training import Extras, run_distill, save_run
+from stages.common import ParamsOption, StateOption, one_line_errors, setup
 
 app = typer.Typer()
 
@@ -24,9 +24,10 @@ def distill(
     ],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
     plots: Annotated[Path, typer.Option(help="Directory for history.csv and history.png.")],
+    state: StateOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Train the student with one objective against the frozen teacher."""
     p, runtime = setup(params)
-    run = run_distill(objective, data, teacher, p.distill, runtime, p.seed)
+    run = run_distill(objective, data, teacher, p.distill, runtime, p.seed, Extras(state=state))
     save_run(run, {role: out / f"{role}.pt" for role in run.networks}, metrics, plots, p.seed)

@@ -5,8 +5,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.training import run_teacher, save_run
-from stages.common import ParamsOption, one_line_errors, setup
+from pipeline.training import Extras, run_teacher, save_run
+from stages.common import ParamsOption, StateOption, one_line_errors, setup
 
 app = typer.Typer()
 
@@ -18,9 +18,10 @@ def train_teacher(
     out: Annotated[Path, typer.Option(help="Teacher checkpoint to write (.pt).")],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
     plots: Annotated[Path, typer.Option(help="Directory for history.csv and history.png.")],
+    state: StateOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Pretrain the teacher with cross-entropy on the training split."""
     p, runtime = setup(params)
-    run = run_teacher(data, p.train_teacher, runtime, p.seed)
+    run = run_teacher(data, p.train_teacher, runtime, p.seed, Extras(state=state))
     save_run(run, {"teacher": out}, metrics, plots, p.seed)
