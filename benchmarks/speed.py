@@ -115,7 +115,7 @@ class Stepper:
         for _ in range(steps):
             images, labels = self._next()
             out = train_step(
-                self.objective, self.optimizer, self.scaler, images, labels, self.runtime, 0.0
+                self.objective.step, self.optimizer, self.scaler, images, labels, self.runtime, 0.0
             )
             if self.plain:
                 out.loss.item()  # reference loops log the loss every step, a host sync each time

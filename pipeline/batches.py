@@ -19,6 +19,8 @@ from torchvision.transforms.functional import to_pil_image
 
 from pipeline.config import AugmentConfig
 from pipeline.data import Prepared
+from pipeline.distributed import world
+from pipeline.errors import ConfigError
 from pipeline.runtime import Runtime
 
 
@@ -55,6 +57,8 @@ class Batches:
     )  # None: evaluation order, no augmentation, keep the last partial batch
     generator: torch.Generator
     channels_last: bool
+    rank: int = 0  # under DDP each process trains on its slice of every global batch
+    world_size: int = 1
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -83,9 +87,16 @@ class Batches:
             order = order.to(self.labels.device)
         else:
             order = torch.arange(n, device=self.labels.device)
+        share = self.batch_size // self.world_size
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.transform(self.images[idx]), self.labels[idx]
+            images, labels = self.transform(self.images[idx]), self.labels[idx]
+            if self.augment is not None and self.world_size > 1:
+                # Augment the whole global batch, then keep this process's rows: every process draws
+                # the same random numbers, so N processes see exactly what one process would.
+                rows = slice(self.rank * share, (self.rank + 1) * share)
+                images, labels = images[rows], labels[rows]
+            yield images, labels
 
     def transform(self, images: Tensor) -> Tensor:
         """uint8 (B, C, H, W) -> augmented (training only), normalised float32."""
@@ -186,9 +197,22 @@ def make_batches(
     runtime: Runtime,
     seed: int,
 ) -> BatchSource:
-    """Batches of one split for `runtime` (device, layout, loader); augment=None: evaluation."""
+    """Batches of one split for `runtime` (device, layout, loader); augment=None: evaluation.
+
+    Under torchrun, training batches are global: each process gets batch_size / processes rows.
+    """
+    procs = world()
     if runtime.loader == "stream":
+        if procs.size > 1:
+            raise ConfigError(
+                "runtime.loader: stream runs in one process; use loader: device under torchrun"
+            )
         return _stream(data, split, batch_size, augment, runtime, seed)
+    if augment is not None and batch_size % procs.size:
+        raise ConfigError(
+            f"batch_size {batch_size} does not split evenly over {procs.size} "
+            f"processes; make it a multiple of the process count"
+        )
     device = runtime.device
     s = data.splits[split]
     c = len(data.mean)
@@ -201,4 +225,6 @@ def make_batches(
         augment=augment,
         generator=torch.Generator(device="cpu").manual_seed(seed),
         channels_last=runtime.channels_last,
+        rank=procs.rank,
+        world_size=procs.size,
     )

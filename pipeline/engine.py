@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.batches import BatchSource
 from pipeline.config import OptimConfig, ScheduleConfig, TrainConfig
+from pipeline.distributed import sum_across, world
 from pipeline.errors import PipelineError
 from pipeline.objectives.base import Objective, StepOutput
 from pipeline.resume import ResumeFile, load_state, restore, save_state
@@ -86,8 +88,27 @@ def build_optimizer(objective: Objective, cfg: OptimConfig) -> torch.optim.SGD:
     )
 
 
+class _StepAsForward(nn.Module):
+    """DDP synchronises gradients of what its wrapped module's forward computes: the step."""
+
+    def __init__(self, objective: Objective) -> None:
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
+        return self.objective.step(images, labels, progress)
+
+
+def step_function(objective: Objective, runtime: Runtime) -> Callable[..., StepOutput]:
+    """`objective.step`, wrapped in DistributedDataParallel when running under torchrun."""
+    if world().size == 1:
+        return objective.step
+    devices = [runtime.device.index] if runtime.device.type == "cuda" else None
+    return DistributedDataParallel(_StepAsForward(objective), device_ids=devices)
+
+
 def train_step(
-    objective: Objective,
+    step: Callable[..., StepOutput],
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     images: Tensor,
@@ -97,7 +118,7 @@ def train_step(
 ) -> StepOutput:
     """One optimisation step: forward under autocast, backward, update. No host synchronisation."""
     with runtime.autocast():
-        out = objective.step(images, labels, progress)
+        out = step(images, labels, progress)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(out.loss).backward()
     scaler.step(optimizer)
@@ -114,6 +135,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def _train_epoch(
     objective: Objective,
+    step: Callable[..., StepOutput],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
@@ -129,10 +151,11 @@ def _train_epoch(
     # Sums stay on the device: reading them every step would stall the pipeline on a GPU.
     sums: dict[str, Tensor] = {}
     correct = torch.zeros((), device=runtime.device)
-    bar = tqdm(train, desc=f"{name} {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None)
+    quiet = None if world().is_main else True  # one progress bar, from the main process
+    bar = tqdm(train, desc=f"{name} {epoch + 1}/{epochs}", unit="batch", leave=False, disable=quiet)
     for i, (images, labels) in enumerate(bar):
         progress = (epoch + i / steps) / epochs
-        out = train_step(objective, optimizer, scaler, images, labels, runtime, progress)
+        out = train_step(step, optimizer, scaler, images, labels, runtime, progress)
         scheduler.step()
         with torch.no_grad():
             for key, value in {"loss": out.loss, **out.parts}.items():
@@ -140,13 +163,17 @@ def _train_epoch(
             correct += (out.logits.argmax(1) == labels).sum()
         if not bar.disable and i % 50 == 49:  # a rare sync, and only when someone watches
             bar.set_postfix(loss=f"{sums['loss'].item() / (i + 1):.3f}")
-    row = {f"train/{k}": v.item() / steps for k, v in sums.items()}
+    # Every process saw its share of each batch: average the per-process means, add the counts.
+    totals = sum_across(torch.stack([*sums.values(), correct.float()]))
+    row = {
+        f"train/{k}": v.item() / (steps * world().size) for k, v in zip(sums, totals, strict=False)
+    }
     if not math.isfinite(row["train/loss"]):
         raise PipelineError(
             f"{name}: training loss became {row['train/loss']} in epoch "
             f"{epoch + 1}; lower the learning rate or check the data"
         )
-    row["train/top1"] = correct.item() / train.num_images
+    row["train/top1"] = totals[-1].item() / train.num_images
     return row
 
 
@@ -175,6 +202,7 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(cfg.schedule, cfg.epochs, len(train))
     )
+    step = step_function(objective, runtime)
     stateful = {
         "objective": objective,
         "optimizer": optimizer,
@@ -203,7 +231,16 @@ def fit(
         row: dict[str, float] = {"epoch": epoch + 1, "lr": lr}
         row.update(
             _train_epoch(
-                objective, optimizer, scheduler, scaler, train, runtime, epoch, cfg.epochs, name
+                objective,
+                step,
+                optimizer,
+                scheduler,
+                scaler,
+                train,
+                runtime,
+                epoch,
+                cfg.epochs,
+                name,
             )
         )
         if runtime.device.type == "cuda":
@@ -218,7 +255,7 @@ def fit(
         if on_epoch is not None:
             row.update(on_epoch(objective.deployable()))
         history.append(row)
-        if resume is not None:
+        if resume is not None and world().is_main:
             save_state(resume, epoch + 1, history, stateful, train.rng_state())
         log.info(
             "%s epoch %d/%d  loss %.4f  train top-1 %.2f%%  val top-1 %.2f%%  lr %.4f  "

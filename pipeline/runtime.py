@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,9 @@ def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
                 f"params.runtime.device is {cfg.device!r} but no CUDA device is visible; "
                 f"use 'auto' or 'cpu'"
             )
+    if device.type == "cuda" and device.index is None:
+        # Under torchrun each process drives the GPU of its local rank.
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if cfg.amp == "auto":
         # Emulated bf16 on a CPU without native support runs about 10x slower than fp32.
         native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()

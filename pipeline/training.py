@@ -15,6 +15,7 @@ from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import DistillConfig, TeacherConfig, TrainConfig, VanillaConfig, as_dict
 from pipeline.data import Prepared, load_prepared
+from pipeline.distributed import world
 from pipeline.engine import FitResult, fit, predict, topk_accuracy
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.files import sha256_file, write_json
@@ -176,6 +177,8 @@ def save_run(
     run: TrainedRun, checkpoints: dict[str, Path], metrics_path: Path, plots_dir: Path, seed: int
 ) -> None:
     """Write each network's checkpoint, the run's metrics JSON and its history plots."""
+    if not world().is_main:  # under torchrun one process writes the files
+        return
     for role, path in checkpoints.items():
         arch, net = run.networks[role]
         save_checkpoint(

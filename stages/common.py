@@ -11,6 +11,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 
 from pipeline.config import Params, load_params
+from pipeline.distributed import init_from_env
 from pipeline.errors import PipelineError
 from pipeline.runtime import Runtime, resolve_runtime, seed_everything
 
@@ -44,5 +45,8 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
 def setup(params_path: Path) -> tuple[Params, Runtime]:
     """Load params strictly, seed every generator, and resolve the compute runtime."""
     params = load_params(params_path)
+    if not init_from_env().is_main:  # under torchrun, the main process alone speaks
+        for name in ("pipeline", "stages"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     seed_everything(params.seed)
     return params, resolve_runtime(params.runtime)

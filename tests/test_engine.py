@@ -201,7 +201,9 @@ def test_compiled_training_gives_the_same_first_step_as_eager(
         if runtime.compile:
             objective.compile_networks()
         optimizer = build_optimizer(objective, tiny_params.distill.train.optim)
-        out = train_step(objective, optimizer, runtime.grad_scaler(), images, labels, runtime, 0.0)
+        out = train_step(
+            objective.step, optimizer, runtime.grad_scaler(), images, labels, runtime, 0.0
+        )
         losses.append(out.loss.item())
         keys = set(objective.deployable().state_dict())
         assert not any("_orig_mod" in k for k in keys)  # checkpoints keep plain names
