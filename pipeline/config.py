@@ -109,7 +109,8 @@ class TrainConfig:
     augment: AugmentConfig
 
     def __post_init__(self) -> None:
-        _require(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        # 0 only makes sense for a teacher imported with --weights and used as it is.
+        _require(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
         _require(self.batch_size > 1, "batch_size", f"must be > 1, got {self.batch_size}")
 
 

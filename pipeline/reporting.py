@@ -26,6 +26,12 @@ def write_history(out_dir: Path, history: Sequence[dict[str, float]], title: str
         {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in history
     )
     write_text(out_dir / "history.csv", buf.getvalue())
+    if not history:  # an imported teacher used as it is: nothing was trained
+        fig, ax = plt.subplots(figsize=(4, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{title}: no training epochs", ha="center", va="center")
+        save_figure(fig, out_dir / "history.png")
+        return
 
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))

@@ -16,11 +16,12 @@ from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import DistillConfig, TeacherConfig, TrainConfig, VanillaConfig, as_dict
 from pipeline.data import Prepared, load_prepared
 from pipeline.distributed import world
-from pipeline.engine import FitResult, fit, predict, topk_accuracy
+from pipeline.engine import FitResult, fit, predict, prepare_module, topk_accuracy
 from pipeline.errors import CheckpointError, ConfigError
-from pipeline.files import sha256_file, write_json
+from pipeline.files import load_tensors, sha256_file, write_json
 from pipeline.models import create_model
 from pipeline.models.staged import count_parameters
+from pipeline.models.torchvision_zoo import torchvision_key_map
 from pipeline.objectives import OBJECTIVES, build_objective
 from pipeline.objectives.base import Objective
 from pipeline.reporting import write_history
@@ -94,18 +95,85 @@ def _summary(result: FitResult, trainable: int) -> dict[str, float]:
     }
 
 
+def import_weights(model: nn.Module, arch: str, path: Path) -> str:
+    """Load a teacher's weights from a local file (weights_only) into `model`; return its SHA-256.
+
+    Accepts this pipeline's checkpoints, plain state_dicts with this zoo's names, and torchvision
+    state_dicts for the `tv_*` architectures (`torch.save(model.state_dict(), path)`).
+    """
+    raw = load_tensors(
+        path,
+        CheckpointError,
+        "teacher weights",
+        "save them with torch.save(model.state_dict(), path)",
+    )
+    state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path} holds no state_dict; save it with torch.save(model.state_dict())"
+        )
+    own = model.state_dict()
+    if set(state) != set(own) and arch.startswith("tv_"):
+        classes = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+        key_map = torchvision_key_map(arch, classes)
+        state = {key_map.get(k, k): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        detail = (str(err).strip().splitlines()[1:2] or [str(err)])[0].strip()
+        raise CheckpointError(f"weights in {path} do not fit {arch!r}: {detail}") from None
+    return sha256_file(path)
+
+
 def run_teacher(
-    data_path: Path, cfg: TeacherConfig, runtime: Runtime, seed: int, extras: Extras = Extras()
+    data_path: Path,
+    cfg: TeacherConfig,
+    runtime: Runtime,
+    seed: int,
+    extras: Extras = Extras(),
+    weights: Path | None = None,
 ) -> TrainedRun:
-    """Pretrain the teacher with cross-entropy (`vanilla` on the teacher architecture)."""
+    """Pretrain the teacher with cross-entropy (`vanilla` on the teacher architecture).
+
+    With `weights`, the teacher starts from that file: its SHA-256 and its validation top-1 before
+    any training are recorded, and `train.epochs` (0 allowed) epochs fine-tune it.
+    """
     data = load_prepared(data_path, ("train", "val"))
     teacher = create_model(cfg.arch, data.num_classes, data.image_shape[0])
-    objective = build_objective("vanilla", teacher, None, VanillaConfig())
-    resume = _resume_file(
-        extras, "teacher", as_dict(cfg), sha256_file(data_path), seed, runtime.describe()
-    )
-    result, _ = _fit("teacher", objective, data, cfg.train, runtime, seed, extras, resume)
-    metrics = _summary(result, count_parameters(teacher))
+    imported: dict[str, float | str] = {}
+    if weights is not None:
+        imported["teacher/imported_sha256"] = import_weights(teacher, cfg.arch, weights)
+        val = make_batches(data, "val", cfg.train.batch_size, None, runtime, seed)
+        prepare_module(teacher, runtime)
+        imported["val/top1_imported"] = topk_accuracy(predict(teacher, val, runtime), val.labels, 1)
+        log.info(
+            "imported %s (sha256 %s): val top-1 %.2f%% before training",
+            weights,
+            imported["teacher/imported_sha256"][:12],
+            100 * imported["val/top1_imported"],
+        )
+    elif cfg.train.epochs == 0:
+        raise ConfigError(
+            "params.train_teacher.train.epochs is 0 but no --weights were given: "
+            "nothing would train the teacher"
+        )
+    if cfg.train.epochs == 0:
+        top1 = imported["val/top1_imported"]
+        result = FitResult(history=[], best_epoch=0, best_val_top1=top1, last_val_top1=top1)
+        metrics = {**imported, "params/trainable": 0}
+    else:
+        objective = build_objective("vanilla", teacher, None, VanillaConfig())
+        resume = _resume_file(
+            extras,
+            "teacher",
+            as_dict(cfg),
+            sha256_file(data_path),
+            seed,
+            runtime.describe(),
+            imported.get("teacher/imported_sha256"),
+        )
+        result, _ = _fit("teacher", objective, data, cfg.train, runtime, seed, extras, resume)
+        metrics = {**imported, **_summary(result, count_parameters(teacher))}
     return TrainedRun(
         "teacher", data, result, {"teacher": (cfg.arch, teacher)}, as_dict(cfg), metrics
     )

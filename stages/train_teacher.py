@@ -19,9 +19,16 @@ def train_teacher(
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
     plots: Annotated[Path, typer.Option(help="Directory for history.csv and history.png.")],
     state: StateOption = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from these teacher weights (a state_dict file; tv_* archs also "
+            "take torchvision's). Its SHA-256 and accuracy are recorded."
+        ),
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Pretrain the teacher with cross-entropy on the training split."""
+    """Pretrain the teacher with cross-entropy, or import it from --weights (and fine-tune)."""
     p, runtime = setup(params)
-    run = run_teacher(data, p.train_teacher, runtime, p.seed, Extras(state=state))
+    run = run_teacher(data, p.train_teacher, runtime, p.seed, Extras(state=state), weights)
     save_run(run, {"teacher": out}, metrics, plots, p.seed)

@@ -5,7 +5,7 @@ from pipeline.errors import ConfigError
 from pipeline.models import MODELS, create_model
 from pipeline.models.staged import copy_head, count_macs, count_parameters, split
 
-SMALL = [n for n in MODELS.names() if count_parameters(create_model(n, 10, 3)) < 10_000_000]
+SMALL = [n for n in MODELS.names() if count_parameters(create_model(n, 10, 3)) < 30_000_000]
 
 
 @pytest.mark.parametrize("name", SMALL)

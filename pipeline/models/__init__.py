@@ -15,4 +15,12 @@ def create_model(name: str, num_classes: int, in_channels: int) -> StagedClassif
 
 
 # Registration happens on import; these imports must come after MODELS exists.
-from pipeline.models import cifar_resnet, lenet, mobilenetv2, shufflenetv2, vgg, wrn  # noqa: E402, F401
+from pipeline.models import (  # noqa: E402, F401
+    cifar_resnet,
+    lenet,
+    mobilenetv2,
+    shufflenetv2,
+    torchvision_zoo,
+    vgg,
+    wrn,
+)

@@ -19,12 +19,15 @@ from pipeline.errors import ConfigError
 class StagedClassifier(nn.Sequential):
     """`nn.Sequential` of named stages ending in logits; `split_point` names the head's start."""
 
-    def __init__(self, stages: OrderedDict[str, nn.Module], split_point: str) -> None:
+    def __init__(
+        self, stages: OrderedDict[str, nn.Module], split_point: str, initialise: bool = True
+    ) -> None:
         super().__init__(stages)
         if split_point not in stages:
             raise ValueError(f"split point {split_point!r} is not one of {list(stages)}")
         self.split_point = split_point
-        init_weights(self)
+        if initialise:  # False: the modules come initialised already (torchvision's own scheme)
+            init_weights(self)
 
 
 def init_weights(module: nn.Module) -> None:
