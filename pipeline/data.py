@@ -74,7 +74,7 @@ def read_fashion_mnist(raw: Path, cfg: PrepareConfig) -> RawDataset:
         test = FashionMNIST(str(raw), train=False, download=False)
     except RuntimeError as err:
         raise DataError(
-            f"Fashion-MNIST not found under {raw}/FashionMNIST/raw ({err}); "
+            f"cannot read Fashion-MNIST from {raw}/FashionMNIST/raw ({err}); "
             f"run `make data` (Debian: apt-get install dataset-fashion-mnist)"
         ) from None
     return _from_torchvision(train, test)
@@ -130,6 +130,11 @@ def _read_folder(root: Path, size: int) -> tuple[Tensor, Tensor, tuple[str, ...]
         raise DataError(
             f"image folder {root} does not exist; put one sub-folder of images per class there"
         )
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not any(f.is_file() for f in class_dir.rglob("*")):
+            raise DataError(
+                f"class folder {class_dir} has no images; add some or remove the folder"
+            )
     try:
         folder = ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as err:

@@ -116,7 +116,7 @@ def test_missing_dataset_is_one_line(tmp_path: Path) -> None:
         str(TINY_PARAMS),
         cwd=tmp_path,
     )
-    _one_line_error(result, "Fashion-MNIST not found")
+    _one_line_error(result, "cannot read Fashion-MNIST")
     assert not (tmp_path / "d.pt").exists()
 
 

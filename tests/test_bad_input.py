@@ -1,0 +1,430 @@
+"""Bad input, everywhere: one `error:` line, exit status 2, and no existing output overwritten.
+
+Each case builds its inputs in a fresh folder (from real artifacts, then damaged), puts an earlier
+output where the command would write, runs the real `sokd` command, and checks the message, the exit
+status and that the earlier output is untouched.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.config import ExportConfig, load_params
+from pipeline.data import Prepared, load_prepared, prepare, save_prepared
+from pipeline.export import export_onnx
+from pipeline.models import create_model
+from pipeline.quantize import quantize_int8
+from stages.cli import app
+from tests.conftest import TINY_PARAMS
+from tests.helpers import write_fashion_mnist, write_image_folder
+
+EARLIER = b"an earlier, good output"
+
+
+@dataclass
+class Kit:
+    folder: Path  # where the command runs
+    params: dict  # the tiny profile, to edit
+    built: Path  # real artifacts to start from
+
+    def copy(self, *names: str) -> None:
+        for name in names:
+            shutil.copy(self.built / name, self.folder / name)
+
+    def set(self, dotted: str, value: object) -> None:
+        *sections, key = dotted.split(".")
+        node = self.params
+        for part in sections:
+            node = node[part]
+        node[key] = value
+
+    def drop(self, dotted: str) -> None:
+        *sections, key = dotted.split(".")
+        node = self.params
+        for part in sections:
+            node = node[part]
+        del node[key]
+
+    def truncate(self, name: str, keep: int) -> None:
+        path = self.folder / name
+        path.write_bytes(path.read_bytes()[:keep])
+
+    def folders(self) -> Path:
+        """Generated train/ and val/ image folders (8x8 PNGs, classes a and b) as the dataset."""
+        raw = self.folder / "raw"
+        write_image_folder(raw / "train", ["a", "b"], per_class=4, size=8)
+        write_image_folder(raw / "val", ["a", "b"], per_class=2, size=8)
+        self.params["prepare"].update(dataset="imagefolder", val_size=2)
+        return raw
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    setup: Callable[[Kit], object]
+    args: list[str]
+    message: str
+    output: str  # what the command writes on success: an earlier version must survive failure
+
+
+PREPARE = ["prepare", "--raw", "raw", "--out", "data.pt", "--metrics", "m.json"]
+TEACHER = [
+    "train_teacher",
+    "--data",
+    "data.pt",
+    "--out",
+    "teacher.pt",
+    "--metrics",
+    "m.json",
+    "--plots",
+    "plots",
+]
+DISTILL = [
+    "distill",
+    "--objective",
+    "sokd",
+    "--data",
+    "data.pt",
+    "--teacher",
+    "teacher3.pt",
+    "--out",
+    "sokd",
+    "--metrics",
+    "m.json",
+    "--plots",
+    "plots",
+]
+EXPORT = ["export", "--checkpoint", "student.pt", "--out", "student.onnx", "--metrics", "m.json"]
+VERIFY = [
+    "verify",
+    "--onnx",
+    "student.onnx",
+    "--int8",
+    "student.int8.onnx",
+    "--checkpoint",
+    "student.pt",
+    "--data",
+    "data.pt",
+    "--evaluation",
+    "evaluate.json",
+    "--metrics",
+    "v.json",
+    "--card",
+    "card.md",
+]
+ARTIFACTS = ("data.pt", "student.pt", "student.onnx", "student.int8.onnx", "evaluate.json")
+
+
+def _evil(kit: Kit) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (kit.folder / "PWNED",))
+
+    torch.save(
+        {"format": "sokd-checkpoint/1", "arch": Payload()},
+        kit.folder / "student.pt",
+        pickle_module=pickle,
+    )
+
+
+def _other_onnx(kit: Kit) -> None:
+    kit.copy(*ARTIFACTS)
+    other = ExportConfig(objective="sokd", exporter="torchscript", opset=17)
+    export_onnx(load_checkpoint(kit.folder / "student.pt"), kit.folder / "student.onnx", other)
+
+
+CASES = [
+    # params.yaml
+    Case(
+        "unknown key",
+        lambda k: k.set("distill.sokd.temprature", 4.0),
+        PREPARE,
+        "params.distill.sokd.temprature: unknown key",
+        "data.pt",
+    ),
+    Case(
+        "missing key",
+        lambda k: k.drop("train_teacher.train.optim.lr"),
+        PREPARE,
+        "params.train_teacher.train.optim.lr: missing key",
+        "data.pt",
+    ),
+    Case(
+        "string for a float",
+        lambda k: k.set("distill.train.optim.weight_decay", "5e-4"),
+        PREPARE,
+        "weight_decay: expected float, got '5e-4'",
+        "data.pt",
+    ),
+    Case(
+        "float for an int",
+        lambda k: k.set("distill.train.epochs", 2.5),
+        PREPARE,
+        "params.distill.train.epochs: expected int",
+        "data.pt",
+    ),
+    Case(
+        "negative learning rate",
+        lambda k: k.set("train_teacher.train.optim.lr", -0.1),
+        PREPARE,
+        "params.train_teacher.train.optim.lr: must be > 0",
+        "data.pt",
+    ),
+    Case(
+        "temperature of zero",
+        lambda k: k.set("distill.sokd.temperature", 0.0),
+        PREPARE,
+        "params.distill.sokd.temperature: must be > 0",
+        "data.pt",
+    ),
+    Case(
+        "unknown model",
+        lambda k: k.set("distill.arch", "resnet9"),
+        PREPARE,
+        "params.distill.arch: unknown model 'resnet9'; choose one of",
+        "data.pt",
+    ),
+    Case(
+        "unknown dataset",
+        lambda k: k.set("prepare.dataset", "mnist"),
+        PREPARE,
+        "params.prepare.dataset: unknown dataset 'mnist'",
+        "data.pt",
+    ),
+    Case(
+        "value not among the choices",
+        lambda k: k.set("distill.sokd.teacher_bn", "frozen"),
+        PREPARE,
+        "teacher_bn: expected one of eval, train, got 'frozen'",
+        "data.pt",
+    ),
+    Case(
+        "fraction out of range",
+        lambda k: k.set("verify.min_agreement", 2.0),
+        PREPARE,
+        "params.verify.min_agreement: is a fraction in [0, 1]",
+        "data.pt",
+    ),
+    Case(
+        "GPU asked for, none there",
+        lambda k: k.set("runtime.device", "cuda"),
+        TEACHER,
+        "no CUDA device is visible",
+        "teacher.pt",
+    ),
+    Case(
+        "fp16 on a CPU",
+        lambda k: k.set("runtime.amp", "fp16"),
+        TEACHER,
+        "fp16 needs a CUDA device",
+        "teacher.pt",
+    ),
+    # datasets
+    Case("no dataset files", lambda k: None, PREPARE, "cannot read Fashion-MNIST", "data.pt"),
+    Case(
+        "truncated IDX file",
+        lambda k: (
+            write_fashion_mnist(k.folder / "raw", 200, 50),
+            k.truncate("raw/FashionMNIST/raw/train-images-idx3-ubyte", 3000),
+        ),
+        PREPARE,
+        "cannot read Fashion-MNIST",
+        "data.pt",
+    ),
+    Case(
+        "unreadable image",
+        lambda k: (k.folders() / "train" / "a" / "0.png").write_bytes(b"junk"),
+        PREPARE,
+        "cannot read image",
+        "data.pt",
+    ),
+    Case(
+        "class folder without images",
+        lambda k: (k.folders() / "train" / "c").mkdir(),
+        PREPARE,
+        "has no images",
+        "data.pt",
+    ),
+    Case(
+        "test classes differ",
+        lambda k: shutil.rmtree(k.folders() / "val" / "b"),
+        PREPARE,
+        "val has classes ['a'] but",
+        "data.pt",
+    ),
+    Case(
+        "images of mixed sizes",
+        lambda k: write_image_folder(k.folders() / "train", ["a"], 1, 12, 5),
+        PREPARE,
+        "differ in size",
+        "data.pt",
+    ),
+    Case(
+        "validation split too large",
+        lambda k: (write_fashion_mnist(k.folder / "raw", 200, 50), k.set("prepare.val_size", 500)),
+        PREPARE,
+        "leaves no training images",
+        "data.pt",
+    ),
+    Case(
+        "missing prepared data", lambda k: None, TEACHER, "prepared dataset not found", "teacher.pt"
+    ),
+    Case(
+        "truncated prepared data",
+        lambda k: (k.copy("data.pt"), k.truncate("data.pt", 4000)),
+        TEACHER,
+        "cannot read prepared dataset",
+        "teacher.pt",
+    ),
+    Case(
+        "dataset with other classes than the teacher",
+        lambda k: k.copy("data.pt", "teacher3.pt"),
+        DISTILL,
+        "was trained for 3 classes x 1 channels, the data has 10",
+        "sokd",
+    ),
+    # checkpoints
+    Case("missing checkpoint", lambda k: None, EXPORT, "checkpoint not found", "student.onnx"),
+    Case(
+        "random bytes as checkpoint",
+        lambda k: (k.folder / "student.pt").write_bytes(b"\0junk" * 9),
+        EXPORT,
+        "cannot read checkpoint",
+        "student.onnx",
+    ),
+    Case(
+        "truncated checkpoint",
+        lambda k: (k.copy("student.pt"), k.truncate("student.pt", 9000)),
+        EXPORT,
+        "cannot read checkpoint",
+        "student.onnx",
+    ),
+    Case("pickle that would run code", _evil, EXPORT, "cannot read checkpoint", "student.onnx"),
+    Case(
+        "a torch file that is not a checkpoint",
+        lambda k: shutil.copy(k.built / "data.pt", k.folder / "student.pt"),
+        EXPORT,
+        "is not a sokd-checkpoint/1 checkpoint",
+        "student.onnx",
+    ),
+    Case(
+        "weights of another architecture",
+        lambda k: shutil.copy(k.built / "wrong-arch.pt", k.folder / "student.pt"),
+        EXPORT,
+        "weights do not fit architecture 'resnet8'",
+        "student.onnx",
+    ),
+    # training
+    Case(
+        "loss that diverges",
+        lambda k: (k.copy("data.pt"), k.set("train_teacher.train.optim.lr", 1.0e12)),
+        TEACHER,
+        "training loss became nan",
+        "teacher.pt",
+    ),
+    Case(
+        "damaged training state",
+        lambda k: (k.copy("data.pt"), (k.folder / "s.pt").write_bytes(b"PK")),
+        [*TEACHER, "--state", "s.pt"],
+        "cannot read training state",
+        "teacher.pt",
+    ),
+    # the gate
+    Case(
+        "damaged ONNX file",
+        lambda k: (k.copy(*ARTIFACTS), k.truncate("student.onnx", 5000)),
+        VERIFY,
+        "is damaged or invalid",
+        "v.json",
+    ),
+    Case(
+        "INT8 made from another ONNX file",
+        _other_onnx,
+        VERIFY,
+        "produced from a different student.onnx",
+        "v.json",
+    ),
+    Case(
+        "missing evaluation metrics",
+        lambda k: (k.copy(*ARTIFACTS), (k.folder / "evaluate.json").unlink()),
+        VERIFY,
+        "evaluation metrics not found",
+        "v.json",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real artifacts: prepared data, a student, its ONNX files, a teacher for 3 classes."""
+    root = tmp_path_factory.mktemp("built")
+    params = load_params(TINY_PARAMS)
+    write_fashion_mnist(root / "raw", n_train=300, n_test=60)
+    save_prepared(root / "data.pt", prepare(root / "raw", params.prepare, 0))
+    data = load_prepared(root / "data.pt", ("train",))
+    for name, arch, source in (
+        ("student.pt", "resnet8", "resnet8"),
+        ("wrong-arch.pt", "resnet8", "resnet20"),
+    ):
+        save_checkpoint(
+            root / name,
+            create_model(source, 10, 1).eval(),
+            arch=arch,
+            role="student",
+            data=data,
+            params={"objective": "sokd"},
+            metrics={},
+        )
+    three = Prepared(data.dataset, ("x", "y", "z"), data.mean, data.std, data.splits)
+    save_checkpoint(
+        root / "teacher3.pt",
+        create_model("resnet8", 3, 1),
+        arch="resnet8",
+        role="teacher",
+        data=three,
+        params={},
+        metrics={},
+    )
+    export_onnx(load_checkpoint(root / "student.pt"), root / "student.onnx", params.export)
+    quantize_int8(root / "student.onnx", root / "student.int8.onnx", data, params.quantize, 0)
+    (root / "evaluate.json").write_text("{}")
+    return root
+
+
+def test_there_are_at_least_25_cases() -> None:
+    assert len(CASES) >= 25 and len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_keeps_earlier_output(
+    case: Case, built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kit = Kit(tmp_path, yaml.safe_load(TINY_PARAMS.read_text()), built)
+    case.setup(kit)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(kit.params))
+    earlier = tmp_path / case.output
+    if earlier.suffix:  # a file output; a directory output is checked for absence below
+        if earlier.exists():
+            earlier.unlink()
+        earlier.write_bytes(EARLIER)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*case.args, "--params", "params.yaml"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 2, result.output
+    assert len(errors) == 1 and case.message in errors[0], result.output
+    if earlier.suffix:
+        assert earlier.read_bytes() == EARLIER
+    else:
+        assert not any(earlier.glob("*.pt"))
+    assert not (tmp_path / "PWNED").exists()
+    assert not list(tmp_path.rglob(".*.tmp"))  # no half-written file left behind
