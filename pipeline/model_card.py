@@ -11,7 +11,7 @@ import yaml
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.errors import PipelineError
-from pipeline.files import sha256_file, write_text
+from pipeline.files import sha256_file
 
 
 def git_commit() -> str:
@@ -123,16 +123,3 @@ print(json.loads(meta["classes"])[int(logits[0].argmax())])
 {yaml.safe_dump(ckpt.params, sort_keys=False).strip()}
 ```
 """
-
-
-def write_model_card(
-    path: Path,
-    ckpt: Checkpoint,
-    report: dict[str, Any],
-    evaluation: dict[str, Any],
-    files: dict[str, Path],
-    data_path: Path,
-    dataset: str,
-) -> None:
-    """Render the card and write it atomically."""
-    write_text(path, render(ckpt, report, evaluation, files, data_path, dataset))

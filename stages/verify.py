@@ -8,9 +8,9 @@ import typer
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_prepared
 from pipeline.errors import GateError
-from pipeline.files import write_json
+from pipeline.files import write_json, write_text
 from pipeline.latency import measure
-from pipeline.model_card import read_evaluation, write_model_card
+from pipeline.model_card import read_evaluation, render
 from pipeline.verification import verify as verify_onnx
 from stages.common import ParamsOption, log, one_line_errors, setup
 
@@ -42,7 +42,7 @@ def verify(
     if not report["passed"]:
         raise GateError(f"verify failed: {report['failures']}")
     files = {"checkpoint": checkpoint, "onnx": onnx, "int8": int8}
-    write_model_card(card, ckpt, report, evaluated, files, data, test.dataset)
+    write_text(card, render(ckpt, report, evaluated, files, data, test.dataset))
     log.info(
         "verify passed: top-1 torch %.2f%%, ONNX %.2f%%, INT8 %.2f%%; agreement %.4f, "
         "max |Δlogit| %.1e; wrote %s",

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from pipeline.models import MODELS
-from pipeline.models.staged import StagedClassifier
+from pipeline.models.staged import StagedClassifier, conv_bn
 
 # (expansion t, output channels c, repeats n, first stride s) per group, as in the paper's Table 2,
 # with the second group's stride 2 -> 1 for small images.
@@ -27,23 +27,19 @@ GROUPS = (
 )
 
 
-def _conv_bn(
+def _conv_bn6(
     c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True
 ) -> list[nn.Module]:
-    layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(c_out),
-    ]
-    return [*layers, nn.ReLU6()] if act else layers
+    return conv_bn(c_in, c_out, kernel, stride, groups, nn.ReLU6 if act else None)
 
 
 class InvertedResidual(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, expansion: int) -> None:
         super().__init__()
         hidden = c_in * expansion
-        layers = _conv_bn(c_in, hidden, 1) if expansion != 1 else []
-        layers += _conv_bn(hidden, hidden, 3, stride, groups=hidden)
-        layers += _conv_bn(
+        layers = _conv_bn6(c_in, hidden, 1) if expansion != 1 else []
+        layers += _conv_bn6(hidden, hidden, 3, stride, groups=hidden)
+        layers += _conv_bn6(
             hidden, c_out, 1, act=False
         )  # linear bottleneck: no ReLU after projecting
         self.body = nn.Sequential(*layers)
@@ -57,7 +53,7 @@ def mobilenetv2(width: float, num_classes: int, in_channels: int) -> StagedClass
     """MobileNetV2 at width multiplier `width`; the head starts at the 160-channel group."""
     stem = int(32 * width)
     stages: OrderedDict[str, nn.Module] = OrderedDict(
-        stem=nn.Sequential(*_conv_bn(in_channels, stem, 3))
+        stem=nn.Sequential(*_conv_bn6(in_channels, stem, 3))
     )
     c_in = stem
     for g, (t, c, n, s) in enumerate(GROUPS, start=1):
@@ -70,7 +66,7 @@ def mobilenetv2(width: float, num_classes: int, in_channels: int) -> StagedClass
         )
         c_in = c_out
     last = 1280 if width <= 1.0 else int(1280 * width)
-    stages["conv_last"] = nn.Sequential(*_conv_bn(c_in, last, 1))
+    stages["conv_last"] = nn.Sequential(*_conv_bn6(c_in, last, 1))
     stages["pool"] = nn.AdaptiveAvgPool2d(1)
     stages["flatten"] = nn.Flatten()
     stages["fc"] = nn.Linear(last, num_classes)

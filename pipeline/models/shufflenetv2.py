@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.models import MODELS
-from pipeline.models.staged import StagedClassifier
+from pipeline.models.staged import StagedClassifier, conv_bn
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
@@ -24,11 +24,7 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
 def _conv_bn(
     c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True
 ) -> list[nn.Module]:
-    layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(c_out),
-    ]
-    return [*layers, nn.ReLU()] if act else layers
+    return conv_bn(c_in, c_out, kernel, stride, groups, nn.ReLU if act else None)
 
 
 def _branch(c_in: int, c_out: int, stride: int) -> nn.Sequential:

@@ -69,6 +69,22 @@ def copy_head(head: nn.Sequential, reinitialise: bool) -> nn.Sequential:
     return bridge
 
 
+def conv_bn(
+    c_in: int,
+    c_out: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    act: type[nn.Module] | None = nn.ReLU,
+) -> list[nn.Module]:
+    """Conv (padding kernel // 2, no bias) + BatchNorm, then `act` unless it is None."""
+    layers = [
+        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
+    return [*layers, act()] if act is not None else layers
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not) in `model`."""
     return sum(p.numel() for p in model.parameters())
