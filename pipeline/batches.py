@@ -13,14 +13,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
-from torchvision.transforms.functional import to_pil_image
 
 from pipeline.config import AugmentConfig
-from pipeline.data import Prepared
+from pipeline.data import Prepared, Split
 from pipeline.distributed import world
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 from pipeline.runtime import Runtime
 
 
@@ -110,51 +109,95 @@ class Batches:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-class _UInt8Images(Dataset):
-    """Per-sample view of uint8 images (N, C, H, W) via PIL transforms, as classic loaders do."""
+class _Images(Dataset):
+    """Per-sample view of a split (memory or files) through PIL transforms, as classic loaders."""
 
-    def __init__(self, images: Tensor, labels: Tensor, transform: Callable) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, split: Split, transform: Callable) -> None:
+        self.split, self.transform = split, transform
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.split.labels)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.transform(to_pil_image(self.images[index])), self.labels[index]
+        return self.transform(self.split.pil(index)), self.split.labels[index]
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Index batches; under torchrun, this process's rows of every global batch.
+
+    Every process draws the same permutation from the same seeded generator, so N processes
+    together see exactly the batches one process would (the streamed twin of `Batches`).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.size, self.batch_size, self.shuffle = size, batch_size, shuffle
+        self.generator, self.rank, self.world_size = generator, rank, world_size
+        # A last batch of one image breaks BatchNorm in training; evaluation must see every image.
+        self.drop_last = shuffle and size >= batch_size
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size if self.drop_last else -(-self.size // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=self.generator)
+        else:
+            order = torch.arange(self.size)
+        share = self.batch_size // self.world_size
+        for i in range(len(self)):
+            batch = order[i * self.batch_size : (i + 1) * self.batch_size]
+            if self.shuffle and self.world_size > 1:
+                batch = batch[self.rank * share : (self.rank + 1) * share]
+            yield batch.tolist()
 
 
 @dataclass
 class StreamBatches:
     """DataLoader batches with per-sample PIL transforms in worker processes, moved to the device.
 
-    The path for data that cannot live on the device, and the "plain path" the speed benchmark
-    compares against. Same interface as `Batches`.
+    The path for image folders read from files (too large for memory), and the "plain path" the
+    speed benchmark compares against. Same interface as `Batches`.
     """
 
     loader: DataLoader
+    sampler: GlobalBatchSampler
     labels: Tensor  # (N,) int64 on the device, in evaluation order
     device: torch.device
     channels_last: bool
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.sampler)
 
     def rng_state(self) -> Tensor:
-        """State of the generator the DataLoader draws each epoch's order and worker seeds from."""
-        return self.loader.generator.get_state()
+        """State of the generator each epoch's order and the workers' seeds are drawn from."""
+        return self.sampler.generator.get_state()
 
     def set_rng_state(self, state: Tensor) -> None:
-        self.loader.generator.set_state(state)
+        self.sampler.generator.set_state(state)
 
     @property
     def num_images(self) -> int:
-        return len(self) * self.loader.batch_size if self.loader.drop_last else len(self.labels)
+        s = self.sampler
+        return len(s) * s.batch_size if s.drop_last else len(self.labels)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        for images, labels in self.loader:
-            images = images.to(self.device, non_blocking=True, memory_format=layout)
-            yield images, labels.to(self.device, non_blocking=True)
+        try:
+            for images, labels in self.loader:
+                images = images.to(self.device, non_blocking=True, memory_format=layout)
+                yield images, labels.to(self.device, non_blocking=True)
+        except DataError as err:
+            # A worker's error arrives wrapped in its traceback; keep the one line that says why.
+            last = str(err).strip().splitlines()[-1]
+            raise DataError(last.split("DataError: ", 1)[-1]) from None
 
 
 def _stream(
@@ -168,22 +211,26 @@ def _stream(
     s = data.splits[split]
     steps: list[Callable] = []
     if augment is not None and augment.pad:
-        steps.append(T.RandomCrop(s.images.shape[-2:], padding=augment.pad, padding_mode="reflect"))
+        crop = data.image_shape[1:]
+        steps.append(T.RandomCrop(crop, padding=augment.pad, padding_mode="reflect"))
     if augment is not None and augment.hflip:
         steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(data.mean, data.std)]
-    train = augment is not None
+    procs = world()
+    generator = torch.Generator().manual_seed(seed)
+    sampler = GlobalBatchSampler(
+        len(s.labels), batch_size, augment is not None, generator, procs.rank, procs.size
+    )
     loader = DataLoader(
-        _UInt8Images(s.images, s.labels, T.Compose(steps)),
-        batch_size=batch_size,
-        shuffle=train,
-        drop_last=train and len(s.labels) >= batch_size,
+        _Images(s, T.Compose(steps)),
+        batch_sampler=sampler,
         num_workers=runtime.workers,
-        generator=torch.Generator().manual_seed(seed),
+        generator=generator,
         pin_memory=runtime.device.type == "cuda",
         persistent_workers=runtime.workers > 0,
     )
-    return StreamBatches(loader, s.labels.to(runtime.device), runtime.device, runtime.channels_last)
+    labels = s.labels.to(runtime.device)
+    return StreamBatches(loader, sampler, labels, runtime.device, runtime.channels_last)
 
 
 BatchSource = Batches | StreamBatches  # iterable of (images, labels); len(); .labels; .num_images
@@ -202,17 +249,13 @@ def make_batches(
     Under torchrun, training batches are global: each process gets batch_size / processes rows.
     """
     procs = world()
-    if runtime.loader == "stream":
-        if procs.size > 1:
-            raise ConfigError(
-                "runtime.loader: stream runs in one process; use loader: device under torchrun"
-            )
-        return _stream(data, split, batch_size, augment, runtime, seed)
     if augment is not None and batch_size % procs.size:
         raise ConfigError(
             f"batch_size {batch_size} does not split evenly over {procs.size} "
             f"processes; make it a multiple of the process count"
         )
+    if runtime.loader == "stream" or not data.splits[split].in_memory:
+        return _stream(data, split, batch_size, augment, runtime, seed)
     device = runtime.device
     s = data.splits[split]
     c = len(data.mean)

@@ -56,6 +56,7 @@ class PrepareConfig:
     train_size: int  # training images kept after the carve; 0 keeps them all
     test_size: int  # test images kept; 0 keeps them all
     image_size: int  # imagefolder: side images are resized to (0 keeps them); fake: image side
+    storage: Literal["memory", "files"]  # files: imagefolder images stay on disk, streamed
 
     def __post_init__(self) -> None:
         _require(self.val_size > 0, "val_size", f"must be > 0, got {self.val_size}")

@@ -7,6 +7,7 @@ per-channel normalisation statistics of the training split. Training stages read
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,10 +122,9 @@ def read_cifar100(raw: Path, cfg: PrepareConfig) -> RawDataset:
     return _cifar("cifar100", raw, verify_checksums=True)
 
 
-def _read_folder(root: Path, size: int) -> tuple[Tensor, Tensor, tuple[str, ...]]:
-    from PIL import Image, UnidentifiedImageError
+def _list_folder(root: Path) -> tuple[list[str], Tensor, tuple[str, ...]]:
+    """Image files of `root/<class>/*` (sorted like torchvision ImageFolder), labels, classes."""
     from torchvision.datasets import ImageFolder
-    from torchvision.transforms.functional import pil_to_tensor
 
     if not root.is_dir():
         raise DataError(
@@ -139,23 +139,35 @@ def _read_folder(root: Path, size: int) -> tuple[Tensor, Tensor, tuple[str, ...]
         folder = ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as err:
         raise DataError(f"cannot read image folder {root}: {err}") from None
-    images = []
-    for path, _ in folder.samples:
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                if size:
-                    img = img.resize((size, size), Image.Resampling.BILINEAR)
-                images.append(pil_to_tensor(img))
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"cannot read image {path}: {err}; remove or replace it") from None
+    return [path for path, _ in folder.samples], _labels(folder.targets), tuple(folder.classes)
+
+
+def open_image(path: Path | str, size: int) -> Any:
+    """One image file as an RGB PIL image, resized to size x size unless size is 0."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if size:
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            return img
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"cannot read image {path}: {err}; remove or replace it") from None
+
+
+def _read_folder(root: Path, size: int) -> tuple[Tensor, Tensor, tuple[str, ...]]:
+    from torchvision.transforms.functional import pil_to_tensor
+
+    files, labels, classes = _list_folder(root)
+    images = [pil_to_tensor(open_image(path, size)) for path in files]
     shapes = {tuple(t.shape) for t in images}
     if len(shapes) > 1:
         raise DataError(
             f"images in {root} differ in size ({sorted(shapes)[:3]}...); "
             f"set prepare.image_size to resize them"
         )
-    return torch.stack(images), _labels(folder.targets), tuple(folder.classes)
+    return torch.stack(images), labels, classes
 
 
 @DATASETS.register("imagefolder")
@@ -207,45 +219,122 @@ def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
     return x.mean(1).tolist(), x.std(1).tolist()
 
 
-def carve(raw: RawDataset, cfg: PrepareConfig, seed: int) -> dict[str, Any]:
-    """Split a seeded validation set off the training images, subsample, and compute statistics."""
-    n = len(raw.train_labels)
+def split_indices(
+    train_labels: Tensor, num_test: int, num_classes: int, cfg: PrepareConfig, seed: int
+) -> dict[str, Tensor]:
+    """Seeded indices of the train, val (carved from the training images) and test splits."""
+    n = len(train_labels)
     if cfg.val_size >= n:
         raise DataError(
             f"prepare.val_size={cfg.val_size} leaves no training images (dataset has {n})"
         )
+    if int(train_labels.max()) >= num_classes or int(train_labels.min()) < 0:
+        raise DataError(f"labels run outside the {num_classes} classes")
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=gen)
     val_idx, train_idx = order[: cfg.val_size], order[cfg.val_size :]
     if cfg.train_size:
         train_idx = train_idx[: cfg.train_size]
-    test_idx = torch.arange(len(raw.test_labels))
+    test_idx = torch.arange(num_test)
     if cfg.test_size:
-        test_idx = torch.randperm(len(test_idx), generator=gen)[: cfg.test_size].sort().values
-    if int(raw.train_labels.max()) >= len(raw.classes) or int(raw.train_labels.min()) < 0:
-        raise DataError(f"labels run outside the {len(raw.classes)} classes {list(raw.classes)}")
-    train_images = raw.train_images[train_idx].contiguous()
-    mean, std = channel_stats(train_images)
-    split = {
-        "train": (train_images, raw.train_labels[train_idx]),
-        "val": (raw.train_images[val_idx], raw.train_labels[val_idx]),
-        "test": (raw.test_images[test_idx], raw.test_labels[test_idx]),
-    }
+        test_idx = torch.randperm(num_test, generator=gen)[: cfg.test_size].sort().values
+    return {"train": train_idx, "val": val_idx, "test": test_idx}
+
+
+def _header(cfg: PrepareConfig, classes: Sequence[str], mean: list, std: list) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "dataset": cfg.dataset,
-        "classes": list(raw.classes),
+        "classes": list(classes),
         "mean": mean,
         "std": [max(s, 1e-3) for s in std],  # a constant channel must not divide by zero
-        **{
-            name: {"images": x.contiguous(), "labels": y.contiguous()}
-            for name, (x, y) in split.items()
-        },
     }
+
+
+def carve(raw: RawDataset, cfg: PrepareConfig, seed: int) -> dict[str, Any]:
+    """Split a seeded validation set off the training images, subsample, and compute statistics."""
+    idx = split_indices(raw.train_labels, len(raw.test_labels), len(raw.classes), cfg, seed)
+    sources = {"train": raw.train_images, "val": raw.train_images, "test": raw.test_images}
+    labels = {"train": raw.train_labels, "val": raw.train_labels, "test": raw.test_labels}
+    split = {
+        name: {
+            "images": sources[name][i].contiguous(),
+            "labels": labels[name][i].contiguous(),
+        }
+        for name, i in idx.items()
+    }
+    mean, std = channel_stats(split["train"]["images"])
+    return {**_header(cfg, raw.classes, mean, std), **split}
+
+
+STATS_IMAGES = 2000  # training images the normalisation statistics of a file-backed split use
+
+
+def _scan_images(files: Sequence[str]) -> tuple[set[tuple[int, int]], str]:
+    """Check every file is a readable image; their sizes and one SHA-256 over all their bytes.
+
+    The digest goes into the artifact so that changed pixels change `prepared.pt`, and DVC
+    reruns the stages after `prepare` even when no file name changed.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    sizes, digest = set(), hashlib.sha256()
+    for path in files:
+        try:
+            digest.update(Path(path).read_bytes())
+            with Image.open(path) as img:
+                sizes.add(img.size)
+                img.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise DataError(f"cannot read image {path}: {err}; remove or replace it") from None
+    return sizes, digest.hexdigest()
+
+
+def prepare_files(raw: Path, cfg: PrepareConfig, seed: int) -> dict[str, Any]:
+    """An image folder left on disk: the artifact lists files and labels; loaders read them.
+
+    For folders too large for memory. Every file is checked here (header and integrity), so a
+    corrupt image stops `prepare`, not an epoch hours later. Paths are stored relative to `raw`.
+    """
+    if cfg.dataset != "imagefolder":
+        raise DataError(
+            f"prepare.storage: files works only with dataset imagefolder, not {cfg.dataset!r}; "
+            f"set prepare.storage: memory"
+        )
+    train_files, train_y, classes = _list_folder(raw / "train")
+    test_files, test_y, test_classes = _list_folder(raw / "val")
+    if test_classes != classes:
+        raise DataError(
+            f"{raw}/val has classes {list(test_classes)} but {raw}/train has {list(classes)}"
+        )
+    sizes, digest = _scan_images(train_files + test_files)
+    if not cfg.image_size and len(sizes) > 1:
+        raise DataError(
+            f"images in {raw} differ in size ({sorted(sizes)[:3]}...); "
+            f"set prepare.image_size to resize them"
+        )
+    side_w, side_h = (cfg.image_size, cfg.image_size) if cfg.image_size else sizes.pop()
+    idx = split_indices(train_y, len(test_y), len(classes), cfg, seed)
+    files = {"train": train_files, "val": train_files, "test": test_files}
+    labels = {"train": train_y, "val": train_y, "test": test_y}
+    split = {
+        name: {
+            "files": [Path(files[name][k]).relative_to(raw).as_posix() for k in i.tolist()],
+            "labels": labels[name][i].contiguous(),
+        }
+        for name, i in idx.items()
+    }
+    sample = Split(None, labels["train"], tuple(train_files), cfg.image_size)
+    stats_idx = idx["train"][:STATS_IMAGES].tolist()
+    mean, std = channel_stats(torch.stack([sample.image(k) for k in stats_idx]))
+    layout = {"storage": "files", "root": str(raw), "image_size": cfg.image_size, "sha256": digest}
+    return {**_header(cfg, classes, mean, std), **layout, "shape": [3, side_h, side_w], **split}
 
 
 def prepare(raw_dir: Path, cfg: PrepareConfig, seed: int) -> dict[str, Any]:
     """Read dataset `cfg.dataset` from `raw_dir` and return the prepared artifact as a dict."""
+    if cfg.storage == "files":
+        return prepare_files(raw_dir, cfg, seed)
     reader = DATASETS.get(cfg.dataset)
     return carve(reader(raw_dir, cfg), cfg, seed)
 
@@ -258,8 +347,39 @@ def save_prepared(path: Path, prepared: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Split:
-    images: Tensor  # (N, C, H, W) uint8
+    """One split: uint8 images in memory, or image files read on demand (prepare.storage: files)."""
+
+    images: Tensor | None  # (N, C, H, W) uint8, or None for a file-backed split
     labels: Tensor  # (N,) int64
+    files: tuple[str, ...] = ()  # file-backed: one path per image
+    size: int = 0  # file-backed: side the images are resized to (0: as stored)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.images is not None
+
+    def subset(self, index: Tensor) -> Split:
+        """The images at `index`, in that order."""
+        if self.images is not None:
+            return Split(self.images[index], self.labels[index])
+        picked = tuple(self.files[k] for k in index.tolist())
+        return Split(None, self.labels[index], picked, self.size)
+
+    def pil(self, index: int) -> Any:
+        """Image `index` as a PIL image (grey or RGB as stored)."""
+        from torchvision.transforms.functional import to_pil_image
+
+        if self.images is not None:
+            return to_pil_image(self.images[index])
+        return open_image(self.files[index], self.size)
+
+    def image(self, index: int) -> Tensor:
+        """Image `index` as a uint8 (C, H, W) tensor."""
+        from torchvision.transforms.functional import pil_to_tensor
+
+        if self.images is not None:
+            return self.images[index]
+        return pil_to_tensor(self.pil(index))
 
 
 @dataclass(frozen=True)
@@ -271,6 +391,7 @@ class Prepared:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     splits: dict[str, Split]
+    shape: tuple[int, int, int] | None = None  # file-backed artifacts record the image shape
 
     @property
     def num_classes(self) -> int:
@@ -278,8 +399,20 @@ class Prepared:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        if self.shape is not None:
+            return self.shape
         c, h, w = next(iter(self.splits.values())).images.shape[1:]
         return int(c), int(h), int(w)
+
+
+def _split(raw: dict[str, Any], name: str) -> Split:
+    part = raw[name]
+    if raw.get("storage") != "files":
+        return Split(part["images"], part["labels"])
+    root = Path(raw["root"])
+    return Split(
+        None, part["labels"], tuple(str(root / f) for f in part["files"]), raw["image_size"]
+    )
 
 
 def load_prepared(path: Path, splits: Sequence[str]) -> Prepared:
@@ -287,7 +420,22 @@ def load_prepared(path: Path, splits: Sequence[str]) -> Prepared:
     raw = load_tensors(path, DataError, "prepared dataset", "run `dvc repro prepare`")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise DataError(f"{path} is not a prepared dataset ({FORMAT}); run `dvc repro prepare`")
-    chosen = {s: Split(raw[s]["images"], raw[s]["labels"]) for s in splits}
+    shape = tuple(raw["shape"]) if raw.get("storage") == "files" else None
     return Prepared(
-        raw["dataset"], tuple(raw["classes"]), tuple(raw["mean"]), tuple(raw["std"]), chosen
+        raw["dataset"],
+        tuple(raw["classes"]),
+        tuple(raw["mean"]),
+        tuple(raw["std"]),
+        {s: _split(raw, s) for s in splits},
+        shape,
     )
+
+
+def describe(prepared: dict[str, Any]) -> str:
+    """One line about a prepared artifact: sizes, classes, image shape, where images live."""
+    counts = {s: len(prepared[s]["labels"]) for s in SPLITS}
+    if prepared.get("storage") == "files":
+        shape, where = tuple(prepared["shape"]), f"read from files under {prepared['root']}"
+    else:
+        shape, where = tuple(prepared["train"]["images"].shape[1:]), "in memory"
+    return f"{counts}, {len(prepared['classes'])} classes, image {shape}, {where}"

@@ -10,6 +10,7 @@ in quantize/dequantize pairs for onnxruntime to fuse.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import torch
 
 from pipeline.batches import make_batches
 from pipeline.config import QuantizeConfig
-from pipeline.data import Prepared, Split
+from pipeline.data import Prepared
 from pipeline.errors import GateError
 from pipeline.export import INPUT_NAME
 from pipeline.files import atomic_path, sha256_file
@@ -34,8 +35,7 @@ def calibration_batches(data: Prepared, cfg: QuantizeConfig, seed: int) -> Itera
     train = data.splits["train"]
     pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))
     pick = pick[: cfg.calibration_images].sort().values
-    subset = {"calibration": Split(train.images[pick], train.labels[pick])}
-    sample = Prepared(data.dataset, data.classes, data.mean, data.std, subset)
+    sample = dataclasses.replace(data, splits={"calibration": train.subset(pick)})
     for images, _ in make_batches(sample, "calibration", cfg.calibration_batch, None, CPU, seed):
         yield images.numpy()
 

@@ -5,8 +5,8 @@ from typing import Annotated
 
 import typer
 
+from pipeline.data import describe, save_prepared
 from pipeline.data import prepare as prepare_data
-from pipeline.data import save_prepared
 from pipeline.files import sha256_file, write_json
 from stages.common import ParamsOption, log, one_line_errors, setup
 
@@ -21,7 +21,7 @@ def prepare(
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Read the raw dataset, carve a seeded validation split, write one uint8 artifact."""
+    """Read the raw dataset, carve a seeded validation split, write one artifact."""
     p, _ = setup(params)
     prepared = prepare_data(raw, p.prepare, p.seed)
     save_prepared(out, prepared)
@@ -29,10 +29,4 @@ def prepare(
         f"{split}_images": len(prepared[split]["labels"]) for split in ("train", "val", "test")
     }
     write_json(metrics, {**counts, "classes": len(prepared["classes"]), "sha256": sha256_file(out)})
-    log.info(
-        "wrote %s: %s, %d classes, image %s",
-        out,
-        counts,
-        len(prepared["classes"]),
-        tuple(prepared["train"]["images"].shape[1:]),
-    )
+    log.info("wrote %s: %s", out, describe(prepared))

@@ -4,10 +4,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.batches import make_batches
+from pipeline.batches import GlobalBatchSampler, make_batches
 from pipeline.config import Params
+from pipeline.data import (
+    SPLITS,
+    load_prepared,
+    prepare,
+    read_cifar10,
+    read_cifar100,
+    save_prepared,
+)
 from pipeline.data import _cifar as read_cifar_unchecked
-from pipeline.data import load_prepared, prepare, read_cifar10, read_cifar100, save_prepared
 from pipeline.errors import DataError
 from tests.conftest import CPU, with_changes
 from tests.helpers import write_cifar, write_image_folder
@@ -85,15 +92,89 @@ def test_imagefolder_reads_pngs_and_resizes(tmp_path: Path, tiny_params: Params)
     assert prepared["test"]["images"].shape == (6, 3, 16, 16)
 
 
+@pytest.mark.parametrize("storage", ["memory", "files"])
 def test_imagefolder_with_a_corrupt_image_names_the_file(
-    tmp_path: Path, tiny_params: Params
+    tmp_path: Path, tiny_params: Params, storage: str
 ) -> None:
     write_image_folder(tmp_path / "train", ["a", "b"], per_class=3, size=8)
     write_image_folder(tmp_path / "val", ["a", "b"], per_class=1, size=8)
     (tmp_path / "train" / "a" / "1.png").write_bytes(b"not a png at all")
-    cfg = with_changes(tiny_params, "prepare", dataset="imagefolder", val_size=2).prepare
+    cfg = with_changes(
+        tiny_params, "prepare", dataset="imagefolder", val_size=2, storage=storage
+    ).prepare
     with pytest.raises(DataError, match=r"cannot read image .*1\.png"):
         prepare(tmp_path, cfg, seed=0)
+
+
+def _folder_artifacts(root: Path, params: Params) -> dict[str, Path]:
+    """The same generated image folder prepared in memory and as files (20x20 PNGs, resized)."""
+    write_image_folder(root / "train", ["cat", "dog", "eel"], per_class=10, size=20)
+    write_image_folder(root / "val", ["cat", "dog", "eel"], per_class=3, size=20, seed=1)
+    paths = {}
+    for storage in ("memory", "files"):
+        cfg = with_changes(
+            params, "prepare", dataset="imagefolder", val_size=6, image_size=16, storage=storage
+        ).prepare
+        paths[storage] = root / f"{storage}.pt"
+        save_prepared(paths[storage], prepare(root, cfg, seed=0))
+    return paths
+
+
+def test_file_backed_imagefolder_streams_the_images_the_memory_artifact_holds(
+    tmp_path: Path, tiny_params: Params
+) -> None:
+    paths = _folder_artifacts(tmp_path, tiny_params)
+    raw = torch.load(paths["files"], weights_only=True)
+    assert raw["storage"] == "files" and "images" not in raw["train"]
+    assert len(raw["train"]["files"]) == 24 and raw["shape"] == [3, 16, 16]
+    in_memory = load_prepared(paths["memory"], SPLITS)
+    on_disk = load_prepared(paths["files"], SPLITS)
+    assert on_disk.image_shape == in_memory.image_shape == (3, 16, 16)
+    assert on_disk.mean == pytest.approx(in_memory.mean) and on_disk.classes == in_memory.classes
+    for split in SPLITS:  # evaluation order: the very same pixels, normalised alike
+        a = list(make_batches(in_memory, split, 4, None, CPU, seed=0))
+        b = list(make_batches(on_disk, split, 4, None, CPU, seed=0))
+        assert len(a) == len(b) > 0
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            torch.testing.assert_close(xa, xb, atol=1e-6, rtol=1e-6)
+            assert torch.equal(ya, yb)
+    aug = tiny_params.train_teacher.train.augment
+    train = make_batches(on_disk, "train", 8, aug, dataclasses.replace(CPU, workers=2), seed=0)
+    shapes = [tuple(x.shape) for x, _ in train]
+    assert shapes == [(8, 3, 16, 16)] * 3 and train.num_images == 24
+
+
+def test_a_file_damaged_after_prepare_is_one_clear_error_from_the_workers(
+    tmp_path: Path, tiny_params: Params
+) -> None:
+    paths = _folder_artifacts(tmp_path, tiny_params)
+    data = load_prepared(paths["files"], ("train",))
+    damaged = data.splits["train"].files[5]
+    Path(damaged).write_bytes(b"truncated")
+    aug = tiny_params.train_teacher.train.augment
+    batches = make_batches(data, "train", 8, aug, dataclasses.replace(CPU, workers=2), seed=0)
+    with pytest.raises(DataError) as err:
+        list(batches)
+    assert str(err.value).startswith(f"cannot read image {damaged}: ")
+    assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_file_storage_needs_an_image_folder(fashion_raw: Path, tiny_params: Params) -> None:
+    cfg = with_changes(tiny_params, "prepare", storage="files").prepare
+    with pytest.raises(DataError, match="storage: files works only with dataset imagefolder"):
+        prepare(fashion_raw, cfg, seed=0)
+
+
+def test_processes_together_see_the_batches_of_one_process() -> None:
+    def batches(rank: int, size: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(3)
+        return list(GlobalBatchSampler(50, 8, True, gen, rank, size))
+
+    one = batches(0, 1)
+    two = [a + b for a, b in zip(batches(0, 2), batches(1, 2), strict=True)]
+    assert one == two and len(one) == 6 and all(len(b) == 8 for b in one)
+    flat = [i for batch in one for i in batch]
+    assert len(set(flat)) == 48 and flat != sorted(flat)  # shuffled; last partial batch dropped
 
 
 def test_imagefolder_missing_val_folder(tmp_path: Path, tiny_params: Params) -> None:

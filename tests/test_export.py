@@ -7,22 +7,30 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import Params, VerifyConfig
-from pipeline.data import load_prepared
+from pipeline.data import Split, load_prepared
 from pipeline.errors import GateError
 from pipeline.export import export_onnx
 from pipeline.models import create_model
 from pipeline.quantize import calibration_batches, quantize_int8
 from pipeline.verification import verify
-from tests.conftest import with_changes
+from tests.conftest import CPU, with_changes
 
 
 @pytest.fixture(scope="module")
 def student_ckpt(prepared_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = load_prepared(prepared_path, ("val",))
+    data = load_prepared(prepared_path, ("train", "val"))
+    torch.manual_seed(0)  # module fixtures run before the per-test seeding
     model = create_model("resnet8", 10, 1)
-    model.train()(torch.randn(16, 1, 28, 28))  # non-trivial BatchNorm statistics
+    # A few steps of training: predictions that differ between images, BatchNorm statistics
+    # that are not the defaults, so that INT8 and ONNX have something to get wrong.
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for images, labels in make_batches(data, "train", 50, None, CPU, seed=0):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        opt.step()
     path = tmp_path_factory.mktemp("ckpt") / "student.pt"
     save_checkpoint(
         path, model.eval(), arch="resnet8", role="student", data=data, params={}, metrics={}
@@ -95,22 +103,29 @@ def test_verify_passes_on_the_exported_student(
     assert report["int8_size_ratio"] > 3  # int8 weights: a quarter of the bytes, plus scales
 
 
-@pytest.mark.parametrize(
-    ("change", "failure"),
-    [({"min_top1": 1.0}, "min_top1"), ({"int8_min_agreement": 1.0}, "int8_min_agreement")],
-)
 def test_verify_reports_a_missed_threshold(
-    exported: Path,
-    quantized: Path,
-    student_ckpt: Path,
-    prepared_path: Path,
-    tiny_params: Params,
-    change: dict,
-    failure: str,
+    exported: Path, quantized: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
 ) -> None:
-    cfg = with_changes(tiny_params, "verify", **change).verify
+    cfg = with_changes(tiny_params, "verify", min_top1=1.0).verify
     report = _verify(exported, quantized, student_ckpt, prepared_path, cfg)
-    assert report["passed"] is False and failure in report["failures"]
+    assert report["passed"] is False and "min_top1" in report["failures"]
+
+
+def test_verify_fails_an_int8_file_calibrated_on_the_wrong_images(
+    exported: Path, quantized: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
+) -> None:
+    data = load_prepared(prepared_path, ("train",))
+    train = data.splits["train"]
+    blank = Split(torch.full_like(train.images, 255), train.labels)  # white images only
+    badly_calibrated = exported.with_name("student.badcal.int8.onnx")
+    sample = dataclasses.replace(data, splits={"train": blank})
+    quantize_int8(exported, badly_calibrated, sample, tiny_params.quantize, seed=0)
+    # The gate set at what the properly calibrated file reaches passes it and fails the other.
+    good = _verify(exported, quantized, student_ckpt, prepared_path, tiny_params.verify)
+    cfg = with_changes(tiny_params, "verify", int8_min_agreement=good["int8_agreement"]).verify
+    assert _verify(exported, quantized, student_ckpt, prepared_path, cfg)["passed"] is True
+    bad = _verify(exported, badly_calibrated, student_ckpt, prepared_path, cfg)
+    assert bad["passed"] is False and "int8_min_agreement" in bad["failures"]
 
 
 @pytest.mark.parametrize("which", ["fp32", "int8"])

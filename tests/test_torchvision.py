@@ -43,13 +43,14 @@ def test_resnet_bridge_split_is_before_layer4() -> None:
 
 @pytest.fixture(scope="module")
 def folder_params(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Generated RGB image folders (24x24 PNGs, 3 classes) and params for tv models on them."""
+    """Generated RGB image folders (24x24 PNGs, 3 classes), streamed from the files (storage:
+    files), and params for torchvision models on them."""
     root = tmp_path_factory.mktemp("folders")
     classes = ["ant", "bee", "cat"]
     write_image_folder(root / "raw" / "train", classes, per_class=12, size=24)
     write_image_folder(root / "raw" / "val", classes, per_class=4, size=24, seed=1)
     raw = yaml.safe_load(TINY_PARAMS.read_text())
-    raw["prepare"].update(dataset="imagefolder", val_size=6, image_size=24)
+    raw["prepare"].update(dataset="imagefolder", val_size=6, image_size=24, storage="files")
     raw["train_teacher"]["arch"] = "tv_resnet18"
     raw["train_teacher"]["train"].update(epochs=0, batch_size=8)
     raw["distill"]["arch"] = "tv_mobilenet_v3_small"
@@ -77,6 +78,7 @@ def test_imported_torchvision_teacher_distils_into_a_torchvision_student(folder_
         str(root / "prepare.json"),
         *p,
     )
+    assert torch.load(root / "data.pt", weights_only=True)["storage"] == "files"
     weights = root / "resnet18.pth"
     torch.manual_seed(1)
     torch.save(torchvision.models.resnet18(weights=None, num_classes=3).state_dict(), weights)
