@@ -67,7 +67,9 @@ def prepare_shared(
     params: Params, raw: Path, work: Path, runtime: Runtime
 ) -> tuple[Path, Path, dict]:
     """The prepared data and the teacher every run shares (seed 0), built once and cached."""
-    key = _fingerprint(as_dict(params.prepare), as_dict(params.train_teacher), params.seed)
+    # `storage` changes where the images live, not what they are: not part of the key.
+    data_key = {k: v for k, v in as_dict(params.prepare).items() if k != "storage"}
+    key = _fingerprint(data_key, as_dict(params.train_teacher), params.seed)
     data_path, teacher_path = work / f"prepared-{key}.pt", work / f"teacher-{key}.pt"
     summary_path = work / f"teacher-{key}.json"
     if not data_path.is_file():
@@ -150,7 +152,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(
-    rows: list[dict[str, Any]], teacher: dict, params: Params, command: str, wall_s: float
+    rows: list[dict[str, Any]],
+    teacher: dict,
+    params: Params,
+    params_path: Path,
+    command: str,
+    wall_s: float,
 ) -> str:
     """RESULTS.md: per-method mean ± std, best and last epoch side by side, and the verdict."""
     by_method: dict[str, list[dict[str, Any]]] = {}
@@ -161,12 +168,14 @@ def summarise(
         for m, rs in by_method.items()
     }
     seeds = sorted({r["seed"] for r in rows})
+    compute_s = teacher["wall_s"] + sum(r["wall_s"] for r in rows)
     d, t = params.distill, params.train_teacher
     lines = [
         "# What SOKD buys: every objective on one budget",
         "",
-        f"Produced by `{command}` in {wall_s / 60:.0f} min of wall time "
-        f"({len(rows)} student runs, seeds {seeds}).",
+        f"Produced by `{command}`: {len(rows)} student runs (seeds {seeds}) and one teacher, "
+        f"{compute_s / 60:.0f} min of training in all (this invocation: {wall_s / 60:.0f} min; "
+        "finished runs are reused from `runs/`).",
         "",
         f"Setting: Fashion-MNIST, {params.prepare.train_size or 'all'} training images "
         f"({params.prepare.val_size} held out for validation), the 10,000 test images; teacher "
@@ -175,7 +184,7 @@ def summarise(
         f"{d.train.epochs} student epochs, batch {d.train.batch_size}, SGD lr {d.train.optim.lr} "
         f"(momentum {d.train.optim.momentum}, weight decay {d.train.optim.weight_decay}), "
         f"{d.train.schedule.kind} schedule; every other number as in "
-        "`benchmarks/compare_params.yaml`.",
+        f"`{params_path.as_posix()}`.",
         "",
         f"Teacher: test top-1 {100 * teacher['test_top1_last']:.2f} % (last epoch), "
         f"{teacher['params']:,} parameters.",
@@ -264,7 +273,10 @@ def main() -> None:
             "command": command.strip(),
         },
     )
-    write_text(args.out / "RESULTS.md", summarise(rows, teacher, params, command.strip(), wall))
+    write_text(
+        args.out / "RESULTS.md",
+        summarise(rows, teacher, params, args.params, command.strip(), wall),
+    )
     curves: dict[str, list[float]] = {}
     for label in chosen:
         per_seed = [r["val_top1_per_epoch"] for r in rows if r["method"] == label]
