@@ -214,9 +214,18 @@ def summarise(
         b = stats[base]["test_top1_last"]
         gap, combined = sokd[0] - b[0], sokd[1] + b[1]
         verdict = "beats" if gap > combined else "does not beat"
+        per_seed = {r["seed"]: r["test_top1_last"] for r in by_method[base]}
+        paired = [
+            100 * (r["test_top1_last"] - per_seed[r["seed"]])
+            for r in by_method["sokd"]
+            if r["seed"] in per_seed
+        ]
+        wins = sum(d > 0 for d in paired)
         lines.append(
             f"- SOKD {sokd[0]:.2f} vs {base} {b[0]:.2f}: gap {gap:+.2f} points, combined std "
-            f"{combined:.2f}: SOKD **{verdict}** {base} by more than the combined std."
+            f"{combined:.2f}: SOKD **{verdict}** {base} by more than the combined std. "
+            f"Seed by seed (same seed, same student initialisation), SOKD − {base}: "
+            f"{', '.join(f'{d:+.2f}' for d in paired)} (ahead on {wins} of {len(paired)})."
         )
     return "\n".join(lines) + "\n"
 

@@ -249,6 +249,24 @@ CASES = [
         "data.pt",
     ),
     Case(
+        "image damaged in a folder kept on disk",
+        lambda k: (
+            k.folders(),
+            k.set("prepare.storage", "files"),
+            (k.folder / "raw" / "val" / "b" / "1.png").write_bytes(b"\x89PNG\r\n"),
+        ),
+        PREPARE,
+        "cannot read image",
+        "data.pt",
+    ),
+    Case(
+        "files storage for a dataset that is not a folder",
+        lambda k: k.set("prepare.storage", "files"),
+        PREPARE,
+        "storage: files works only with dataset imagefolder",
+        "data.pt",
+    ),
+    Case(
         "class folder without images",
         lambda k: (k.folders() / "train" / "c").mkdir(),
         PREPARE,
