@@ -171,7 +171,7 @@ def summarise(
     compute_s = teacher["wall_s"] + sum(r["wall_s"] for r in rows)
     d, t = params.distill, params.train_teacher
     lines = [
-        "# What SOKD buys: every objective on one budget",
+        "# What SOKD buys: the objectives side by side on one budget",
         "",
         f"Produced by `{command}`: {len(rows)} student runs (seeds {seeds}) and one teacher, "
         f"{compute_s / 60:.0f} min of training in all (this invocation: {wall_s / 60:.0f} min; "
