@@ -267,6 +267,8 @@ class QuantizeConfig:
     format: Literal[
         "qoperator", "qdq"
     ]  # integer operators (QLinearConv), or float ops wrapped in Q/DQ
+    reduce_range: bool  # 7-bit weights: no int16 saturation in u8s8 kernels on CPUs without VNNI
+    fp32_stem: bool  # keep the first convolution (it reads the raw image) in fp32
 
     def __post_init__(self) -> None:
         _require(self.calibration_images > 0, "calibration_images", "must be > 0")

@@ -113,7 +113,8 @@ session = ort.InferenceSession("{files["int8"]}", providers=["CPUExecutionProvid
 meta = session.get_modelmeta().custom_metadata_map
 mean, std = (np.array(json.loads(meta[k]), np.float32)[:, None, None] for k in ("mean", "std"))
 images = np.zeros((1, {c}, {h}, {w}), np.uint8)              # your uint8 images, NCHW
-logits = session.run(None, {{"images": (images / 255 - mean) / std}})[0]
+x = ((images / 255 - mean) / std).astype(np.float32)
+logits = session.run(None, {{"images": x}})[0]
 print(json.loads(meta["classes"])[int(logits[0].argmax())])
 ```
 

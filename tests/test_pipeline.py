@@ -115,6 +115,14 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     card = (repo / "models/MODEL_CARD.md").read_text()
     assert "resnet8 student (sokd)" in card and "resnet20" in card and "onnxruntime INT8" in card
     assert "sha256" in card and "git commit" in card and "InferenceSession" in card
+    # The card's example runs as written, from the repository root, and names a class.
+    example = card.split("```python\n", 1)[1].split("```", 1)[0]
+    ran = subprocess.run(
+        [sys.executable, "-c", example], cwd=repo, capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    classes = torch.load(repo / "models/distill/sokd/student.pt", weights_only=True)["classes"]
+    assert ran.stdout.strip() in classes
     assert verify["agreement"] >= 0.999 and verify["max_abs_logit_diff"] <= 1e-4
     assert verify["onnx_top1"] == evaluate["sokd/student/top1"] == verify["torch_top1"]
     sokd = json.loads((repo / "metrics/distill/sokd.json").read_text())
