@@ -116,7 +116,7 @@ def test_verify_fails_an_int8_file_calibrated_on_the_wrong_images(
 ) -> None:
     data = load_prepared(prepared_path, ("train",))
     train = data.splits["train"]
-    blank = Split(torch.full_like(train.images, 255), train.labels)  # white images only
+    blank = Split(torch.zeros_like(train.images), train.labels)  # black images only
     badly_calibrated = exported.with_name("student.badcal.int8.onnx")
     sample = dataclasses.replace(data, splits={"train": blank})
     quantize_int8(exported, badly_calibrated, sample, tiny_params.quantize, seed=0)
