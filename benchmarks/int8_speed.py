@@ -23,15 +23,9 @@ import torch
 
 from pipeline.export import INPUT_NAME
 from pipeline.files import write_json
+from pipeline.verification import open_session
 
 BATCHES = (1, 64)
-
-
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _input_shape(session: ort.InferenceSession) -> tuple[int, int, int]:
@@ -70,10 +64,11 @@ def main() -> None:
     for path in (args.fp32, args.int8):
         if not path.is_file():
             parser.error(f"{path} not found; run `make repro` first")
+    files = {"fp32": args.fp32, "int8": args.int8}
     rows = []
     print(f"{'threads':>7} {'batch':>5} {'fp32 img/s':>11} {'int8 img/s':>11} {'int8/fp32':>9}")
     for threads in args.threads:
-        sessions = {"fp32": _session(args.fp32, threads), "int8": _session(args.int8, threads)}
+        sessions = {name: open_session(path, threads) for name, path in files.items()}
         for batch in BATCHES:
             sec = side_by_side(sessions, batch, args.rounds)
             row = {

@@ -42,6 +42,18 @@ def random_hflip(images: Tensor, gen: torch.Generator) -> Tensor:
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
+def drops_last(size: int, batch_size: int, train: bool) -> bool:
+    """Whether the last partial batch is dropped: in training, when there is a full batch at all.
+
+    A last batch of one image breaks BatchNorm in training; evaluation must see every image.
+    """
+    return train and size >= batch_size
+
+
+def batch_count(size: int, batch_size: int, drop_last: bool) -> int:
+    return size // batch_size if drop_last else -(-size // batch_size)
+
+
 @dataclass
 class Batches:
     """An iterable over (images, labels) mini-batches of one split, re-shuffled on every pass."""
@@ -60,8 +72,7 @@ class Batches:
     world_size: int = 1
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self._drop_last else -(-n // self.batch_size)
+        return batch_count(len(self.labels), self.batch_size, self._drop_last)
 
     def rng_state(self) -> Tensor:
         """State of the generator behind shuffling and augmentation (for resuming)."""
@@ -72,8 +83,7 @@ class Batches:
 
     @property
     def _drop_last(self) -> bool:
-        # A last batch of one image breaks BatchNorm in training; evaluation must see every image.
-        return self.augment is not None and len(self.labels) >= self.batch_size
+        return drops_last(len(self.labels), self.batch_size, self.augment is not None)
 
     @property
     def num_images(self) -> int:
@@ -140,11 +150,10 @@ class GlobalBatchSampler(Sampler[list[int]]):
     ) -> None:
         self.size, self.batch_size, self.shuffle = size, batch_size, shuffle
         self.generator, self.rank, self.world_size = generator, rank, world_size
-        # A last batch of one image breaks BatchNorm in training; evaluation must see every image.
-        self.drop_last = shuffle and size >= batch_size
+        self.drop_last = drops_last(size, batch_size, shuffle)
 
     def __len__(self) -> int:
-        return self.size // self.batch_size if self.drop_last else -(-self.size // self.batch_size)
+        return batch_count(self.size, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.shuffle:

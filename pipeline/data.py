@@ -8,6 +8,7 @@ per-channel normalisation statistics of the training split. Training stages read
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,8 +282,9 @@ def _scan_images(files: Sequence[str]) -> tuple[set[tuple[int, int]], str]:
     sizes, digest = set(), hashlib.sha256()
     for path in files:
         try:
-            digest.update(Path(path).read_bytes())
-            with Image.open(path) as img:
+            content = Path(path).read_bytes()  # read once: hashed, then checked from memory
+            digest.update(content)
+            with Image.open(io.BytesIO(content)) as img:
                 sizes.add(img.size)
                 img.verify()
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
