@@ -31,7 +31,7 @@ install: $(STAMP)
 
 # Benchmarks (minutes to an hour on 2 CPU cores); each prints a table and writes JSON.
 bench-speed: $(STAMP)
-	python -m benchmarks.speed --out benchmarks/speed.json
+	python -m benchmarks.speed --compile --out benchmarks/speed.json
 
 bench-accuracy: repro
 	python -m benchmarks.fast_vs_plain --out benchmarks/fast_vs_plain.json

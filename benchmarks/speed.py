@@ -1,25 +1,31 @@
 """Speed of a training step: a plain path against the project's fast path, side by side in one run.
 
     python -m benchmarks.speed [--out benchmarks/speed.json] [--steps N] [--rounds R] [--pairs ...]
+                               [--compile]
 
 Plain path (what reference implementations do): a DataLoader with per-sample PIL transforms in
 worker processes, eager fp32 in the default memory layout, the frozen teacher in train mode
 (BatchNorm on batch statistics), and a `loss.item()` every step. Fast path (this project's
 defaults): the split in memory on the device with batch-wise augmentation, channels_last, bf16
 autocast where the hardware runs it natively, the teacher in eval mode under inference_mode and
-run once per step, no host sync.
+run once per step, no host sync. With `--compile`, a third path adds torch.compile to the fast
+one (the option `runtime.compile`), its compilation time reported apart.
 
 Each (pair, objective) is measured in alternating rounds, plain then fast, and the median over
 rounds is reported, so slow drift of a shared machine hits both paths alike. It also times the
 SOKD step against the sum of its parts (student step + teacher forward + bridge step), each
 measured alone.
+
+To show how close a path is to the hardware, every row also gives the matrix arithmetic of one
+step (convolution and linear FLOPs, forward and backward, counted by torch's FlopCounterMode) and
+the rate the fast path sustains, next to a large fp32 matrix product timed in the same rounds: the
+most this machine's fp32 kernels deliver.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import statistics
 import time
@@ -27,11 +33,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.batches import make_batches
 from pipeline.config import AugmentConfig, KdConfig, OptimConfig, SokdConfig, VanillaConfig
 from pipeline.data import Prepared, Split
 from pipeline.engine import build_optimizer, prepare_module, train_step
+from pipeline.files import write_json
 from pipeline.losses import cross_entropy
 from pipeline.models import create_model
 from pipeline.models.staged import copy_head, split
@@ -67,9 +75,10 @@ def synthetic_data(shape: tuple[int, int, int], classes: int, n: int) -> Prepare
     )
 
 
-def fast_runtime(device: torch.device) -> Runtime:
+def fast_runtime(device: torch.device, compile: bool = False) -> Runtime:
     native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
-    return Runtime(device, torch.bfloat16 if native else None, channels_last=True, loader="device")
+    amp = torch.bfloat16 if native else None
+    return Runtime(device, amp, channels_last=True, compile=compile, loader="device")
 
 
 def plain_runtime(device: torch.device, workers: int) -> Runtime:
@@ -95,6 +104,8 @@ class Stepper:
         if plain:
             self.objective.frozen = ()  # the reference behaviour: the frozen teacher in train mode
         prepare_module(self.objective, runtime)
+        if runtime.compile:
+            self.objective.compile_networks()
         self.optimizer = build_optimizer(self.objective, OPTIM)
         self.scaler = runtime.grad_scaler()
         self.runtime, self.plain = runtime, plain
@@ -107,6 +118,15 @@ class Stepper:
         except StopIteration:
             self._iter = iter(self.batches)
             return next(self._iter)
+
+    def step_flops(self) -> int:
+        """Matrix FLOPs (convolutions, linear layers; forward and backward) of one step."""
+        images, labels = self._next()
+        with FlopCounterMode(display=False) as counter:
+            train_step(
+                self.objective.step, self.optimizer, self.scaler, images, labels, self.runtime, 0.0
+            )
+        return counter.get_total_flops()
 
     def run(self, steps: int) -> float:
         self.objective.train()
@@ -130,6 +150,14 @@ def _timed(fn: Callable[[], object], steps: int, device: torch.device) -> float:
         fn()
     _sync(device)
     return (time.perf_counter() - start) / steps
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 3) -> float:
+    """fp32 rate of a large square matrix product: what this machine's kernels deliver at best."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b  # warm-up
+    seconds = _timed(lambda: a @ b, reps, device)
+    return 2 * n**3 / seconds / 1e9
 
 
 def sokd_parts(
@@ -194,6 +222,52 @@ def machine() -> dict[str, object]:
     }
 
 
+def measure_pair_objective(
+    pair: str, objective: str, runtimes: dict[str, Runtime], data: Prepared, steps: int, rounds: int
+) -> dict[str, object]:
+    """One table row: every path's images/s, side by side in alternating rounds, and arithmetic."""
+    steppers = {}
+    row: dict[str, object] = {"pair": pair, "objective": objective}
+    for name, runtime in runtimes.items():
+        steppers[name] = Stepper(pair, objective, runtime, name == "plain", data)
+        start = time.perf_counter()
+        steppers[name].run(2)  # warm-up: allocator, worker start-up, lazy init, compilation
+        if runtime.compile:
+            row["compile_s"] = time.perf_counter() - start
+    flops = steppers["fast"].step_flops()
+    times: dict[str, list[float]] = {name: [] for name in steppers}
+    peak: list[float] = []
+    for _ in range(rounds):
+        for name, s in steppers.items():
+            times[name].append(s.run(steps))
+        peak.append(matmul_gflops(runtimes["fast"].device))
+    for name in steppers:
+        row[f"{name}_images_per_s"] = BATCH / statistics.median(times[name])
+    row["speedup"] = row["fast_images_per_s"] / row["plain_images_per_s"]
+    if "compiled" in steppers:
+        row["compiled_speedup"] = row["compiled_images_per_s"] / row["plain_images_per_s"]
+    row["gflop_per_image"] = flops / BATCH / 1e9
+    row["fast_gflops"] = row["fast_images_per_s"] * row["gflop_per_image"]
+    row["matmul_gflops"] = statistics.median(peak)
+    row["fast_fraction_of_matmul"] = row["fast_gflops"] / row["matmul_gflops"]
+    return row
+
+
+def _print_row(row: dict) -> None:
+    compiled = (
+        f"   compiled {row['compiled_images_per_s']:6.0f} img/s x{row['compiled_speedup']:.2f}"
+        if "compiled_speedup" in row
+        else ""
+    )
+    print(
+        f"{row['pair']:16s} {row['objective']:8s} plain {row['plain_images_per_s']:6.0f} img/s   "
+        f"fast {row['fast_images_per_s']:6.0f} img/s x{row['speedup']:.2f}{compiled}   "
+        f"{row['fast_gflops']:.0f} GFLOP/s = {100 * row['fast_fraction_of_matmul']:.0f}% of "
+        f"matmul",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/speed.json"))
@@ -204,36 +278,23 @@ def main() -> None:
     )
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time the fast path with torch.compile"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
-    fast, plain = fast_runtime(device), plain_runtime(device, args.workers)
+    runtimes = {"plain": plain_runtime(device, args.workers), "fast": fast_runtime(device)}
+    if args.compile:
+        runtimes["compiled"] = fast_runtime(device, compile=True)
     rows, parts = [], {}
     for pair in args.pairs:
         _, _, shape, classes = PAIRS[pair]
         data = synthetic_data(shape, classes, n=BATCH * (args.steps + 4))
         for objective in OBJECTIVE_CFGS:
-            steppers = {
-                "plain": Stepper(pair, objective, plain, True, data),
-                "fast": Stepper(pair, objective, fast, False, data),
-            }
-            for s in steppers.values():
-                s.run(2)  # warm-up: allocator, worker start-up, lazy initialisation
-            times: dict[str, list[float]] = {"plain": [], "fast": []}
-            for _ in range(args.rounds):
-                for name, s in steppers.items():
-                    times[name].append(s.run(args.steps))
-            row = {"pair": pair, "objective": objective}
-            for name in ("plain", "fast"):
-                row[f"{name}_images_per_s"] = BATCH / statistics.median(times[name])
-            row["speedup"] = row["fast_images_per_s"] / row["plain_images_per_s"]
+            row = measure_pair_objective(pair, objective, runtimes, data, args.steps, args.rounds)
             rows.append(row)
-            print(
-                f"{pair:16s} {objective:8s} plain {row['plain_images_per_s']:8.0f} img/s   "
-                f"fast {row['fast_images_per_s']:8.0f} img/s   x{row['speedup']:.2f}",
-                flush=True,
-            )
-            del steppers
-        p = sokd_parts(pair, fast, data, args.steps, args.rounds)
+            _print_row(row)
+        p = sokd_parts(pair, runtimes["fast"], data, args.steps, args.rounds)
         parts[pair] = {
             **{f"{k}_ms": 1000 * v for k, v in p.items()},
             "sum_of_parts_ms": 1000 * (p["student"] + p["teacher"] + p["bridge"]),
@@ -250,22 +311,33 @@ def main() -> None:
         "batch_size": BATCH,
         "steps_per_round": args.steps,
         "rounds": args.rounds,
-        "plain": {**dataclasses.asdict(plain), "device": str(device), "amp_dtype": None},
-        "fast": {
-            **dataclasses.asdict(fast),
-            "device": str(device),
-            "amp_dtype": str(fast.amp_dtype),
+        **{
+            name: {**dataclasses.asdict(rt), "device": str(device), "amp_dtype": str(rt.amp_dtype)}
+            for name, rt in runtimes.items()
         },
         "rows": rows,
         "sokd_parts": parts,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("\n| pair | objective | plain img/s | fast img/s | speed-up |\n|---|---|---|---|---|")
+    write_json(args.out, report)
+    compiled = "compiled" in runtimes
+    print(
+        "\n| pair | objective | plain img/s | fast img/s | speed-up |"
+        + (" compiled img/s | speed-up |" if compiled else "")
+        + " GFLOP/image | fast GFLOP/s | of matmul |"
+    )
+    print("|---" * (8 + 2 * compiled) + "|")
     for r in rows:
+        extra = (
+            f" {r['compiled_images_per_s']:.0f} | {r['compiled_speedup']:.2f}x |"
+            if compiled
+            else ""
+        )
         print(
             f"| {r['pair']} | {r['objective']} | {r['plain_images_per_s']:.0f} | "
-            f"{r['fast_images_per_s']:.0f} | {r['speedup']:.2f}x |"
+            f"{r['fast_images_per_s']:.0f} | {r['speedup']:.2f}x |{extra} "
+            f"{r['gflop_per_image']:.3f} | {r['fast_gflops']:.0f} | "
+            f"{100 * r['fast_fraction_of_matmul']:.0f}% |"
         )
     print(
         "\n| pair | SOKD step ms | student + teacher fwd + bridge ms | ratio |\n|---|---|---|---|"
