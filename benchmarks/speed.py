@@ -11,15 +11,17 @@ autocast where the hardware runs it natively, the teacher in eval mode under inf
 run once per step, no host sync. With `--compile`, a third path adds torch.compile to the fast
 one (the option `runtime.compile`), its compilation time reported apart.
 
-Each (pair, objective) is measured in alternating rounds, plain then fast, and the median over
-rounds is reported, so slow drift of a shared machine hits both paths alike. It also times the
-SOKD step against the sum of its parts (student step + teacher forward + bridge step), each
-measured alone.
+Each (pair, objective) is measured in alternating rounds, plain then fast, so slow drift of a
+shared machine hits both paths alike. It also times the SOKD step against the sum of its parts
+(student step + teacher forward + bridge step), each measured alone.
 
 To show how close a path is to the hardware, every row also gives the matrix arithmetic of one
 step (convolution and linear FLOPs, forward and backward, counted by torch's FlopCounterMode) and
 the rate the fast path sustains, next to a large fp32 matrix product timed in the same rounds: the
 most this machine's fp32 kernels deliver.
+
+Speed-ups are medians of the per-round ratios (plain and fast timed back to back); every round's
+ratio is kept in the JSON, so the spread a noisy machine gives is visible.
 """
 
 from __future__ import annotations
@@ -243,9 +245,12 @@ def measure_pair_objective(
         peak.append(matmul_gflops(runtimes["fast"].device))
     for name in steppers:
         row[f"{name}_images_per_s"] = BATCH / statistics.median(times[name])
-    row["speedup"] = row["fast_images_per_s"] / row["plain_images_per_s"]
-    if "compiled" in steppers:
-        row["compiled_speedup"] = row["compiled_images_per_s"] / row["plain_images_per_s"]
+    # Each round's paths ran back to back: their ratio within a round is what drift spares.
+    for name, key in (("fast", "speedup"), ("compiled", "compiled_speedup")):
+        if name in steppers:
+            ratios = [p / f for p, f in zip(times["plain"], times[name], strict=True)]
+            row[key] = statistics.median(ratios)
+            row[f"{key}_rounds"] = ratios
     row["gflop_per_image"] = flops / BATCH / 1e9
     row["fast_gflops"] = row["fast_images_per_s"] * row["gflop_per_image"]
     row["matmul_gflops"] = statistics.median(peak)
@@ -272,7 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/speed.json"))
     parser.add_argument("--steps", type=int, default=8, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating plain/fast rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating plain/fast rounds")
     parser.add_argument(
         "--workers", type=int, default=2, help="DataLoader workers of the plain path"
     )
