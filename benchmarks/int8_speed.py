@@ -4,17 +4,23 @@
                                     [--threads 1 2] [--rounds 30] [--out benchmarks/int8_speed.json]
 
 For each thread count and batch size (1 and 64), the two sessions are timed in alternating rounds
-(fp32, then INT8, then fp32, ...) and the medians over rounds are compared, so slow drift of a
-shared machine hits both alike. Inputs are random: the cost does not depend on pixel values.
+(fp32, then INT8, then fp32, ...), so slow drift of a shared machine hits both alike; the speed-up
+is the median of the per-round ratios, with their 10th-90th percentiles. Then onnxruntime's
+profiler splits one thread's batch-64 time by operator type, to show where INT8 saves and where
+it pays (layout changes, quantize/dequantize around the parts left in fp32). Inputs are random:
+the cost does not depend on pixel values.
 Run it after `make repro`, which writes both files.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +41,8 @@ def _input_shape(session: ort.InferenceSession) -> tuple[int, int, int]:
 
 def side_by_side(
     sessions: dict[str, ort.InferenceSession], batch: int, rounds: int
-) -> dict[str, float]:
-    """Median seconds per call of each session, timed in alternating rounds."""
+) -> dict[str, list[float]]:
+    """Seconds per call of each session in each round; the sessions take turns within a round."""
     shape = _input_shape(next(iter(sessions.values())))
     x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
     calls = max(1, 256 // batch)  # enough calls per round to be well above the timer's noise
@@ -50,7 +56,26 @@ def side_by_side(
             for _ in range(calls):
                 s.run(None, {INPUT_NAME: x})
             times[name].append((time.perf_counter() - start) / calls)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def operator_times(path: Path, batch: int, runs: int = 20) -> dict[str, float]:
+    """Milliseconds per call spent in each operator type (onnxruntime's profiler, one thread)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as scratch:
+        options.profile_file_prefix = str(Path(scratch) / "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).standard_normal((batch, *_input_shape(session)), "float32")
+        for _ in range(runs):
+            session.run(None, {INPUT_NAME: x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: Counter[str] = Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"] / 1000 / runs
+    return dict(per_op.most_common())
 
 
 def main() -> None:
@@ -66,26 +91,44 @@ def main() -> None:
             parser.error(f"{path} not found; run `make repro` first")
     files = {"fp32": args.fp32, "int8": args.int8}
     rows = []
-    print(f"{'threads':>7} {'batch':>5} {'fp32 img/s':>11} {'int8 img/s':>11} {'int8/fp32':>9}")
+    print(
+        f"{'threads':>7} {'batch':>5} {'fp32 img/s':>11} {'int8 img/s':>11} {'int8/fp32':>9} "
+        f"{'rounds p10-p90':>15}"
+    )
     for threads in args.threads:
-        sessions = {name: open_session(path, threads) for name, path in files.items()}
+        # The sessions take turns: without spinning, the idle one leaves the cores to the other.
+        sessions = {
+            name: open_session(path, threads, spinning=False) for name, path in files.items()
+        }
         for batch in BATCHES:
             sec = side_by_side(sessions, batch, args.rounds)
+            # Both files ran back to back in each round: their ratio there is what drift spares.
+            ratios = [f / q for f, q in zip(sec["fp32"], sec["int8"], strict=True)]
+            fp32, int8 = statistics.median(sec["fp32"]), statistics.median(sec["int8"])
             row = {
                 "threads": threads,
                 "batch": batch,
-                "fp32_ms": 1000 * sec["fp32"],
-                "int8_ms": 1000 * sec["int8"],
-                "fp32_images_per_s": batch / sec["fp32"],
-                "int8_images_per_s": batch / sec["int8"],
-                "int8_speedup": sec["fp32"] / sec["int8"],
+                "fp32_ms": 1000 * fp32,
+                "int8_ms": 1000 * int8,
+                "fp32_images_per_s": batch / fp32,
+                "int8_images_per_s": batch / int8,
+                "int8_speedup": statistics.median(ratios),
+                "int8_speedup_p10": float(np.percentile(ratios, 10)),
+                "int8_speedup_p90": float(np.percentile(ratios, 90)),
             }
             rows.append(row)
             print(
                 f"{threads:>7} {batch:>5} {row['fp32_images_per_s']:>11.0f} "
-                f"{row['int8_images_per_s']:>11.0f} {row['int8_speedup']:>8.2f}x",
+                f"{row['int8_images_per_s']:>11.0f} {row['int8_speedup']:>8.2f}x "
+                f"{row['int8_speedup_p10']:>8.2f}-{row['int8_speedup_p90']:.2f}",
                 flush=True,
             )
+    batch = max(BATCHES)
+    operators = {name: operator_times(path, batch) for name, path in files.items()}
+    print(f"\nmilliseconds per batch of {batch} in each operator type (1 thread, profiler on):")
+    for name, ops in operators.items():
+        listed = ", ".join(f"{op} {ms:.2f}" for op, ms in ops.items() if ms >= 0.01)
+        print(f"  {name}: total {sum(ops.values()):.2f} = {listed}")
     write_json(
         args.out,
         {
@@ -100,6 +143,7 @@ def main() -> None:
             "int8_bytes": args.int8.stat().st_size,
             "rounds": args.rounds,
             "rows": rows,
+            f"operator_ms_batch{batch}_1thread": operators,
         },
     )
 

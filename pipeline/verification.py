@@ -18,8 +18,12 @@ from pipeline.files import sha256_file
 from pipeline.runtime import Runtime
 
 
-def open_session(path: Path, threads: int) -> Any:
-    """An onnxruntime CPU session for `path`; a damaged or truncated file fails in one line."""
+def open_session(path: Path, threads: int, spinning: bool = True) -> Any:
+    """An onnxruntime CPU session for `path`; a damaged or truncated file fails in one line.
+
+    `spinning=False` lets idle pool threads sleep at once: when two sessions take turns on a
+    small CPU, the idle one's spinning threads otherwise steal the cores from the busy one.
+    """
     import onnx
     import onnxruntime as ort
 
@@ -30,6 +34,8 @@ def open_session(path: Path, threads: int) -> Any:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     # Protobuf, checker and runtime errors all mean the same thing: this file is unusable.
     except Exception as err:

@@ -1,4 +1,7 @@
 import dataclasses
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from pipeline.export import export_onnx
 from pipeline.models import create_model
 from pipeline.quantize import calibration_batches, quantize_int8
 from pipeline.verification import verify
-from tests.conftest import CPU, with_changes
+from tests.conftest import CPU, ROOT, with_changes
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +240,20 @@ def test_calibration_uses_a_fixed_sample_of_training_images(
     assert first.shape[0] == tiny_params.quantize.calibration_images
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
+
+
+def test_int8_speed_benchmark_times_both_files_and_splits_time_by_operator(
+    exported: Path, quantized: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "int8_speed.json"
+    command = [sys.executable, "-m", "benchmarks.int8_speed", "--fp32", str(exported)]
+    command += ["--int8", str(quantized), "--threads", "1", "--rounds", "2", "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert [(r["threads"], r["batch"]) for r in report["rows"]] == [(1, 1), (1, 64)]
+    for row in report["rows"]:
+        assert row["int8_speedup_p10"] <= row["int8_speedup"] <= row["int8_speedup_p90"]
+    operators = report["operator_ms_batch64_1thread"]
+    assert "Conv" in operators["fp32"] and "QLinearConv" not in operators["fp32"]
+    assert "QLinearConv" in operators["int8"]  # the convolutions really run in integers
