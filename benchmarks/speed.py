@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -238,7 +239,17 @@ def measure_pair_objective(
     for name, runtime in runtimes.items():
         steppers[name] = Stepper(pair, objective, runtime, name == "plain", data)
         start = time.perf_counter()
-        steppers[name].run(2)  # warm-up: allocator, worker start-up, lazy init, compilation
+        try:
+            steppers[name].run(2)  # warm-up: allocator, worker start-up, lazy init, compilation
+        except Exception as err:  # compilation needs a C++ toolchain, which not every host has
+            if not runtime.compile:
+                raise
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            print(
+                f"error: torch.compile failed here ({reason}); run without --compile",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
         if runtime.compile:
             row["compile_s"] = time.perf_counter() - start
     flops = steppers["fast"].step_flops()

@@ -53,6 +53,27 @@ def test_speed_benchmark_writes_its_table_and_json(tmp_path: Path) -> None:
     assert "| quickstart | sokd |" in result.stdout
 
 
+def test_speed_benchmark_without_a_compiler_fails_in_one_line_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "speed.json"
+    args = ["--pairs", "quickstart", "--steps", "1", "--rounds", "1", "--workers", "0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CXX": str(tmp_path / "no-such-compiler")}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")  # no kernel compiled earlier
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed", *args, "--compile", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "run without --compile" in errors[0]
+    assert not out.exists()
+
+
 def test_comparison_benchmark_writes_results_and_resumes(tmp_path: Path) -> None:
     raw = write_fashion_mnist(tmp_path / "raw", n_train=300, n_test=80)
     args = [
