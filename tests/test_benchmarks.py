@@ -45,7 +45,6 @@ def test_speed_benchmark_writes_its_table_and_json(tmp_path: Path) -> None:
     # Arithmetic per image grows with the networks a step runs: student < + teacher < + bridge.
     flops = {r["objective"]: r["gflop_per_image"] for r in report["rows"]}
     assert 0 < flops["vanilla"] < flops["kd"] < flops["sokd"]
-    assert all(r["fast_fraction_of_matmul"] > 0 for r in report["rows"])
     parts = report["sokd_parts"]["quickstart"]
     assert parts["sum_of_parts_ms"] == pytest.approx(
         parts["student_ms"] + parts["teacher_ms"] + parts["bridge_ms"]

@@ -33,6 +33,11 @@ def _run(args: list[str], cwd: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _train_teacher(name: str) -> list[str]:
+    """train_teacher's arguments writing `<name>.pt`, `<name>.json` and plots under `<name>`."""
+    return ["train_teacher", "--out", f"{name}.pt", "--metrics", f"{name}.json", "--plots", name]
+
+
 def _torchrun(*args: str) -> list[str]:
     return [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", str(BIN / "sokd"), *args]
 
@@ -43,35 +48,8 @@ def _torchrun(*args: str) -> list[str]:
 def test_two_processes_train_the_teacher_as_one_does(tmp_path: Path, prepared_path: Path) -> None:
     params = _params(tmp_path)
     common = ["--data", str(prepared_path), "--params", str(params)]
-    _run(
-        [
-            str(BIN / "sokd"),
-            "train_teacher",
-            "--out",
-            "one.pt",
-            "--metrics",
-            "one.json",
-            "--plots",
-            "one",
-            *common,
-        ],
-        tmp_path,
-    )
-    _run(
-        _torchrun(
-            "train_teacher",
-            "--out",
-            "two.pt",
-            "--metrics",
-            "two.json",
-            "--plots",
-            "two",
-            "--state",
-            "two-state.pt",
-            *common,
-        ),
-        tmp_path,
-    )
+    _run([str(BIN / "sokd"), *_train_teacher("one"), *common], tmp_path)
+    _run(_torchrun(*_train_teacher("two"), "--state", "two-state.pt", *common), tmp_path)
     one = torch.load(tmp_path / "one.pt", weights_only=True)["state_dict"]
     two = torch.load(tmp_path / "two.pt", weights_only=True)["state_dict"]
     for key in one:  # stated tolerance: float summation order only
@@ -88,20 +66,7 @@ def test_two_processes_train_the_teacher_as_one_does(tmp_path: Path, prepared_pa
 def test_sokd_distills_under_torchrun(tmp_path: Path, prepared_path: Path) -> None:
     params = _params(tmp_path)
     common = ["--data", str(prepared_path), "--params", str(params)]
-    _run(
-        [
-            str(BIN / "sokd"),
-            "train_teacher",
-            "--out",
-            "teacher.pt",
-            "--metrics",
-            "t.json",
-            "--plots",
-            "t",
-            *common,
-        ],
-        tmp_path,
-    )
+    _run([str(BIN / "sokd"), *_train_teacher("teacher"), *common], tmp_path)
     _run(
         _torchrun(
             "distill",
