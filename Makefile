@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test data install lint clean bench-speed bench-accuracy benchmark use-preset
+.PHONY: repro test data install lint clean bench-speed bench-accuracy benchmark use-preset gpu-check
 
 # `make repro PRESET=presets/<file>.yaml` first makes that preset the params.yaml.
 repro: data
@@ -35,6 +35,10 @@ bench-speed: $(STAMP)
 
 bench-accuracy: repro
 	python -m benchmarks.fast_vs_plain --out benchmarks/fast_vs_plain.json
+
+# On a GPU machine, from a plain checkout (no venv, no dvc, no network): ~7 minutes.
+gpu-check:
+	PYTHONPATH=. $(PYTHON) -m benchmarks.gpu_check --out benchmarks/gpu.json
 
 benchmark: data
 	python -m benchmarks.compare --out benchmarks

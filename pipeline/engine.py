@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from pipeline.batches import BatchSource
 from pipeline.config import OptimConfig, ScheduleConfig, TrainConfig
-from pipeline.distributed import sum_across, world
+from pipeline.distributed import distributed, sum_across, world
 from pipeline.errors import PipelineError
 from pipeline.objectives.base import Objective, StepOutput
 from pipeline.resume import ResumeFile, load_state, restore, save_state
@@ -101,7 +101,7 @@ class _StepAsForward(nn.Module):
 
 def step_function(objective: Objective, runtime: Runtime) -> Callable[..., StepOutput]:
     """`objective.step`, wrapped in DistributedDataParallel when running under torchrun."""
-    if world().size == 1:
+    if not distributed():
         return objective.step
     devices = [runtime.device.index] if runtime.device.type == "cuda" else None
     return DistributedDataParallel(_StepAsForward(objective), device_ids=devices)
