@@ -7,25 +7,25 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test data install lint clean bench-speed bench-accuracy benchmark use-preset gpu-check
+.PHONY: repro test data install lint clean bench-speed bench-accuracy benchmark gpu-check
 
-# `make repro PRESET=presets/<file>.yaml` first makes that preset the params.yaml.
+# `make repro PRESET=presets/<file>.yaml` runs the pipeline as a DVC experiment with that overlay's
+# values set through `dvc exp run -S` (params.yaml then holds exactly the preset's differences:
+# `dvc params diff` lists them); without PRESET it is `dvc repro` of params.yaml.
+ifdef PRESET
+repro: data
+	eval "dvc exp run $$($(PYTHON) -m pipeline.params overrides $(PRESET))"
+else
 repro: data
 	dvc repro
-
-ifdef PRESET
-data: use-preset
 endif
-
-use-preset:
-	cp $(PRESET) params.yaml
 
 test: $(STAMP)
 	ruff check .
 	pytest
 
 data: $(STAMP)
-	python -m pipeline.fetch params.yaml data/raw
+	python -m pipeline.fetch $(or $(PRESET),params.yaml) data/raw
 
 install: $(STAMP)
 

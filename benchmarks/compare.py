@@ -29,12 +29,13 @@ from typing import Any
 from torch import nn
 
 from pipeline.batches import make_batches
-from pipeline.config import Params, as_dict, load_params
+from pipeline.config import Params, as_dict
 from pipeline.data import load_prepared, prepare, save_prepared
-from pipeline.engine import predict, topk_accuracy
 from pipeline.files import write_json, write_text
+from pipeline.inference import predict, topk_accuracy
 from pipeline.models.staged import count_parameters
 from pipeline.objectives import OBJECTIVES
+from pipeline.params import load_params
 from pipeline.reporting import plot_curves
 from pipeline.runtime import Runtime, resolve_runtime, seed_everything
 from pipeline.training import Extras, run_distill, run_teacher, save_run
@@ -44,9 +45,9 @@ ABLATION = [("teacher", "train"), ("random", "eval"), ("random", "train")]  # (t
 
 def methods(params: Params) -> dict[str, tuple[str, Any]]:
     """Method label -> (objective, its params section): every objective, then the SOKD ablation."""
-    table = {name: (name, getattr(params.distill, name)) for name in OBJECTIVES.names()}
+    table = {name: (name, params.distill.objective(name)) for name in OBJECTIVES.names()}
     for init, bn in ABLATION:
-        cfg = dataclasses.replace(params.distill.sokd, bridge_init=init, teacher_bn=bn)
+        cfg = dataclasses.replace(params.distill.objective("sokd"), bridge_init=init, teacher_bn=bn)
         table[f"sokd (bridge_init={init}, teacher_bn={bn})"] = ("sokd", cfg)
     return table
 
@@ -114,7 +115,9 @@ def run_one(
     runtime: Runtime,
 ) -> dict[str, Any]:
     """Train one student and return its row (accuracies as fractions)."""
-    distill = dataclasses.replace(params.distill, **{objective: cfg})
+    distill = dataclasses.replace(
+        params.distill, settings={**params.distill.settings, objective: cfg}
+    )
     test = make_batches(load_prepared(data_path, ("test",)), "test", 500, None, runtime.fp32(), 0)
     seed_everything(seed)
     start = time.perf_counter()

@@ -21,9 +21,9 @@ import torch
 
 from benchmarks.speed import machine, plain_runtime
 from pipeline.batches import make_batches
-from pipeline.config import load_params
 from pipeline.data import load_prepared
-from pipeline.engine import predict, topk_accuracy
+from pipeline.inference import predict, topk_accuracy
+from pipeline.params import load_params
 from pipeline.runtime import resolve_runtime, seed_everything
 from pipeline.training import run_distill
 
@@ -43,7 +43,13 @@ def main() -> None:
         "plain": (
             plain_runtime(fast.device, args.workers),
             dataclasses.replace(
-                params.distill, sokd=dataclasses.replace(params.distill.sokd, teacher_bn="train")
+                params.distill,
+                settings={
+                    **params.distill.settings,
+                    "sokd": dataclasses.replace(
+                        params.distill.objective("sokd"), teacher_bn="train"
+                    ),
+                },
             ),
         ),
         "fast": (fast, params.distill),

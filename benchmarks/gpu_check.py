@@ -48,16 +48,15 @@ import torch
 import yaml
 
 from benchmarks.speed import (
-    BATCH,
-    OBJECTIVE_CFGS,
-    OPTIM,
     PAIRS,
+    TIMED,
     fast_runtime,
     measure_pair_objective,
     plain_runtime,
+    quickstart_params,
     synthetic_data,
 )
-from pipeline.config import AugmentConfig, ScheduleConfig, TrainConfig
+from pipeline.config import Params
 from pipeline.data import Prepared, Split
 from pipeline.engine import fit
 from pipeline.files import write_json
@@ -85,7 +84,7 @@ class Scale:
     compiled_epoch: bool
 
 
-GPU = Scale("cuda", tuple(PAIRS), tuple(OBJECTIVE_CFGS), 20, 3, 8, 50_000, 1_000, True)
+GPU = Scale("cuda", tuple(PAIRS), TIMED, 20, 3, 8, 50_000, 1_000, True)
 DRY = Scale("cpu", ("quickstart",), ("vanilla",), 1, 1, 2, 256, 128, False)
 
 
@@ -178,6 +177,8 @@ def stage_commands(dvc_yaml: Path, params: dict[str, Any]) -> Iterator[tuple[str
     for name, stage in spec["stages"].items():
         items: list[dict[str, Any]] = [{}]
         for key, values in (stage.get("matrix") or {}).items():
+            if isinstance(values, str):  # `${distill.objectives}`: a list from the params
+                values = _lookup(context, _TEMPLATE.fullmatch(values.strip()).group(1))
             items = [{**item, key: value} for item in items for value in values]
         for item in items:
             label = "@".join([name, *map(str, item.values())])
@@ -263,17 +264,21 @@ def generated_cifar(n_train: int, n_val: int) -> Prepared:
     return Prepared("generated", classes, (0.5,) * 3, (0.25,) * 3, splits)
 
 
-def timed_epochs(scale: Scale, data: Prepared, compile: bool) -> dict[str, float]:
-    """Two SOKD epochs through the one training loop; the second is the timed one."""
+def timed_epochs(scale: Scale, params: Params, data: Prepared, compile: bool) -> dict[str, float]:
+    """Two SOKD epochs through the one training loop; the second is the timed one.
+
+    Everything but the budget comes from params.yaml (the project's SOKD settings, optimiser and
+    batch size), with the CIFAR crop padding of 4 for 32x32 images.
+    """
     from pipeline.batches import make_batches
 
-    runtime = fast_runtime(torch.device(scale.device), compile=compile)
+    runtime = fast_runtime(params, torch.device(scale.device), compile=compile)
     torch.manual_seed(0)
     teacher, student = (create_model(arch, 100, 3) for arch in EPOCH_PAIR)
-    objective = build_objective("sokd", student, teacher, OBJECTIVE_CFGS["sokd"])
-    cfg = TrainConfig(
-        2, BATCH, OPTIM, ScheduleConfig("cosine", (), 0.1, 0), AugmentConfig(pad=4, hflip=True)
-    )
+    objective = build_objective("sokd", student, teacher, params.distill.objective("sokd"))
+    train = params.distill.train
+    augment = dataclasses.replace(train.augment, pad=4)
+    cfg = dataclasses.replace(train, epochs=2, augment=augment)
     train = make_batches(data, "train", cfg.batch_size, cfg.augment, runtime, 0)
     val = make_batches(data, "val", cfg.batch_size, None, runtime, 0)
     history = fit(objective, train, val, cfg, runtime, "sokd epoch").history
@@ -288,15 +293,16 @@ def timed_epochs(scale: Scale, data: Prepared, compile: bool) -> dict[str, float
 
 def part_epoch(scale: Scale, work: Path, clock: Clock) -> dict[str, Any]:
     data = generated_cifar(scale.epoch_images, scale.epoch_val_images)
+    params = quickstart_params()
     result: dict[str, Any] = {
         "pair": "->".join(EPOCH_PAIR),
         "images": scale.epoch_images,
-        "batch": BATCH,
-        "eager": timed_epochs(scale, data, compile=False),
+        "batch": params.distill.train.batch_size,
+        "eager": timed_epochs(scale, params, data, compile=False),
     }
     # Compiling both networks costs about a minute: only where the speed rows keep enough time.
     if scale.compiled_epoch and clock.left() > 240:
-        result["compiled"] = timed_epochs(scale, data, compile=True)
+        result["compiled"] = timed_epochs(scale, params, data, compile=True)
     else:
         result["compiled"] = "skipped: dry run or time budget"
     return result
@@ -306,26 +312,30 @@ def part_epoch(scale: Scale, work: Path, clock: Clock) -> dict[str, Any]:
 
 
 def part_speed(scale: Scale, work: Path, clock: Clock) -> dict[str, Any]:
-    device = torch.device(scale.device)
+    device, params = torch.device(scale.device), quickstart_params()
+    batch = params.distill.train.batch_size
     rows, notes = [], []
     for pair in scale.pairs:
         _, _, shape, classes = PAIRS[pair]
-        data = synthetic_data(shape, classes, n=BATCH * (scale.steps + 4))
-        for objective in OBJECTIVE_CFGS:
-            runtimes = {"plain": plain_runtime(device, scale.workers), "fast": fast_runtime(device)}
+        data = synthetic_data(shape, classes, n=batch * (scale.steps + 4))
+        for objective in TIMED:
+            runtimes = {
+                "plain": plain_runtime(device, scale.workers),
+                "fast": fast_runtime(params, device),
+            }
             if objective in scale.compile_objectives and clock.left() > 75:
-                runtimes["compiled"] = fast_runtime(device, compile=True)
+                runtimes["compiled"] = fast_runtime(params, device, compile=True)
             elif objective in scale.compile_objectives:
                 notes.append(f"{pair} {objective}: compile skipped, time budget")
             try:
                 row = measure_pair_objective(
-                    pair, objective, runtimes, data, scale.steps, scale.rounds
+                    params, pair, objective, runtimes, data, scale.steps, scale.rounds
                 )
             except SystemExit:  # torch.compile cannot run here: keep the eager columns
                 notes.append(f"{pair} {objective}: torch.compile failed")
                 runtimes.pop("compiled")
                 row = measure_pair_objective(
-                    pair, objective, runtimes, data, scale.steps, scale.rounds
+                    params, pair, objective, runtimes, data, scale.steps, scale.rounds
                 )
             rows.append(row)
             print(f"    {_speed_line(row)}", flush=True)

@@ -1,7 +1,11 @@
 """Speed of a training step: a plain path against the project's fast path, side by side in one run.
 
     python -m benchmarks.speed [--out benchmarks/speed.json] [--steps N] [--rounds R] [--pairs ...]
-                               [--compile]
+                               [--compile] [--params params.yaml]
+
+Every hyperparameter (batch size, optimiser, augmentation, each objective's settings) and the fast
+path's runtime come from the params file through the pipeline's own loader and factories; the
+plain path is the same runtime section with the reference behaviour switched on.
 
 Plain path (what reference implementations do): a DataLoader with per-sample PIL transforms in
 worker processes, eager fp32 in the default memory layout, the frozen teacher in train mode
@@ -39,28 +43,28 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.batches import make_batches
-from pipeline.config import AugmentConfig, KdConfig, OptimConfig, SokdConfig, VanillaConfig
+from pipeline.config import Params, RuntimeConfig
 from pipeline.data import Prepared, Split
-from pipeline.engine import build_optimizer, prepare_module, train_step
+from pipeline.engine import build_optimizer, train_step
 from pipeline.files import write_json
 from pipeline.losses import cross_entropy
 from pipeline.models import create_model
 from pipeline.models.staged import copy_head, split
 from pipeline.objectives import build_objective
-from pipeline.runtime import Runtime, cpu_has_native_bf16
+from pipeline.params import load_params
+from pipeline.runtime import Runtime, cpu_has_native_bf16, prepare_module, resolve_runtime
 
 PAIRS = {  # name: (teacher, student, (C, H, W), classes)
     "quickstart": ("resnet20", "resnet8", (1, 28, 28), 10),
     "wrn40_2-wrn16_2": ("wrn_40_2", "wrn_16_2", (3, 32, 32), 100),
 }
-OBJECTIVE_CFGS = {
-    "vanilla": VanillaConfig(),
-    "kd": KdConfig(temperature=4.0, ce_weight=0.1, kd_weight=0.9),
-    "sokd": SokdConfig(4.0, 1.0, 1.0, 1.0, 1.0, 1.0, "teacher", "eval", 1.0, ""),
-}
-OPTIM = OptimConfig(lr=0.05, momentum=0.9, weight_decay=5.0e-4, nesterov=True)
-AUGMENT = AugmentConfig(pad=4, hflip=True)
-BATCH = 128
+TIMED = ("vanilla", "kd", "sokd")  # the baseline, the classic distiller, this project's method
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quickstart_params() -> Params:
+    """The project's params.yaml: what `dvc repro` trains with."""
+    return load_params(ROOT / "params.yaml")
 
 
 def synthetic_data(shape: tuple[int, int, int], classes: int, n: int) -> Prepared:
@@ -78,14 +82,16 @@ def synthetic_data(shape: tuple[int, int, int], classes: int, n: int) -> Prepare
     )
 
 
-def fast_runtime(device: torch.device, compile: bool = False) -> Runtime:
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
-    amp = torch.bfloat16 if native else None
-    return Runtime(device, amp, channels_last=True, compile=compile, loader="device")
+def fast_runtime(params: Params, device: torch.device, compile: bool = False) -> Runtime:
+    """The params file's runtime section on `device` (the project's defaults: the fast path)."""
+    cfg = dataclasses.replace(params.runtime, device=str(device), compile=compile)
+    return resolve_runtime(cfg)
 
 
 def plain_runtime(device: torch.device, workers: int) -> Runtime:
-    return Runtime(device, None, channels_last=False, loader="stream", workers=workers)
+    """What reference implementations do: fp32, default layout, per-sample transforms in workers."""
+    cfg = RuntimeConfig(str(device), "none", False, False, loader="stream", workers=workers)
+    return resolve_runtime(cfg)
 
 
 def _sync(device: torch.device) -> None:
@@ -97,22 +103,30 @@ class Stepper:
     """A ready-to-run objective on one path; `run(n)` returns seconds per step for n steps."""
 
     def __init__(
-        self, pair: str, objective: str, runtime: Runtime, plain: bool, data: Prepared
+        self,
+        params: Params,
+        pair: str,
+        objective: str,
+        runtime: Runtime,
+        plain: bool,
+        data: Prepared,
     ) -> None:
         teacher_arch, student_arch, shape, classes = PAIRS[pair]
         torch.manual_seed(0)
         teacher = create_model(teacher_arch, classes, shape[0]) if objective != "vanilla" else None
         student = create_model(student_arch, classes, shape[0])
-        self.objective = build_objective(objective, student, teacher, OBJECTIVE_CFGS[objective])
+        settings = params.distill.objective(objective)
+        self.objective = build_objective(objective, student, teacher, settings)
         if plain:
             self.objective.frozen = ()  # the reference behaviour: the frozen teacher in train mode
         prepare_module(self.objective, runtime)
         if runtime.compile:
             self.objective.compile_networks()
-        self.optimizer = build_optimizer(self.objective, OPTIM)
+        train = params.distill.train
+        self.optimizer = build_optimizer(self.objective, train.optim)
         self.scaler = runtime.grad_scaler()
         self.runtime, self.plain = runtime, plain
-        self.batches = make_batches(data, "train", BATCH, AUGMENT, runtime, seed=0)
+        self.batches = make_batches(data, "train", train.batch_size, train.augment, runtime, 0)
         self._iter = iter(self.batches)
 
     def _next(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,17 +178,18 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 3) -> float:
 
 
 def sokd_parts(
-    pair: str, runtime: Runtime, data: Prepared, steps: int, rounds: int
+    params: Params, pair: str, runtime: Runtime, data: Prepared, steps: int, rounds: int
 ) -> dict[str, float]:
     """Seconds per step of SOKD and of its parts alone (medians over rounds) on the fast path,
     and `sokd_over_sum`, the median over rounds of the step's time over the sum of its parts'."""
     teacher_arch, _, shape, classes = PAIRS[pair]
-    sokd = Stepper(pair, "sokd", runtime, plain=False, data=data)
-    student = Stepper(pair, "vanilla", runtime, plain=False, data=data)
+    sokd = Stepper(params, pair, "sokd", runtime, plain=False, data=data)
+    student = Stepper(params, pair, "vanilla", runtime, plain=False, data=data)
     teacher = prepare_module(create_model(teacher_arch, classes, shape[0]), runtime).eval()
     trunk, head = split(teacher, "")
     bridge = prepare_module(copy_head(head, reinitialise=False), runtime).train()
-    bridge_opt = torch.optim.SGD(bridge.parameters(), lr=0.05, momentum=0.9)
+    optim = params.distill.train.optim
+    bridge_opt = torch.optim.SGD(bridge.parameters(), lr=optim.lr, momentum=optim.momentum)
     images, labels = next(iter(sokd.batches))
     with torch.inference_mode(), runtime.autocast():
         features = trunk(images).clone()
@@ -231,13 +246,19 @@ def machine() -> dict[str, object]:
 
 
 def measure_pair_objective(
-    pair: str, objective: str, runtimes: dict[str, Runtime], data: Prepared, steps: int, rounds: int
+    params: Params,
+    pair: str,
+    objective: str,
+    runtimes: dict[str, Runtime],
+    data: Prepared,
+    steps: int,
+    rounds: int,
 ) -> dict[str, object]:
     """One table row: every path's images/s, side by side in alternating rounds, and arithmetic."""
     steppers = {}
     row: dict[str, object] = {"pair": pair, "objective": objective}
     for name, runtime in runtimes.items():
-        steppers[name] = Stepper(pair, objective, runtime, name == "plain", data)
+        steppers[name] = Stepper(params, pair, objective, runtime, name == "plain", data)
         start = time.perf_counter()
         try:
             steppers[name].run(2)  # warm-up: allocator, worker start-up, lazy init, compilation
@@ -253,6 +274,7 @@ def measure_pair_objective(
         if runtime.compile:
             row["compile_s"] = time.perf_counter() - start
     flops = steppers["fast"].step_flops()
+    batch = params.distill.train.batch_size
     times: dict[str, list[float]] = {name: [] for name in steppers}
     peak: list[float] = []
     for _ in range(rounds):
@@ -260,14 +282,14 @@ def measure_pair_objective(
             times[name].append(s.run(steps))
         peak.append(matmul_gflops(runtimes["fast"].device))
     for name in steppers:
-        row[f"{name}_images_per_s"] = BATCH / statistics.median(times[name])
+        row[f"{name}_images_per_s"] = batch / statistics.median(times[name])
     # Each round's paths ran back to back: their ratio within a round is what drift spares.
     for name, key in (("fast", "speedup"), ("compiled", "compiled_speedup")):
         if name in steppers:
             ratios = [p / f for p, f in zip(times["plain"], times[name], strict=True)]
             row[key] = statistics.median(ratios)
             row[f"{key}_rounds"] = ratios
-    row["gflop_per_image"] = flops / BATCH / 1e9
+    row["gflop_per_image"] = flops / batch / 1e9
     row["fast_gflops"] = row["fast_images_per_s"] * row["gflop_per_image"]
     row["matmul_gflops"] = statistics.median(peak)
     row["fast_fraction_of_matmul"] = row["fast_gflops"] / row["matmul_gflops"]
@@ -302,20 +324,29 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time the fast path with torch.compile"
     )
+    parser.add_argument(
+        "--params", type=Path, default=ROOT / "params.yaml", help="hyperparameters and runtime"
+    )
     args = parser.parse_args()
+    params = load_params(args.params)
     device = torch.device(args.device)
-    runtimes = {"plain": plain_runtime(device, args.workers), "fast": fast_runtime(device)}
+    runtimes = {
+        "plain": plain_runtime(device, args.workers),
+        "fast": fast_runtime(params, device),
+    }
     if args.compile:
-        runtimes["compiled"] = fast_runtime(device, compile=True)
+        runtimes["compiled"] = fast_runtime(params, device, compile=True)
     rows, parts = [], {}
     for pair in args.pairs:
         _, _, shape, classes = PAIRS[pair]
-        data = synthetic_data(shape, classes, n=BATCH * (args.steps + 4))
-        for objective in OBJECTIVE_CFGS:
-            row = measure_pair_objective(pair, objective, runtimes, data, args.steps, args.rounds)
+        data = synthetic_data(shape, classes, n=params.distill.train.batch_size * (args.steps + 4))
+        for objective in TIMED:
+            row = measure_pair_objective(
+                params, pair, objective, runtimes, data, args.steps, args.rounds
+            )
             rows.append(row)
             _print_row(row)
-        p = sokd_parts(pair, runtimes["fast"], data, args.steps, args.rounds)
+        p = sokd_parts(params, pair, runtimes["fast"], data, args.steps, args.rounds)
         parts[pair] = {
             **{f"{k}_ms": 1000 * p[k] for k in ("sokd", "student", "teacher", "bridge")},
             "sum_of_parts_ms": 1000 * (p["student"] + p["teacher"] + p["bridge"]),
@@ -329,7 +360,8 @@ def main() -> None:
         )
     report = {
         "machine": machine(),
-        "batch_size": BATCH,
+        "params": str(args.params),
+        "batch_size": params.distill.train.batch_size,
         "steps_per_round": args.steps,
         "rounds": args.rounds,
         **{

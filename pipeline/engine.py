@@ -8,6 +8,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,9 +19,10 @@ from pipeline.batches import BatchSource
 from pipeline.config import OptimConfig, ScheduleConfig, TrainConfig
 from pipeline.distributed import distributed, sum_across, world
 from pipeline.errors import PipelineError
+from pipeline.inference import predict, topk_accuracy
 from pipeline.objectives.base import Objective, StepOutput
 from pipeline.resume import ResumeFile, load_state, restore, save_state
-from pipeline.runtime import Runtime
+from pipeline.runtime import Runtime, prepare_module
 
 log = logging.getLogger(__name__)
 
@@ -42,31 +44,13 @@ def lr_factor(
     return factor
 
 
-def prepare_module(module: nn.Module, runtime: Runtime) -> nn.Module:
-    """Move `module` to the runtime's device and memory layout."""
-    module.to(runtime.device)
-    return module.to(memory_format=torch.channels_last) if runtime.channels_last else module
+@dataclass(frozen=True)
+class FitHooks:
+    """Optional additions to `fit`: extra history columns, a row listener, a resume file."""
 
-
-@torch.no_grad()
-def predict(model: nn.Module, batches: BatchSource, runtime: Runtime) -> Tensor:
-    """Logits (N, K) of `model` in eval mode over every image of `batches`, as fp32 on the CPU."""
-    was_training = model.training
-    model.eval()
-    outs = []
-    try:
-        with runtime.autocast():
-            outs = [model(images).float() for images, _ in batches]
-    finally:
-        model.train(was_training)
-    return torch.cat(outs).cpu()
-
-
-def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
-    """Fraction of rows whose label is among the k highest logits."""
-    k = min(k, logits.shape[1])
-    hits = (logits.topk(k, dim=1).indices == labels[:, None].to(logits.device)).any(1)
-    return hits.sum().item() / len(hits)
+    on_epoch: Callable[[nn.Module], dict[str, float]] | None = None  # extra columns
+    on_row: Callable[[dict[str, float]], None] | None = None  # each finished epoch's row
+    resume: ResumeFile | None = None
 
 
 @dataclass(frozen=True)
@@ -133,48 +117,117 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+DIVERGENCE_CHECK_STEPS = 25  # read the loss's finiteness back once per this many steps
+
+
+def _check_finite(finite: Tensor, name: str, step: int, epoch: int) -> None:
+    """Fail if any process's loss was non-finite so far (one host sync; a collective under DDP)."""
+    if sum_across(finite.float()).item() < world().size:
+        raise PipelineError(
+            f"{name}: training loss became NaN or infinite by step {step} of epoch {epoch}; "
+            f"lower train.optim.lr in this stage's params section, or check the data"
+        )
+
+
 def _train_epoch(
-    objective: Objective,
-    step: Callable[..., StepOutput],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    train: BatchSource,
-    runtime: Runtime,
-    epoch: int,
-    epochs: int,
-    name: str,
+    t: _Training, train: BatchSource, runtime: Runtime, epoch: int, epochs: int, name: str
 ) -> dict[str, float]:
-    """One pass over `train`; returns the epoch's mean loss parts and training top-1."""
-    objective.train()
+    """One pass over `train`; returns the epoch's mean loss parts and training top-1.
+
+    A diverging run stops within DIVERGENCE_CHECK_STEPS steps: finiteness accumulates on the
+    device and is read back only every so often, so the GPU is never stalled step by step.
+    """
+    t.objective.train()
     steps = len(train)
     # Sums stay on the device: reading them every step would stall the pipeline on a GPU.
     sums: dict[str, Tensor] = {}
     correct = torch.zeros((), device=runtime.device)
+    finite = torch.ones((), dtype=torch.bool, device=runtime.device)
     quiet = None if world().is_main else True  # one progress bar, from the main process
     bar = tqdm(train, desc=f"{name} {epoch + 1}/{epochs}", unit="batch", leave=False, disable=quiet)
     for i, (images, labels) in enumerate(bar):
         progress = (epoch + i / steps) / epochs
-        out = train_step(step, optimizer, scaler, images, labels, runtime, progress)
-        scheduler.step()
+        out = train_step(t.step, t.optimizer, t.scaler, images, labels, runtime, progress)
+        t.scheduler.step()
         with torch.no_grad():
             for key, value in {"loss": out.loss, **out.parts}.items():
                 sums[key] = sums.get(key, 0) + value.detach().float()
             correct += (out.logits.argmax(1) == labels).sum()
+            finite &= torch.isfinite(out.loss.detach())
+        if (i + 1) % DIVERGENCE_CHECK_STEPS == 0:
+            _check_finite(finite, name, i + 1, epoch + 1)
         if not bar.disable and i % 50 == 49:  # a rare sync, and only when someone watches
             bar.set_postfix(loss=f"{sums['loss'].item() / (i + 1):.3f}")
+    _check_finite(finite, name, steps, epoch + 1)
     # Every process saw its share of each batch: average the per-process means, add the counts.
     totals = sum_across(torch.stack([*sums.values(), correct.float()]))
     row = {
         f"train/{k}": v.item() / (steps * world().size) for k, v in zip(sums, totals, strict=False)
     }
-    if not math.isfinite(row["train/loss"]):
-        raise PipelineError(
-            f"{name}: training loss became {row['train/loss']} in epoch "
-            f"{epoch + 1}; lower the learning rate or check the data"
-        )
     row["train/top1"] = totals[-1].item() / train.num_images
     return row
+
+
+@dataclass
+class _Training:
+    """Everything one `fit` steps: the objective and its optimiser, schedule and loss scaler."""
+
+    objective: Objective
+    step: Callable[..., StepOutput]  # the objective's step, DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def stateful(self) -> dict[str, Any]:
+        """What a resume file saves and restores."""
+        return {
+            "objective": self.objective,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+        }
+
+
+def _set_up(
+    objective: Objective, steps_per_epoch: int, cfg: TrainConfig, runtime: Runtime
+) -> _Training:
+    prepare_module(objective, runtime)
+    if runtime.compile:
+        objective.compile_networks()
+    optimizer = build_optimizer(objective, cfg.optim)
+    schedule = lr_factor(cfg.schedule, cfg.epochs, steps_per_epoch)
+    return _Training(
+        objective=objective,
+        step=step_function(objective, runtime),
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        scaler=runtime.grad_scaler(),
+    )
+
+
+def _validate(network: nn.Module, val: BatchSource, runtime: Runtime) -> dict[str, float]:
+    """Validation top-1 and cross-entropy of the deployable network."""
+    logits = predict(network, val, runtime)
+    return {
+        "val/top1": topk_accuracy(logits, val.labels, 1),
+        "val/loss": torch.nn.functional.cross_entropy(logits, val.labels.cpu()).item(),
+    }
+
+
+def _log_epoch(name: str, epochs: int, row: dict[str, float]) -> None:
+    log.info(
+        "%s epoch %d/%d  loss %.4f  train top-1 %.2f%%  val top-1 %.2f%%  lr %.4f  "
+        "%.0f s  %.0f img/s",
+        name,
+        row["epoch"],
+        epochs,
+        row["train/loss"],
+        100 * row["train/top1"],
+        100 * row["val/top1"],
+        row["lr"],
+        row["time/epoch_s"],
+        row["time/images_per_s"],
+    )
 
 
 def fit(
@@ -184,37 +237,22 @@ def fit(
     cfg: TrainConfig,
     runtime: Runtime,
     name: str,
-    on_epoch: Callable[[nn.Module], dict[str, float]] | None = None,
-    resume: ResumeFile | None = None,
+    hooks: FitHooks = FitHooks(),
 ) -> FitResult:
     """Train `objective` for `cfg.epochs` epochs, validating its deployable network after each.
 
-    `on_epoch`, if given, receives the deployable network after each epoch and returns extra
-    columns for that epoch's history row (the benchmarks record test accuracy per epoch with it).
-    With `resume`, the full training state is written after every epoch and a run that finds its
-    own state there continues from it.
+    `hooks.on_epoch` adds columns to an epoch's history row from the deployable network (the
+    benchmarks record test accuracy with it); `hooks.on_row` receives each finished row (live
+    experiment logging); with `hooks.resume`, the full training state is written after every epoch
+    and a run that finds its own state there continues from it.
     """
-    prepare_module(objective, runtime)
-    if runtime.compile:
-        objective.compile_networks()
-    optimizer = build_optimizer(objective, cfg.optim)
-    scaler = runtime.grad_scaler()
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(cfg.schedule, cfg.epochs, len(train))
-    )
-    step = step_function(objective, runtime)
-    stateful = {
-        "objective": objective,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "scaler": scaler,
-    }
+    t = _set_up(objective, len(train), cfg, runtime)
     first_epoch, history = 0, []
-    state = load_state(resume) if resume is not None else None
+    state = load_state(hooks.resume) if hooks.resume is not None else None
     if state is not None:
-        first_epoch, history = restore(state, stateful)
+        first_epoch, history = restore(state, t.stateful())
         train.set_rng_state(state["batches_rng"])
-        log.info("%s: resuming after epoch %d from %s", name, first_epoch, resume.path)
+        log.info("%s: resuming after epoch %d from %s", name, first_epoch, hooks.resume.path)
     if runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.device)
     log.info(
@@ -227,48 +265,22 @@ def fit(
     )
     for epoch in range(first_epoch, cfg.epochs):
         start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        row: dict[str, float] = {"epoch": epoch + 1, "lr": lr}
-        row.update(
-            _train_epoch(
-                objective,
-                step,
-                optimizer,
-                scheduler,
-                scaler,
-                train,
-                runtime,
-                epoch,
-                cfg.epochs,
-                name,
-            )
-        )
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": t.optimizer.param_groups[0]["lr"]}
+        row.update(_train_epoch(t, train, runtime, epoch, cfg.epochs, name))
         if runtime.device.type == "cuda":
             torch.cuda.synchronize(runtime.device)  # the epoch's work is queued, not yet done
         seconds = time.perf_counter() - start
-        logits = predict(objective.deployable(), val, runtime)
-        row["val/top1"] = topk_accuracy(logits, val.labels, 1)
-        row["val/loss"] = torch.nn.functional.cross_entropy(logits, val.labels.cpu()).item()
+        row.update(_validate(objective.deployable(), val, runtime))
         row["time/epoch_s"] = seconds
         row["time/images_per_s"] = train.num_images / seconds
         row["memory/peak_mb"] = peak_memory_mb(runtime.device)
-        if on_epoch is not None:
-            row.update(on_epoch(objective.deployable()))
+        if hooks.on_epoch is not None:
+            row.update(hooks.on_epoch(objective.deployable()))
         history.append(row)
-        if resume is not None and world().is_main:
-            save_state(resume, epoch + 1, history, stateful, train.rng_state())
-        log.info(
-            "%s epoch %d/%d  loss %.4f  train top-1 %.2f%%  val top-1 %.2f%%  lr %.4f  "
-            "%.0f s  %.0f img/s",
-            name,
-            epoch + 1,
-            cfg.epochs,
-            row["train/loss"],
-            100 * row["train/top1"],
-            100 * row["val/top1"],
-            lr,
-            seconds,
-            row["time/images_per_s"],
-        )
+        if hooks.resume is not None and world().is_main:
+            save_state(hooks.resume, epoch + 1, history, t.stateful(), train.rng_state())
+        if hooks.on_row is not None and world().is_main:
+            hooks.on_row(row)
+        _log_epoch(name, cfg.epochs, row)
     best = max(history, key=lambda r: r["val/top1"])
     return FitResult(history, int(best["epoch"]), best["val/top1"], history[-1]["val/top1"])

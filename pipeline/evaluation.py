@@ -11,11 +11,11 @@ from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import EvaluateConfig
 from pipeline.data import load_prepared
-from pipeline.engine import predict, prepare_module, topk_accuracy
 from pipeline.errors import CheckpointError
+from pipeline.inference import predict, topk_accuracy
 from pipeline.models.staged import count_macs, count_parameters
 from pipeline.reporting import confusion_matrix, plot_confusion
-from pipeline.runtime import Runtime
+from pipeline.runtime import Runtime, prepare_module
 
 
 def evaluate_all(

@@ -114,7 +114,7 @@ def fetch(dataset: str, raw: Path) -> str:
 
 def main(argv: list[str]) -> int:
     """`python -m pipeline.fetch PARAMS RAW_ROOT`: fetch PARAMS' dataset into RAW_ROOT/<dataset>."""
-    from pipeline.config import load_params
+    from pipeline.params import load_params
 
     if len(argv) != 2:
         print("usage: python -m pipeline.fetch PARAMS_YAML RAW_ROOT", file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline.config import RuntimeConfig
 from pipeline.errors import ConfigError
@@ -82,6 +83,12 @@ def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
     else:
         amp = torch.bfloat16 if cfg.amp == "bf16" else None
     return Runtime(device, amp, cfg.channels_last, cfg.compile, cfg.loader, cfg.workers)
+
+
+def prepare_module(module: nn.Module, runtime: Runtime) -> nn.Module:
+    """Move `module` to the runtime's device and memory layout (in place; returns it)."""
+    module.to(runtime.device)
+    return module.to(memory_format=torch.channels_last) if runtime.channels_last else module
 
 
 def seed_everything(seed: int) -> None:

@@ -13,12 +13,13 @@ from torch import nn
 
 from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import DistillConfig, TeacherConfig, TrainConfig, VanillaConfig, as_dict
+from pipeline.config import DistillConfig, TeacherConfig, TrainConfig, as_dict
 from pipeline.data import Prepared, load_prepared
 from pipeline.distributed import world
-from pipeline.engine import FitResult, fit, predict, prepare_module, topk_accuracy
+from pipeline.engine import FitHooks, FitResult, fit
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.files import load_tensors, sha256_file, write_json
+from pipeline.inference import predict, topk_accuracy
 from pipeline.models import create_model
 from pipeline.models.staged import count_parameters
 from pipeline.models.torchvision_zoo import torchvision_key_map
@@ -26,7 +27,7 @@ from pipeline.objectives import OBJECTIVES, build_objective
 from pipeline.objectives.base import Objective
 from pipeline.reporting import write_history
 from pipeline.resume import ResumeFile
-from pipeline.runtime import Runtime
+from pipeline.runtime import Runtime, prepare_module
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Extras:
     """Optional additions to a training run."""
 
     on_epoch: Callable[[nn.Module], dict[str, float]] | None = None  # extra history columns
+    on_row: Callable[[dict[str, float]], None] | None = None  # each finished epoch (live logs)
     state: Path | None = None  # resumable training state, rewritten after every epoch
 
 
@@ -56,6 +58,16 @@ def _resume_file(extras: Extras, *identity: object) -> ResumeFile | None:
         return None
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
     return ResumeFile(extras.state, digest.hexdigest())
+
+
+def check_batch_size(data: Prepared, train: TrainConfig, section: str) -> None:
+    """A batch larger than the training split would be one giant batch: refuse it in one line."""
+    images = len(data.splits["train"].labels)
+    if train.batch_size > images:
+        raise ConfigError(
+            f"params.{section}.train.batch_size: {train.batch_size} is larger than the "
+            f"{images:,} training images; use at most {images}"
+        )
 
 
 def _fit(
@@ -70,9 +82,8 @@ def _fit(
 ) -> tuple[FitResult, dict[str, float]]:
     train_batches = make_batches(data, "train", train.batch_size, train.augment, runtime, seed)
     val_batches = make_batches(data, "val", train.batch_size, None, runtime, seed)
-    result = fit(
-        objective, train_batches, val_batches, train, runtime, name, extras.on_epoch, resume
-    )
+    hooks = FitHooks(on_epoch=extras.on_epoch, on_row=extras.on_row, resume=resume)
+    result = fit(objective, train_batches, val_batches, train, runtime, name, hooks)
     extra_top1 = {
         f"{role}/val_top1": topk_accuracy(predict(net, val_batches, runtime), val_batches.labels, 1)
         for role, (net, _) in objective.extra_networks().items()
@@ -139,6 +150,7 @@ def run_teacher(
     any training are recorded, and `train.epochs` (0 allowed) epochs fine-tune it.
     """
     data = load_prepared(data_path, ("train", "val"))
+    check_batch_size(data, cfg.train, "train_teacher")
     teacher = create_model(cfg.arch, data.num_classes, data.image_shape[0])
     imported: dict[str, float | str] = {}
     if weights is not None:
@@ -162,7 +174,7 @@ def run_teacher(
         result = FitResult(history=[], best_epoch=0, best_val_top1=top1, last_val_top1=top1)
         metrics = {**imported, "params/trainable": 0}
     else:
-        objective = build_objective("vanilla", teacher, None, VanillaConfig())
+        objective = build_objective("vanilla", teacher, None, None)
         resume = _resume_file(
             extras,
             "teacher",
@@ -190,11 +202,8 @@ def run_distill(
 ) -> TrainedRun:
     """Train the student with `objective_name` against the frozen teacher from `teacher_path`."""
     OBJECTIVES.get(objective_name)  # an unknown name fails here, listing the valid ones
-    if not hasattr(cfg, objective_name):
-        raise ConfigError(
-            f"objective {objective_name!r} has no section params.distill.{objective_name}"
-        )
     data = load_prepared(data_path, ("train", "val"))
+    check_batch_size(data, cfg.train, "distill")
     ckpt = load_checkpoint(teacher_path)
     if ckpt.num_classes != data.num_classes or ckpt.in_channels != data.image_shape[0]:
         raise CheckpointError(
@@ -204,7 +213,7 @@ def run_distill(
         )
     teacher = ckpt.build()
     student = create_model(cfg.arch, data.num_classes, data.image_shape[0])
-    objective_cfg = getattr(cfg, objective_name)
+    objective_cfg = cfg.objective(objective_name)
     objective = build_objective(objective_name, student, teacher, objective_cfg)
     resume = _resume_file(
         extras,

@@ -10,9 +10,10 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
-from pipeline.config import Params, load_params
+from pipeline.config import Params
 from pipeline.distributed import init_from_env
 from pipeline.errors import PipelineError
+from pipeline.params import load_params
 from pipeline.runtime import Runtime, resolve_runtime, seed_everything
 
 P = ParamSpec("P")

@@ -19,8 +19,11 @@ def evaluate(
         Path, typer.Option(help="Prepared dataset (.pt); only its test split is read.")
     ],
     teacher: Annotated[Path, typer.Option(help="Teacher checkpoint.")],
-    run: Annotated[
-        list[Path], typer.Option(help="A `distill` output directory; repeat for each objective.")
+    runs: Annotated[
+        Path,
+        typer.Option(
+            help="Folder of `distill` outputs: <runs>/<objective> for distill.objectives."
+        ),
     ],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write (flat keys).")],
     plots: Annotated[Path, typer.Option(help="Directory for the confusion-matrix PNGs.")],
@@ -28,7 +31,8 @@ def evaluate(
 ) -> None:
     """Test-set accuracy, size, MACs and teacher agreement of every network, in fp32."""
     p, runtime = setup(params)
-    result = evaluate_all(data, teacher, run, p.evaluate, runtime, plots)
+    run_dirs = [runs / name for name in p.distill.objectives]
+    result = evaluate_all(data, teacher, run_dirs, p.evaluate, runtime, plots)
     write_json(metrics, result)
     for key in [k for k in result if k.endswith("/top1")]:
         log.info("%-32s top-1 %.2f%%", key.removesuffix("/top1"), 100 * result[key])

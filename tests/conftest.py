@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import Params, load_params
+from pipeline.config import Params
 from pipeline.data import prepare, save_prepared
+from pipeline.params import load_params
 from pipeline.runtime import Runtime
 from tests.helpers import write_fashion_mnist
 

@@ -19,10 +19,11 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import ExportConfig, load_params
+from pipeline.config import ExportConfig
 from pipeline.data import Prepared, load_prepared, prepare, save_prepared
 from pipeline.export import export_onnx
 from pipeline.models import create_model
+from pipeline.params import load_params
 from pipeline.quantize import quantize_int8
 from stages.cli import app
 from tests.conftest import TINY_PARAMS
@@ -153,17 +154,17 @@ CASES = [
         "data.pt",
     ),
     Case(
-        "missing key",
-        lambda k: k.drop("train_teacher.train.optim.lr"),
+        "unknown objective in the list",
+        lambda k: k.set("distill.objectives", ["vanilla", "skod"]),
         PREPARE,
-        "params.train_teacher.train.optim.lr: missing key",
+        "params.distill.objectives[1]: unknown objective 'skod'",
         "data.pt",
     ),
     Case(
         "string for a float",
-        lambda k: k.set("distill.train.optim.weight_decay", "5e-4"),
+        lambda k: k.set("distill.train.optim.weight_decay", "5e-4 per step"),
         PREPARE,
-        "weight_decay: expected float, got '5e-4'",
+        "weight_decay: expected float, got '5e-4 per step'",
         "data.pt",
     ),
     Case(
@@ -347,7 +348,7 @@ CASES = [
         "loss that diverges",
         lambda k: (k.copy("data.pt"), k.set("train_teacher.train.optim.lr", 1.0e12)),
         TEACHER,
-        "training loss became nan",
+        "training loss became NaN or infinite",
         "teacher.pt",
     ),
     Case(

@@ -1,11 +1,22 @@
+"""Params: overlays onto documented defaults, read strictly, validated after the merge."""
+
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline.config import load_params
+from pipeline.config import TrainConfig, as_dict
 from pipeline.errors import ConfigError
+from pipeline.objectives.sokd import SokdConfig
+from pipeline.params import defaults, load_params, parse_params, preset_overrides
 from tests.conftest import ROOT, TINY_PARAMS
+
+SHIPPED = [
+    ROOT / "params.yaml",
+    TINY_PARAMS,
+    *sorted(ROOT.glob("presets/*.yaml")),
+    *sorted(ROOT.glob("benchmarks/*params*.yaml")),
+]
 
 
 def _write_variant(tmp_path: Path, edit: callable) -> Path:
@@ -16,30 +27,75 @@ def _write_variant(tmp_path: Path, edit: callable) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "path", [ROOT / "params.yaml", TINY_PARAMS, *sorted(ROOT.glob("presets/*.yaml"))]
-)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_params_files_load(path: Path) -> None:
     params = load_params(path)
-    assert params.distill.sokd.temperature > 0
+    assert params.distill.objective("sokd").temperature > 0
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_params_files_state_only_what_differs_from_the_defaults(path: Path) -> None:
+    """Every leaf a file sets differs from its default, except the keys DVC must find there."""
+    dvc_needs = {"seed", "train_teacher.arch", "distill.arch", "distill.objectives"}
+    dvc_needs |= {"export.objective", "prepare.dataset"}
+    base = as_dict(defaults())
+    base["distill"].update(base["distill"].pop("settings"))
+
+    def leaves(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
+        out = []
+        for key, value in tree.items():
+            if isinstance(value, dict) and value:
+                out += leaves(value, f"{prefix}{key}.")
+            elif value != {}:
+                out.append((f"{prefix}{key}", value))
+        return out
+
+    for key, value in leaves(yaml.safe_load(path.read_text())):
+        node = base
+        for part in key.split("."):
+            node = node[part]
+        assert key in dvc_needs or node != value, f"{path.name}: {key} repeats its default"
+
+
+def test_an_empty_file_means_the_documented_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    params = load_params(path)
+    assert params.distill.train == TrainConfig()
+    assert params.distill.objective("sokd") == SokdConfig()
+    assert params.distill.objectives == ("vanilla", "sokd")
+
+
+def test_an_overlay_changes_only_what_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("distill:\n  train: {optim: {lr: 0.01}}\n  sokd: {temperature: 2.0}\n")
+    params = load_params(path)
+    assert params.distill.train.optim.lr == 0.01
+    assert params.distill.train.optim.momentum == defaults().distill.train.optim.momentum
+    assert params.distill.objective("sokd").temperature == 2.0
+    assert params.distill.objective("sokd").bridge_ce == SokdConfig().bridge_ce
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("distill:\n  train:\n    optim: {weight_decay: 5e-4, lr: 1E-1}\n")
+    optim = load_params(path).distill.train.optim
+    assert optim.weight_decay == 5.0e-4 and optim.lr == 0.1
+
+
+def test_a_duplicate_key_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("seed: 0\ndistill:\n  arch: resnet8\n  arch: resnet20\n")
+    with pytest.raises(ConfigError, match=r"line 4: duplicate key 'arch'"):
+        load_params(path)
 
 
 def _set(section: str, key: str, value: object):
     def edit(raw: dict) -> None:
         node = raw
-        for part in section.split("."):
-            node = node[part]
+        for part in filter(None, section.split(".")):
+            node = node.setdefault(part, {})
         node[key] = value
-
-    return edit
-
-
-def _drop(section: str, key: str):
-    def edit(raw: dict) -> None:
-        node = raw
-        for part in section.split("."):
-            node = node[part]
-        del node[key]
 
     return edit
 
@@ -51,10 +107,14 @@ def _drop(section: str, key: str):
             _set("distill.sokd", "temprature", 4.0),
             r"params\.distill\.sokd\.temprature: unknown key",
         ),
-        (_drop("distill.train.optim", "lr"), r"params\.distill\.train\.optim\.lr: missing key"),
+        (_set("distill", "sodk", {}), r"params\.distill\.sodk: unknown key; valid keys are arch"),
         (
-            _set("distill.train.optim", "weight_decay", "5e-4"),
-            r"optim\.weight_decay: expected float, got '5e-4' \(write floats",
+            _set("distill", "objectives", ["vanilla", "skod"]),
+            r"params\.distill\.objectives\[1\]: unknown objective 'skod'; choose one of",
+        ),
+        (
+            _set("distill.train.optim", "weight_decay", "5e-4x"),
+            r"optim\.weight_decay: expected float, got '5e-4x'",
         ),
         (
             _set("train_teacher.train", "epochs", 1.5),
@@ -79,19 +139,15 @@ def _drop(section: str, key: str):
         ),
         (_set("prepare", "dataset", "mnist"), r"params\.prepare\.dataset: unknown dataset 'mnist'"),
         (_set("export", "objective", "dkd"), r"params\.export\.objective: unknown objective 'dkd'"),
+        (_set("export", "objective", "kd"), r"params\.export\.objective: 'kd' is not trained"),
         (_set("runtime", "device", "gpu"), r"params\.runtime\.device: expected auto, cpu, cuda"),
         (_set("verify", "min_agreement", 1.5), r"params\.verify\.min_agreement: is a fraction"),
+        (_set("", "verify", [1, 2]), r"params\.verify: expected a mapping, got list"),
     ],
 )
 def test_bad_params_fail_with_the_dotted_key(tmp_path: Path, edit: callable, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_params(_write_variant(tmp_path, edit))
-
-
-def test_a_missing_section_is_named(tmp_path: Path) -> None:
-    path = _write_variant(tmp_path, lambda raw: raw.pop("verify"))
-    with pytest.raises(ConfigError, match=r"params\.verify: missing key"):
-        load_params(path)
 
 
 def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
@@ -104,3 +160,36 @@ def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
 def test_a_missing_params_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def _apply(overrides: list[str], params_file: Path) -> dict:
+    """What `dvc exp run -S ...` makes of params.yaml: DVC's own Hydra override code."""
+    from dvc.utils.hydra import apply_overrides
+
+    apply_overrides(params_file, overrides)
+    return yaml.safe_load(params_file.read_text())
+
+
+@pytest.mark.parametrize("preset", sorted(ROOT.glob("presets/*.yaml")), ids=lambda p: p.name)
+def test_a_preset_applied_with_dvc_overrides_gives_exactly_the_preset(
+    tmp_path: Path, preset: Path
+) -> None:
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((ROOT / "params.yaml").read_text())
+    applied = _apply(preset_overrides(preset, params_file), params_file)
+    assert parse_params(applied) == load_params(preset)
+    # DVC still finds every section it tracks for the objectives the preset trains.
+    for name in applied["distill"]["objectives"]:
+        assert name in applied["distill"]
+
+
+def test_overrides_reset_what_params_yaml_sets_and_the_preset_does_not(tmp_path: Path) -> None:
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("verify: {min_top1: 0.8}\ndistill: {sokd: {temperature: 2.0}}\n")
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("distill: {objectives: [vanilla, kd, sokd], train: {epochs: 3}}\n")
+    applied = _apply(preset_overrides(preset, params_file), params_file)
+    params = parse_params(applied)
+    assert params.verify.min_top1 == defaults().verify.min_top1
+    assert params.distill.objective("sokd").temperature == SokdConfig().temperature
+    assert params.distill.train.epochs == 3 and "kd" in applied["distill"]

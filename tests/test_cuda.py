@@ -19,7 +19,8 @@ from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import Params, RuntimeConfig
 from pipeline.data import load_prepared
-from pipeline.engine import build_optimizer, fit, predict, train_step
+from pipeline.engine import build_optimizer, fit, train_step
+from pipeline.inference import predict
 from pipeline.models import create_model
 from pipeline.objectives import build_objective
 from pipeline.runtime import Runtime, resolve_runtime
@@ -64,7 +65,7 @@ def test_sokd_fits_under_autocast_in_channels_last(
         "sokd",
         create_model("resnet8", 10, 1),
         create_model("resnet20", 10, 1),
-        tiny_params.distill.sokd,
+        tiny_params.distill.objective("sokd"),
     )
     result = fit(objective, train, val, cfg, runtime, "sokd")
     assert all(math.isfinite(row["train/loss"]) for row in result.history)

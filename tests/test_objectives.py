@@ -58,7 +58,7 @@ def test_deployable_network_holds_no_teacher_tensors(name: str, tiny_params: Par
 
 def test_sokd_trains_student_and_bridge_but_not_the_teacher(tiny_params: Params) -> None:
     student, teacher = _networks()
-    objective = build_objective("sokd", student, teacher, tiny_params.distill.sokd)
+    objective = build_objective("sokd", student, teacher, tiny_params.distill.objective("sokd"))
     bridge_before = copy.deepcopy(objective.bridge.state_dict())
     student_before = copy.deepcopy(student.state_dict())
     _step(objective)
@@ -103,7 +103,7 @@ def test_sokd_teacher_bn_train_lets_running_statistics_drift(tiny_params: Params
 
 def test_sokd_improved_teacher_loads_into_the_teacher_architecture(tiny_params: Params) -> None:
     student, teacher = _networks()
-    objective = build_objective("sokd", student, teacher, tiny_params.distill.sokd)
+    objective = build_objective("sokd", student, teacher, tiny_params.distill.objective("sokd"))
     _step(objective)
     improved, arch_of = objective.extra_networks()["improved_teacher"]
     assert arch_of == "teacher"
@@ -117,7 +117,9 @@ def test_sokd_improved_teacher_loads_into_the_teacher_architecture(tiny_params: 
 
 def test_sokd_without_a_teacher_is_a_clear_error(tiny_params: Params) -> None:
     with pytest.raises(ConfigError, match="needs a pretrained teacher"):
-        build_objective("sokd", create_model("resnet8", 10, 1), None, tiny_params.distill.sokd)
+        build_objective(
+            "sokd", create_model("resnet8", 10, 1), None, tiny_params.distill.objective("sokd")
+        )
 
 
 # Which child modules of each objective are trained (everything else must stay frozen).
@@ -179,11 +181,11 @@ def test_each_loss_part_moves_only_its_own_network(name: str, tiny_params: Param
 
 def test_dml_peer_starts_from_scratch_with_the_teacher_architecture(tiny_params: Params) -> None:
     student, teacher = _networks()
-    objective = build_objective("dml", student, teacher, tiny_params.distill.dml)
+    objective = build_objective("dml", student, teacher, tiny_params.distill.objective("dml"))
     peer_state, teacher_state = objective.peer.state_dict(), teacher.state_dict()
     assert set(peer_state) == set(teacher_state)
     assert not torch.equal(peer_state["stem.0.weight"], teacher_state["stem.0.weight"])
     assert objective.extra_networks()["peer"][1] == "teacher"
-    kd_dml = build_objective("kd_dml", student, teacher, tiny_params.distill.kd_dml)
+    kd_dml = build_objective("kd_dml", student, teacher, tiny_params.distill.objective("kd_dml"))
     assert set(kd_dml.peer.state_dict()) == set(student.state_dict())
     assert kd_dml.extra_networks()["peer"][1] == "student"

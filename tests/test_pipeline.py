@@ -154,7 +154,7 @@ def test_second_repro_is_a_no_op(repo: Path) -> None:
 def test_changing_a_distill_param_reruns_distill_and_what_follows_only(repo: Path) -> None:
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "tiny run"], repo)
-    exp = _run(["dvc", "exp", "run", "-S", "distill.sokd.temperature=2.0"], repo)
+    exp = _run(["dvc", "exp", "run", "-S", "++distill.sokd.temperature=2.0"], repo)
     assert _stages_run(exp.stdout) == {
         "distill@sokd",
         "evaluate",

@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.batches import make_batches
 from pipeline.data import load_prepared
-from pipeline.engine import fit
+from pipeline.engine import FitHooks, fit
 from pipeline.errors import CheckpointError
 from pipeline.models import create_model
 from pipeline.objectives import build_objective
@@ -102,7 +102,9 @@ def test_a_state_from_another_run_is_ignored(
         objective = build_objective("vanilla", create_model("resnet8", 10, 1), None, None)
         train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU, 0)
         val = make_batches(data, "val", cfg.batch_size, None, CPU, 0)
-        result = fit(objective, train, val, cfg, CPU, "t", resume=ResumeFile(state, fingerprint))
+        result = fit(
+            objective, train, val, cfg, CPU, "t", FitHooks(resume=ResumeFile(state, fingerprint))
+        )
         assert [row["epoch"] for row in result.history] == [expected_first]  # trained, not skipped
     assert torch.load(state, weights_only=True)["fingerprint"] == "run-b"
 
@@ -118,4 +120,4 @@ def test_a_damaged_state_is_one_clear_error(
     train = make_batches(data, "train", cfg.batch_size, cfg.augment, CPU, 0)
     val = make_batches(data, "val", cfg.batch_size, None, CPU, 0)
     with pytest.raises(CheckpointError, match=r"cannot read training state .*delete it"):
-        fit(objective, train, val, cfg, CPU, "t", resume=ResumeFile(state, "x"))
+        fit(objective, train, val, cfg, CPU, "t", FitHooks(resume=ResumeFile(state, "x")))

@@ -21,6 +21,7 @@ class StepOutput:
 class Objective(nn.Module):
     """Owns the networks it trains, holds frozen ones; never the loop, optimiser or device."""
 
+    config: type  # the dataclass of this objective's params section (`distill.<name>`)
     frozen: tuple[str, ...] = ()  # child modules that stay in eval mode whatever train() is told
 
     def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:

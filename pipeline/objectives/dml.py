@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import DmlConfig, KdDmlConfig
+from pipeline.config import positive_temperature, weights_non_negative
 from pipeline.errors import ConfigError
 from pipeline.losses import cross_entropy, kd_kl
 from pipeline.models.staged import init_weights
@@ -22,6 +23,29 @@ def fresh_copy(network: nn.Module) -> nn.Module:
     return peer
 
 
+@dataclass(frozen=True)
+class DmlConfig:
+    temperature: float = 1.0  # 1 in the DML paper
+    ce_weight: float = 1.0
+    kl_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        positive_temperature(self)
+        weights_non_negative(self, "ce_weight", "kl_weight")
+
+
+@dataclass(frozen=True)
+class KdDmlConfig:
+    temperature: float = 4.0  # of the KD term; the mutual term runs at 1 as in DML
+    ce_weight: float = 1.0
+    kd_weight: float = 1.0
+    dml_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        positive_temperature(self)
+        weights_non_negative(self, "ce_weight", "kd_weight", "dml_weight")
+
+
 @OBJECTIVES.register("dml")
 class DeepMutualLearning(Objective):
     """Deep Mutual Learning (Zhang, Xiang, Hospedales & Lu, CVPR 2018), two peers.
@@ -30,6 +54,8 @@ class DeepMutualLearning(Objective):
     each learn ce_weight·CE + kl_weight·τ²·KL(p^τ(sg z_other) ‖ p^τ(z_self)), τ = 1 in the paper.
     The pretrained teacher only lends its architecture; its weights are not used.
     """
+
+    config = DmlConfig
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: DmlConfig) -> None:
         super().__init__()
@@ -73,6 +99,7 @@ class KdWithMutualLearning(Objective):
     adds: an online peer that, unlike the bridge, does not read the teacher's features.
     """
 
+    config = KdDmlConfig
     frozen = ("teacher",)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: KdDmlConfig) -> None:

@@ -5,15 +5,35 @@ The student's last-stage feature map imitates the teacher's, next to cross-entro
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import AtConfig, FitnetConfig
+from pipeline.config import weights_non_negative
 from pipeline.errors import ConfigError
 from pipeline.losses import attention_transfer, cross_entropy, hint_regression
 from pipeline.models.staged import StagedClassifier, forward_with_tap, tap_channels
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import Objective, StepOutput, freeze
+
+
+@dataclass(frozen=True)
+class AtConfig:
+    ce_weight: float = 1.0
+    at_weight: float = 1000.0  # β of attention transfer (CIFAR KD zoo: 1000)
+
+    def __post_init__(self) -> None:
+        weights_non_negative(self, "ce_weight", "at_weight")
+
+
+@dataclass(frozen=True)
+class FitnetConfig:
+    ce_weight: float = 1.0
+    hint_weight: float = 100.0  # β of the hint loss (CIFAR KD zoo: 100)
+
+    def __post_init__(self) -> None:
+        weights_non_negative(self, "ce_weight", "hint_weight")
 
 
 class _FeatureKD(Objective):
@@ -56,6 +76,8 @@ class AttentionTransfer(_FeatureKD):
     Loss: ce_weight·CE + at_weight·AT(student, teacher) on the last-stage feature maps.
     """
 
+    config = AtConfig
+
     def feature_parts(self, student: Tensor, teacher: Tensor) -> dict[str, Tensor]:
         return {"student/at": self.cfg.at_weight * attention_transfer(student, teacher)}
 
@@ -67,6 +89,8 @@ class FitNet(_FeatureKD):
     Loss: ce_weight·CE + hint_weight·MSE(regressor(student), teacher) on the last-stage maps,
     trained jointly (the CIFAR KD zoo's form) rather than the paper's hint pre-training stage.
     """
+
+    config = FitnetConfig
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: FitnetConfig) -> None:
         super().__init__(student, teacher, cfg)

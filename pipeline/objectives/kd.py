@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import KdConfig
+from pipeline.config import positive_temperature, weights_non_negative
 from pipeline.errors import ConfigError
 from pipeline.losses import cross_entropy, kd_kl
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import Objective, StepOutput, freeze
+
+
+@dataclass(frozen=True)
+class KdConfig:
+    temperature: float = 4.0
+    ce_weight: float = 0.1  # RepDistiller's CIFAR-100 weights
+    kd_weight: float = 0.9
+
+    def __post_init__(self) -> None:
+        positive_temperature(self)
+        weights_non_negative(self, "ce_weight", "kd_weight")
 
 
 @OBJECTIVES.register("kd")
@@ -20,6 +33,7 @@ class KnowledgeDistillation(Objective):
     frozen in eval mode. RepDistiller's CIFAR-100 weights are ce 0.1, kd 0.9 at τ = 4.
     """
 
+    config = KdConfig
     frozen = ("teacher",)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: KdConfig) -> None:

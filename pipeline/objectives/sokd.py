@@ -12,12 +12,13 @@ imitates the bridge's stage output, and the bridge stays anchored to the teacher
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import SokdAtConfig, SokdConfig, SokdFitnetConfig
+from pipeline.config import positive_temperature, weights_non_negative
 from pipeline.errors import ConfigError
 from pipeline.losses import attention_transfer, cross_entropy, hint_regression, kd_kl
 from pipeline.models.staged import (
@@ -31,9 +32,57 @@ from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import Objective, StepOutput, freeze
 
 
+@dataclass(frozen=True)
+class SokdConfig:
+    temperature: float = 4.0
+    student_ce: float = 1.0  # λ1
+    student_kl_bridge: float = 1.0  # λ2
+    bridge_ce: float = 1.0  # α1
+    bridge_kl_teacher: float = 1.0  # α2
+    bridge_kl_student: float = 1.0  # α3
+    bridge_init: Literal["random", "teacher"] = "teacher"  # random: the reference code
+    teacher_bn: Literal["eval", "train"] = "eval"  # train: the reference code
+    # bridge lr = bridge_lr_mult x train.optim.lr (reference: 1.0 in its config, 0.5 in its code)
+    bridge_lr_mult: float = 1.0
+    split: str = ""  # the teacher's first head module; "" picks the architecture's default
+
+    def __post_init__(self) -> None:
+        positive_temperature(self)
+        if self.bridge_lr_mult <= 0:
+            raise ConfigError(f"bridge_lr_mult: must be > 0, got {self.bridge_lr_mult}")
+        weights_non_negative(
+            self,
+            "student_ce",
+            "student_kl_bridge",
+            "bridge_ce",
+            "bridge_kl_teacher",
+            "bridge_kl_student",
+        )
+
+
+@dataclass(frozen=True)
+class SokdAtConfig(SokdConfig):
+    at_weight: float = 1000.0  # β of attention transfer (CIFAR KD zoo: 1000)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        weights_non_negative(self, "at_weight")
+
+
+@dataclass(frozen=True)
+class SokdFitnetConfig(SokdConfig):
+    hint_weight: float = 100.0  # β of the FitNet hint loss (CIFAR KD zoo: 100)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        weights_non_negative(self, "hint_weight")
+
+
 @OBJECTIVES.register("sokd")
 class SemiOnlineKD(Objective):
     """Semi-Online Knowledge Distillation (Liu et al., BMVC 2021)."""
+
+    config: type = SokdConfig
 
     uses_features = False  # the feature variants also read the last stage of each network
 
@@ -112,6 +161,7 @@ class SokdAttention(SemiOnlineKD):
     for the bridge, on the last-stage feature maps. Attention maps are channel-free: no adapter.
     """
 
+    config = SokdAtConfig
     uses_features = True
     cfg: SokdAtConfig
 
@@ -132,6 +182,7 @@ class SokdFitNet(SemiOnlineKD):
     teacher) for the bridge, on the last-stage feature maps.
     """
 
+    config = SokdFitnetConfig
     uses_features = True
     cfg: SokdFitnetConfig
 

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
-from pipeline.config import VanillaConfig
 from pipeline.losses import cross_entropy
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import Objective, StepOutput
 
 
+@dataclass(frozen=True)
+class VanillaConfig:
+    """Cross-entropy only: no knobs beyond the shared training schedule."""
+
+
 @OBJECTIVES.register("vanilla")
 class Vanilla(Objective):
     """Cross-entropy on the labels only (the baseline every KD paper reports)."""
+
+    config = VanillaConfig
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: VanillaConfig) -> None:
         super().__init__()
