@@ -102,7 +102,14 @@ class Clock:
 
 
 def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or ["(no output)"])[-1][:240]
+    """The line of a command's output that says why it failed: its `error:` line if any, else
+    the last line naming an error, else the last line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip("=- \t")]
+    for wanted in (lambda ln: ln.startswith("error:"), lambda ln: "Error" in ln):
+        found = [ln for ln in lines if wanted(ln)]
+        if found:
+            return found[-1][:240]
+    return (lines or ["(no output)"])[-1][:240]
 
 
 def _env(scale: Scale, **extra: str) -> dict[str, str]:
@@ -211,11 +218,11 @@ def part_pipeline(scale: Scale, work: Path, clock: Clock) -> dict[str, Any]:
     sokd = yaml.safe_load((work / "metrics" / "distill" / "sokd.json").read_text())
     return {
         "stage_seconds": seconds,
-        "gate_passed": verify["passed"],
+        "gate_passed": verify["gate/passed"],
         "sokd_val_top1": sokd["val/top1_last"],
-        "onnx_top1": verify["onnx_top1"],
-        "int8_top1": verify["int8_top1"],
-        "max_abs_logit_diff": verify["max_abs_logit_diff"],
+        "onnx_top1": verify["onnx/top1"],
+        "int8_top1": verify["int8/top1"],
+        "max_abs_logit_diff": verify["onnx/max_abs_logit_diff"],
     }
 
 
@@ -229,7 +236,7 @@ def part_torchrun(scale: Scale, work: Path, clock: Clock) -> dict[str, Any]:
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
     args += ["-m", "stages", "distill", "--objective", "sokd", "--data", "data/prepared.pt"]
     args += ["--teacher", "models/teacher.pt", "--out", "ddp/sokd", "--metrics", "ddp/sokd.json"]
-    args += ["--plots", "ddp/plots"]
+    args += ["--live", "ddp/live"]
     start = time.perf_counter()
     code, output = _run(args, work, _env(scale), clock.left())
     if code != 0:

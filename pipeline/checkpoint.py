@@ -77,8 +77,9 @@ def save_checkpoint(
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
+def load_checkpoint(path: Path | str) -> Checkpoint:
     """Read a checkpoint without unpickling code (weights_only); fail in one line if unusable."""
+    path = Path(path)
     raw = load_tensors(path, CheckpointError, "checkpoint", "rerun the stage that wrote it")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint written by this pipeline")

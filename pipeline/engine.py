@@ -253,6 +253,9 @@ def fit(
         first_epoch, history = restore(state, t.stateful())
         train.set_rng_state(state["batches_rng"])
         log.info("%s: resuming after epoch %d from %s", name, first_epoch, hooks.resume.path)
+        if hooks.on_row is not None and world().is_main:  # the live record starts complete
+            for row in history:
+                hooks.on_row(row)
     if runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.device)
     log.info(

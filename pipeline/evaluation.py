@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,35 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.config import EvaluateConfig
 from pipeline.data import load_prepared
 from pipeline.errors import CheckpointError
+from pipeline.files import write_text
 from pipeline.inference import predict, topk_accuracy
 from pipeline.models.staged import count_macs, count_parameters
 from pipeline.reporting import confusion_matrix, plot_confusion
 from pipeline.runtime import Runtime, prepare_module
+
+
+def _confusion(
+    plots_dir: Path,
+    name: str,
+    predicted: torch.Tensor,
+    labels: torch.Tensor,
+    classes: tuple[str, ...],
+    metrics: dict[str, Any],
+) -> None:
+    """A PNG of the confusion matrix for people; for a student, the (actual, predicted) rows DVC's
+    confusion template counts (`plots/evaluate/confusion/<run>.csv`)."""
+    stem = name.replace("/", "_")
+    top1 = 100 * metrics[f"{name}/top1"]
+    title = f"{name}: top-1 {top1:.2f}% on {len(labels)} test images"
+    matrix = confusion_matrix(predicted, labels, len(classes))
+    plot_confusion(plots_dir / "images" / f"confusion_{stem}.png", matrix, classes, title)
+    if name.endswith("/student"):
+        buf = io.StringIO()  # csv quotes class names with commas (image folders may have them)
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["actual", "predicted"])
+        pairs = zip(labels.tolist(), predicted.tolist(), strict=True)
+        writer.writerows((classes[a], classes[b]) for a, b in pairs)
+        write_text(plots_dir / "confusion" / f"{name.split('/')[0]}.csv", buf.getvalue())
 
 
 def evaluate_all(
@@ -42,7 +69,7 @@ def evaluate_all(
                 f"run directory not found: {run_dir}; run `dvc repro distill` first"
             )
         named.update({f"{run_dir.name}/{pt.stem}": pt for pt in sorted(run_dir.glob("*.pt"))})
-    metrics: dict[str, Any] = {"test_images": len(labels)}
+    metrics: dict[str, Any] = {"test/images": len(labels)}
     predictions: dict[str, torch.Tensor] = {}
     for name, path in named.items():
         ckpt = load_checkpoint(path)
@@ -63,13 +90,7 @@ def evaluate_all(
             }
         )
         if name.endswith("student") or name == "teacher":
-            matrix = confusion_matrix(predictions[name], labels, data.num_classes)
-            title = (
-                f"{name}: top-1 {100 * metrics[f'{name}/top1']:.2f}% on {len(labels)} test images"
-            )
-            plot_confusion(
-                plots_dir / f"confusion_{name.replace('/', '_')}.png", matrix, data.classes, title
-            )
+            _confusion(plots_dir, name, predictions[name], labels, data.classes, metrics)
     for name in [n for n in named if n.endswith("/student")]:
         metrics[f"{name}/agreement_with_teacher"] = (
             predictions[name] == predictions["teacher"]

@@ -14,6 +14,7 @@ import torch
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import ExportConfig
+from pipeline.errors import CheckpointError
 from pipeline.files import atomic_path, sha256_file
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -34,10 +35,26 @@ def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, cfg: Expo
         torch.onnx.export(model, (example,), str(path), **kwargs)
 
 
+def check_exportable(ckpt: Checkpoint) -> None:
+    """Refuse what must not ship: a network that is not a student, or non-finite weights."""
+    if ckpt.role != "student":
+        raise CheckpointError(
+            f"{ckpt.path} holds a {ckpt.role} ({ckpt.arch}), not a student; export "
+            f"models/distill/<objective>/student.pt"
+        )
+    for name, tensor in ckpt.state_dict.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(
+                f"{ckpt.path} has non-finite weights (NaN or inf in {name!r}); the run that "
+                f"wrote it diverged: retrain it"
+            )
+
+
 def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, float | str]:
     """Export `ckpt`'s network to `out` (atomically), run onnx.checker, and return a report."""
     import onnx
 
+    check_exportable(ckpt)
     model = ckpt.build().float().cpu()
     # Batch 2, not 1: a batch of one lets the tracer specialise the batch axis to a constant.
     example = torch.zeros(2, ckpt.in_channels, *ckpt.image_size)

@@ -14,21 +14,58 @@ from pipeline.errors import PipelineError
 from pipeline.files import sha256_file
 
 
+def run_outputs(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """Paths the pipeline itself writes: dvc.lock and every out, metric and plot of dvc.yaml.
+
+    A templated path (`models/distill/${item.objective}`) stands for its folder up to the template.
+    """
+    paths = ["dvc.lock"]
+    if not dvc_yaml.is_file():
+        return paths
+    for stage in (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []) or []:
+                path = str(next(iter(entry)) if isinstance(entry, dict) else entry)
+                paths.append(path.split("${")[0].rstrip("/") or path)
+    return paths
+
+
+def _is_run_output(path: str, outputs: list[str]) -> bool:
+    return any(path == out or path.startswith(f"{out}/") for out in outputs)
+
+
 def git_commit() -> str:
-    """The commit of the working tree, marked `-dirty` when it has uncommitted changes."""
+    """The commit of the working tree, `-dirty` when a tracked file other than the pipeline's own
+    outputs (dvc.lock, metrics, plots, the model card: rewritten by the run itself) has changed."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
+        status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             check=True,
-        ).stdout.strip()
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
+    outputs = run_outputs()
+    changed = [line[3:].strip().strip('"') for line in status.splitlines() if line.strip()]
+    dirty = [path for path in changed if not _is_run_output(path, outputs)]
     return f"{head}-dirty" if dirty else head
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that produced and run the artifacts, for the card and metrics."""
+    import importlib.metadata
+
+    versions = {}
+    for package in ("torch", "torchvision", "onnx", "onnxruntime"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 def _pct(x: float) -> str:
@@ -40,6 +77,22 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PipelineError(f"evaluation metrics not found: {path}; run `dvc repro evaluate`")
     return json.loads(path.read_text())
+
+
+def _students_table(evaluation: dict[str, Any]) -> str:
+    """Every student the run trained (one per objective of distill.objectives), torch fp32."""
+    rows = [
+        f"| `{key.split('/')[0]}` | {_pct(value)} | "
+        f"{_pct(evaluation.get(key.replace('/top1', '/agreement_with_teacher'), float('nan')))} |"
+        for key, value in evaluation.items()
+        if key.endswith("/student/top1")
+    ]
+    header = "| objective | student top-1 | agreement with the teacher |\n|---|---|---|\n"
+    return (
+        "Every student this run trained, same architecture and schedule:\n\n"
+        + header
+        + ("\n".join(rows) + "\n")
+    )
 
 
 def render(
@@ -67,6 +120,7 @@ def render(
             f"{report[f'latency/{engine}_b1_p95_ms']:.2f} | "
             f"{report[f'throughput/{engine}_b64_images_per_s']:.0f} |\n"
         )
+    versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
     hashes = "".join(
         f"| `{path}` | {path.stat().st_size:,} | `{sha256_file(path)}` |\n"
         for path in files.values()
@@ -79,27 +133,28 @@ Input `images`: float32 (N, {c}, {h}, {w}), `x = (uint8 / 255 - mean) / std` per
 mean {mean} and std {std}. Output `logits`: (N, {k}). Any batch size.
 
 **Made by.** git commit `{git_commit()}`; data `{data_path}` (sha256 `{sha256_file(data_path)}`),
-dataset `{dataset}`; the params below.
+dataset `{dataset}`; the params below; {versions}.
 
-## Accuracy on {report["test_images"]:,} test images
+## Accuracy on {report["test/images"]:,} test images
 
 | | top-1 |
 |---|---|
 | teacher (`{teacher}`, torch) | {_pct(evaluation["teacher/top1"])} |
-| this student, torch fp32 | {_pct(report["torch_top1"])} |
-| this student, ONNX fp32 (onnxruntime) | {_pct(report["onnx_top1"])} |
-| this student, ONNX INT8 (onnxruntime) | {_pct(report["int8_top1"])} |
+| this student, torch fp32 | {_pct(report["torch/top1"])} |
+| this student, ONNX fp32 (onnxruntime) | {_pct(report["onnx/top1"])} |
+| this student, ONNX INT8 (onnxruntime) | {_pct(report["int8/top1"])} |
 
+{_students_table(evaluation)}
 Agreement with the teacher's predictions: {_pct(evaluation[f"{key}/agreement_with_teacher"])}.
-ONNX fp32 vs torch: same prediction on {_pct(report["agreement"])} of images, max |Δlogit|
-{report["max_abs_logit_diff"]:.1e}. INT8 vs torch: same prediction on
-{_pct(report["int8_agreement"])}.
+ONNX fp32 vs torch: same prediction on {_pct(report["onnx/agreement"])} of images, max |Δlogit|
+{report["onnx/max_abs_logit_diff"]:.1e}. INT8 vs torch: same prediction on
+{_pct(report["int8/agreement"])}.
 
 ## Size and speed
 
 {evaluation[f"{key}/params"]:,} parameters ({evaluation[f"{key}/compression"]:.1f}x fewer than the
 teacher), {evaluation[f"{key}/macs"] / 1e6:.1f} M multiply-accumulates per image. INT8 file
-{report["int8_size_ratio"]:.1f}x smaller than fp32. CPU, {int(report["latency/threads"])} threads:
+{report["int8/size_ratio"]:.1f}x smaller than fp32. CPU, {int(report["latency/threads"])} threads:
 
 {lat}
 | file | bytes | sha256 |
@@ -117,6 +172,9 @@ x = ((images / 255 - mean) / std).astype(np.float32)
 logits = session.run(None, {{"images": x}})[0]
 print(json.loads(meta["classes"])[int(logits[0].argmax())])
 ```
+
+With this project installed, one call does the same from the ONNX file or the checkpoint:
+`from pipeline.deploy import load_student; load_student("{files["int8"]}").predict(images)`.
 
 ## Params that made it
 

@@ -29,7 +29,7 @@ import torch
 from pipeline.batches import make_batches
 from pipeline.config import QuantizeConfig
 from pipeline.data import Prepared
-from pipeline.errors import GateError
+from pipeline.errors import ModelFileError
 from pipeline.export import INPUT_NAME
 from pipeline.files import atomic_path, sha256_file
 from pipeline.runtime import Runtime
@@ -62,7 +62,7 @@ def quantize_int8(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not fp32_path.is_file():
-        raise GateError(f"ONNX file not found: {fp32_path}; run `dvc repro export`")
+        raise ModelFileError(f"ONNX file not found: {fp32_path}; run `dvc repro export`")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -1,6 +1,8 @@
 """Name -> factory registries whose keys are the strings written in params.yaml."""
 
+import ast
 from collections.abc import Callable
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from pipeline.errors import ConfigError
@@ -40,3 +42,26 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+def declared_names(package: Path, registry: str) -> list[str]:
+    """Names registered with `@<registry>.register("name")` in a package's modules, sorted.
+
+    Read from the source without importing it (the CLI lists objectives in `--help` without
+    importing torch); a test checks the result equals the imported registry's names.
+    """
+    names = set()
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(), filename=str(module))):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func, arg = node.func, node.args[0]
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "register"
+                and isinstance(func.value, ast.Name)
+                and func.value.id == registry
+                and isinstance(arg, ast.Constant)
+            ):
+                names.add(arg.value)
+    return sorted(names)

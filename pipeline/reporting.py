@@ -1,9 +1,7 @@
-"""Per-epoch history (CSV for `dvc plots`, PNG for people) and confusion-matrix pictures."""
+"""Pictures for people (history, confusion matrices) and confusion data for `dvc plots`."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,26 +11,17 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
 import torch
 
-from pipeline.files import atomic_path, write_text
+from pipeline.files import atomic_path
 
 
-def write_history(out_dir: Path, history: Sequence[dict[str, float]], title: str) -> None:
-    """Write `history.csv` (every column) and `history.png` (loss, top-1 per epoch) into out_dir."""
-    columns = list(dict.fromkeys(k for row in history for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(
-        {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in history
-    )
-    write_text(out_dir / "history.csv", buf.getvalue())
+def plot_history(path: Path, history: Sequence[dict[str, float]], title: str) -> None:
+    """A PNG for people: loss and top-1 per epoch (the per-epoch data itself is dvclive's)."""
     if not history:  # an imported teacher used as it is: nothing was trained
         fig, ax = plt.subplots(figsize=(4, 1.5))
         ax.axis("off")
         ax.text(0.5, 0.5, f"{title}: no training epochs", ha="center", va="center")
-        save_figure(fig, out_dir / "history.png")
+        save_figure(fig, path)
         return
-
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
     ax_loss.plot(epochs, [row["train/loss"] for row in history], marker="o", label="train loss")
@@ -46,7 +35,7 @@ def write_history(out_dir: Path, history: Sequence[dict[str, float]], title: str
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    save_figure(fig, out_dir / "history.png")
+    save_figure(fig, path)
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:

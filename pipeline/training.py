@@ -25,7 +25,7 @@ from pipeline.models.staged import count_parameters
 from pipeline.models.torchvision_zoo import torchvision_key_map
 from pipeline.objectives import OBJECTIVES, build_objective
 from pipeline.objectives.base import Objective
-from pipeline.reporting import write_history
+from pipeline.reporting import plot_history
 from pipeline.resume import ResumeFile
 from pipeline.runtime import Runtime, prepare_module
 
@@ -251,9 +251,9 @@ def run_distill(
 
 
 def save_run(
-    run: TrainedRun, checkpoints: dict[str, Path], metrics_path: Path, plots_dir: Path, seed: int
+    run: TrainedRun, checkpoints: dict[str, Path], metrics_path: Path, live_dir: Path, seed: int
 ) -> None:
-    """Write each network's checkpoint, the run's metrics JSON and its history plots."""
+    """Write each network's checkpoint, the run's metrics JSON and its history picture."""
     if not world().is_main:  # under torchrun one process writes the files
         return
     for role, path in checkpoints.items():
@@ -269,4 +269,4 @@ def save_run(
         )
         log.info("wrote %s (%s, %s)", path, role, arch)
     write_json(metrics_path, run.metrics)
-    write_history(plots_dir, run.fit.history, title=f"{run.name}")
+    plot_history(live_dir / "history.png", run.fit.history, title=run.name)

@@ -12,7 +12,7 @@ from pipeline.batches import make_batches
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import VerifyConfig
 from pipeline.data import Prepared
-from pipeline.errors import GateError
+from pipeline.errors import ModelFileError
 from pipeline.export import INPUT_NAME
 from pipeline.files import sha256_file
 from pipeline.runtime import Runtime
@@ -28,7 +28,7 @@ def open_session(path: Path, threads: int, spinning: bool = True) -> Any:
     import onnxruntime as ort
 
     if not path.is_file():
-        raise GateError(f"ONNX file not found: {path}; run `dvc repro export`")
+        raise ModelFileError(f"ONNX file not found: {path}; run `dvc repro export`")
     try:
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
         options = ort.SessionOptions()
@@ -40,7 +40,7 @@ def open_session(path: Path, threads: int, spinning: bool = True) -> Any:
     # Protobuf, checker and runtime errors all mean the same thing: this file is unusable.
     except Exception as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise GateError(
+        raise ModelFileError(
             f"ONNX file {path} is damaged or invalid ({reason}); rerun `dvc repro export`"
         ) from None
 
@@ -54,12 +54,12 @@ def check_signature(session: Any, path: Path, data: Prepared) -> None:
     inputs = session.get_inputs()
     expected = list(data.image_shape)
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
-        raise GateError(
+        raise ModelFileError(
             f"{path} takes inputs {[i.name for i in inputs]}, expected one named {INPUT_NAME!r}"
         )
     shape = inputs[0].shape
     if len(shape) != 4 or list(shape[1:]) != expected or isinstance(shape[0], int):
-        raise GateError(
+        raise ModelFileError(
             f"{path} expects input shape {shape}, the dataset gives "
             f"[batch, {', '.join(map(str, expected))}]; "
             f"export again from a checkpoint trained on this data"
@@ -72,7 +72,7 @@ def check_provenance(session: Any, path: Path, expected: dict[str, Path]) -> Non
     for key, source in expected.items():
         actual = sha256_file(source)
         if recorded.get(key) != actual:
-            raise GateError(
+            raise ModelFileError(
                 f"{path} was produced from a different {source.name} than {source} "
                 f"({key} {str(recorded.get(key))[:12]} != {actual[:12]}); rerun `dvc repro`"
             )
@@ -87,8 +87,8 @@ def verify(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compare onnxruntime (fp32 and INT8) with torch on the test split.
 
-    Returns the metrics (with `passed` and `failures`) and the two sessions, {"onnx", "int8"}, for
-    callers that go on to time them.
+    Returns the metrics (with `gate/passed` and `gate/failures`) and the two sessions,
+    {"onnx", "int8"}, for callers that go on to time them.
     """
     fp32 = open_session(onnx_path, cfg.threads)
     int8 = open_session(int8_path, cfg.threads)
@@ -110,48 +110,48 @@ def verify(
         for name, x in (("torch", t), ("onnx", o), ("int8", q))
     }
     report: dict[str, Any] = {
-        "test_images": len(labels),
-        "torch_top1": top1["torch"],
-        "onnx_top1": top1["onnx"],
-        "agreement": float((t.argmax(1) == o.argmax(1)).mean()),
-        "max_abs_logit_diff": float(np.abs(t - o).max()),
-        "int8_top1": top1["int8"],
-        "int8_top1_drop": top1["torch"] - top1["int8"],
-        "int8_agreement": float((t.argmax(1) == q.argmax(1)).mean()),
-        "onnx_file_bytes": onnx_path.stat().st_size,
-        "int8_file_bytes": int8_path.stat().st_size,
-        "int8_size_ratio": onnx_path.stat().st_size / int8_path.stat().st_size,
+        "test/images": len(labels),
+        "torch/top1": top1["torch"],
+        "onnx/top1": top1["onnx"],
+        "onnx/agreement": float((t.argmax(1) == o.argmax(1)).mean()),
+        "onnx/max_abs_logit_diff": float(np.abs(t - o).max()),
+        "int8/top1": top1["int8"],
+        "int8/top1_drop": top1["torch"] - top1["int8"],
+        "int8/agreement": float((t.argmax(1) == q.argmax(1)).mean()),
+        "onnx/file_bytes": onnx_path.stat().st_size,
+        "int8/file_bytes": int8_path.stat().st_size,
+        "int8/size_ratio": onnx_path.stat().st_size / int8_path.stat().st_size,
     }
     checks = [
         (
-            report["onnx_top1"] >= cfg.min_top1,
-            f"ONNX top-1 {report['onnx_top1']:.4f} < min_top1 {cfg.min_top1}",
+            report["onnx/top1"] >= cfg.min_top1,
+            f"ONNX top-1 {report['onnx/top1']:.4f} < min_top1 {cfg.min_top1}",
         ),
         (
-            report["torch_top1"] - report["onnx_top1"] <= cfg.max_top1_drop,
-            f"ONNX top-1 is {report['torch_top1'] - report['onnx_top1']:.4f} below torch "
+            report["torch/top1"] - report["onnx/top1"] <= cfg.max_top1_drop,
+            f"ONNX top-1 is {report['torch/top1'] - report['onnx/top1']:.4f} below torch "
             f"(max_top1_drop {cfg.max_top1_drop})",
         ),
         (
-            report["agreement"] >= cfg.min_agreement,
-            f"agreement {report['agreement']:.4f} < min_agreement {cfg.min_agreement}",
+            report["onnx/agreement"] >= cfg.min_agreement,
+            f"agreement {report['onnx/agreement']:.4f} < min_agreement {cfg.min_agreement}",
         ),
         (
-            report["max_abs_logit_diff"] <= cfg.max_abs_logit_diff,
-            f"max |Δlogit| {report['max_abs_logit_diff']:.2e} > max_abs_logit_diff "
+            report["onnx/max_abs_logit_diff"] <= cfg.max_abs_logit_diff,
+            f"max |Δlogit| {report['onnx/max_abs_logit_diff']:.2e} > max_abs_logit_diff "
             f"{cfg.max_abs_logit_diff:.0e}",
         ),
         (
-            report["int8_top1_drop"] <= cfg.int8_max_top1_drop,
-            f"INT8 top-1 is {report['int8_top1_drop']:.4f} below torch (int8_max_top1_drop "
+            report["int8/top1_drop"] <= cfg.int8_max_top1_drop,
+            f"INT8 top-1 is {report['int8/top1_drop']:.4f} below torch (int8_max_top1_drop "
             f"{cfg.int8_max_top1_drop})",
         ),
         (
-            report["int8_agreement"] >= cfg.int8_min_agreement,
-            f"INT8 agreement {report['int8_agreement']:.4f} < int8_min_agreement "
+            report["int8/agreement"] >= cfg.int8_min_agreement,
+            f"INT8 agreement {report['int8/agreement']:.4f} < int8_min_agreement "
             f"{cfg.int8_min_agreement}",
         ),
     ]
     failures = [message for ok, message in checks if not ok]
-    report.update(passed=not failures, failures="; ".join(failures))
+    report.update({"gate/passed": not failures, "gate/failures": "; ".join(failures)})
     return report, {"onnx": fp32, "int8": int8}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 from typing import Annotated
 
@@ -9,17 +10,43 @@ import typer
 
 from stages import distill, evaluate, export, prepare, quantize, train_teacher, verify
 
+EPILOG = (
+    "Exit status: 0 done; 1 a gate was missed (verify); 2 bad input or usage, with one "
+    "`error:` line saying what is wrong and how to fix it."
+)
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     help="SOKD compression pipeline. Each command is exactly one dvc.yaml stage.",
+    epilog=EPILOG,
 )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("sokd-pipeline")
+    except importlib.metadata.PackageNotFoundError:  # run from a plain checkout
+        from pipeline import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sokd {_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     """SOKD compression pipeline. Each command is exactly one dvc.yaml stage."""
     # Our own loggers speak at INFO; libraries (the ONNX exporter narrates every pass) only warn.

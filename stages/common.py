@@ -6,15 +6,15 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
-from pipeline.config import Params
-from pipeline.distributed import init_from_env
 from pipeline.errors import PipelineError
-from pipeline.params import load_params
-from pipeline.runtime import Runtime, resolve_runtime, seed_everything
+
+if TYPE_CHECKING:  # torch is imported by the command that runs, never by `--help`
+    from pipeline.config import Params
+    from pipeline.runtime import Runtime
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,7 +30,10 @@ StateOption = Annotated[
 
 
 def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Report a PipelineError as `error: <message>` on stderr and exit with status 2."""
+    """Report a PipelineError as `error: <message>` on stderr and exit with its status.
+
+    2 for bad input or usage, 1 for a missed gate (see pipeline/errors.py).
+    """
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -38,13 +41,17 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except PipelineError as err:
             typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(err.exit_code) from None
 
     return wrapper
 
 
 def setup(params_path: Path) -> tuple[Params, Runtime]:
     """Load params strictly, seed every generator, and resolve the compute runtime."""
+    from pipeline.distributed import init_from_env
+    from pipeline.params import load_params
+    from pipeline.runtime import resolve_runtime, seed_everything
+
     params = load_params(params_path)
     if not init_from_env().is_main:  # under torchrun, the main process alone speaks
         for name in ("pipeline", "stages"):

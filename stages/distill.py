@@ -5,8 +5,16 @@ from typing import Annotated
 
 import typer
 
-from pipeline.training import Extras, run_distill, save_run
+from pipeline.errors import ConfigError
+from pipeline.registry import declared_names
 from stages.common import ParamsOption, StateOption, one_line_errors, setup
+
+OBJECTIVE_NAMES = declared_names(
+    Path(__file__).parents[1] / "pipeline" / "objectives", "OBJECTIVES"
+)
+# The choices, read from the registrations without importing torch: `--help` lists them, and a
+# wrong name is one `error:` line (exit 2) before anything heavy is imported.
+CHOICES = "[" + "|".join(OBJECTIVE_NAMES) + "]"
 
 app = typer.Typer()
 
@@ -15,7 +23,10 @@ app = typer.Typer()
 @one_line_errors
 def distill(
     objective: Annotated[
-        str, typer.Option(help="Objective, a key of params.distill: vanilla | sokd.")
+        str,
+        typer.Option(
+            metavar=CHOICES, help="Objective to train (its settings: params.distill.<objective>)."
+        ),
     ],
     data: Annotated[Path, typer.Option(help="Prepared dataset (.pt) from `prepare`.")],
     teacher: Annotated[Path, typer.Option(help="Teacher checkpoint from `train_teacher`.")],
@@ -23,11 +34,25 @@ def distill(
         Path, typer.Option(help="Directory for student.pt (and improved_teacher.pt for sokd).")
     ],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
-    plots: Annotated[Path, typer.Option(help="Directory for history.csv and history.png.")],
+    live: Annotated[
+        Path,
+        typer.Option(help="dvclive folder: per-epoch metrics.json and plots, history.png."),
+    ],
     state: StateOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Train the student with one objective against the frozen teacher."""
+    if objective not in OBJECTIVE_NAMES:
+        raise ConfigError(
+            f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVE_NAMES)}"
+        )
+    from pipeline.live import EpochLog
+    from pipeline.training import Extras, run_distill, save_run
+
     p, runtime = setup(params)
-    run = run_distill(objective, data, teacher, p.distill, runtime, p.seed, Extras(state=state))
-    save_run(run, {role: out / f"{role}.pt" for role in run.networks}, metrics, plots, p.seed)
+    epoch_log = EpochLog(live)
+    run = run_distill(
+        objective, data, teacher, p.distill, runtime, p.seed, Extras(on_row=epoch_log, state=state)
+    )
+    save_run(run, {role: out / f"{role}.pt" for role in run.networks}, metrics, live, p.seed)
+    epoch_log.close()

@@ -5,8 +5,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.evaluation import evaluate_all
-from pipeline.files import write_json
 from stages.common import ParamsOption, log, one_line_errors, setup
 
 app = typer.Typer()
@@ -26,10 +24,16 @@ def evaluate(
         ),
     ],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write (flat keys).")],
-    plots: Annotated[Path, typer.Option(help="Directory for the confusion-matrix PNGs.")],
+    plots: Annotated[
+        Path,
+        typer.Option(help="Folder for confusion/<run>.csv (DVC's template) and images/*.png."),
+    ],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Test-set accuracy, size, MACs and teacher agreement of every network, in fp32."""
+    from pipeline.evaluation import evaluate_all
+    from pipeline.files import write_json
+
     p, runtime = setup(params)
     run_dirs = [runs / name for name in p.distill.objectives]
     result = evaluate_all(data, teacher, run_dirs, p.evaluate, runtime, plots)

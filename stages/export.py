@@ -5,9 +5,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.checkpoint import load_checkpoint
-from pipeline.export import export_onnx
-from pipeline.files import write_json
 from stages.common import ParamsOption, log, one_line_errors, setup
 
 app = typer.Typer()
@@ -22,6 +19,10 @@ def export(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Export the student alone to ONNX (named input/output, dynamic batch) and run onnx.checker."""
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.export import export_onnx
+    from pipeline.files import write_json
+
     p, _ = setup(params)
     report = export_onnx(load_checkpoint(checkpoint), out, p.export)
     write_json(metrics, report)

@@ -5,9 +5,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.data import describe, save_prepared
-from pipeline.data import prepare as prepare_data
-from pipeline.files import sha256_file, write_json
 from stages.common import ParamsOption, log, one_line_errors, setup
 
 app = typer.Typer()
@@ -22,11 +19,16 @@ def prepare(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Read the raw dataset, carve a seeded validation split, write one artifact."""
+    from pipeline.data import describe, save_prepared
+    from pipeline.data import prepare as prepare_data
+    from pipeline.files import sha256_file, write_json
+
     p, _ = setup(params)
     prepared = prepare_data(raw, p.prepare, p.seed)
     save_prepared(out, prepared)
     counts = {
-        f"{split}_images": len(prepared[split]["labels"]) for split in ("train", "val", "test")
+        f"images/{split}": len(prepared[split]["labels"]) for split in ("train", "val", "test")
     }
-    write_json(metrics, {**counts, "classes": len(prepared["classes"]), "sha256": sha256_file(out)})
+    summary = {"data/classes": len(prepared["classes"]), "data/sha256": sha256_file(out)}
+    write_json(metrics, {**counts, **summary})
     log.info("wrote %s: %s", out, describe(prepared))

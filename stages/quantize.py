@@ -5,9 +5,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.data import load_prepared
-from pipeline.files import write_json
-from pipeline.quantize import quantize_int8
 from stages.common import ParamsOption, log, one_line_errors, setup
 
 app = typer.Typer()
@@ -23,6 +20,10 @@ def quantize(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Static INT8 quantization (per-channel weights) calibrated on seeded training images."""
+    from pipeline.data import load_prepared
+    from pipeline.files import write_json
+    from pipeline.quantize import quantize_int8
+
     p, _ = setup(params)
     report = quantize_int8(onnx, out, load_prepared(data, ("train",)), p.quantize, p.seed)
     write_json(metrics, report)

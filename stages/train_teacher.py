@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.training import Extras, run_teacher, save_run
 from stages.common import ParamsOption, StateOption, one_line_errors, setup
 
 app = typer.Typer()
@@ -17,7 +16,10 @@ def train_teacher(
     data: Annotated[Path, typer.Option(help="Prepared dataset (.pt) from `prepare`.")],
     out: Annotated[Path, typer.Option(help="Teacher checkpoint to write (.pt).")],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
-    plots: Annotated[Path, typer.Option(help="Directory for history.csv and history.png.")],
+    live: Annotated[
+        Path,
+        typer.Option(help="dvclive folder: per-epoch metrics.json and plots, history.png."),
+    ],
     state: StateOption = None,
     weights: Annotated[
         Path | None,
@@ -29,6 +31,13 @@ def train_teacher(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Pretrain the teacher with cross-entropy, or import it from --weights (and fine-tune)."""
+    from pipeline.live import EpochLog
+    from pipeline.training import Extras, run_teacher, save_run
+
     p, runtime = setup(params)
-    run = run_teacher(data, p.train_teacher, runtime, p.seed, Extras(state=state), weights)
-    save_run(run, {"teacher": out}, metrics, plots, p.seed)
+    epoch_log = EpochLog(live)
+    run = run_teacher(
+        data, p.train_teacher, runtime, p.seed, Extras(on_row=epoch_log, state=state), weights
+    )
+    save_run(run, {"teacher": out}, metrics, live, p.seed)
+    epoch_log.close()

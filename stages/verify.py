@@ -5,13 +5,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.checkpoint import load_checkpoint
-from pipeline.data import load_prepared
-from pipeline.errors import GateError
-from pipeline.files import write_json, write_text
-from pipeline.latency import measure
-from pipeline.model_card import read_evaluation, render
-from pipeline.verification import verify as verify_onnx
 from stages.common import ParamsOption, log, one_line_errors, setup
 
 app = typer.Typer()
@@ -31,25 +24,34 @@ def verify(
     card: Annotated[Path, typer.Option(help="Model card (Markdown) to write.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Gate: onnxruntime fp32 and INT8 vs torch on the test set; exit 2 if a threshold fails."""
+    """Gate: onnxruntime fp32 and INT8 vs torch on the test set; exit 1 if a threshold fails."""
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.data import load_prepared
+    from pipeline.errors import GateError
+    from pipeline.files import write_json, write_text
+    from pipeline.latency import measure
+    from pipeline.model_card import library_versions, read_evaluation, render
+    from pipeline.verification import verify as verify_onnx
+
     p, _ = setup(params)
     ckpt, evaluated = load_checkpoint(checkpoint), read_evaluation(evaluation)
     test = load_prepared(data, ("test",))
     report, sessions = verify_onnx(onnx, int8, ckpt, test, p.verify)
     shape = (ckpt.in_channels, *ckpt.image_size)
     report.update(measure(ckpt.build(), sessions, shape, p.verify.threads, p.verify.latency_runs))
+    report.update({f"versions/{k}": v for k, v in library_versions().items()})
     write_json(metrics, report)
-    if not report["passed"]:
-        raise GateError(f"verify failed: {report['failures']}")
+    if not report["gate/passed"]:
+        raise GateError(f"verify failed: {report['gate/failures']}")
     files = {"checkpoint": checkpoint, "onnx": onnx, "int8": int8}
     write_text(card, render(ckpt, report, evaluated, files, data, test.dataset))
     log.info(
         "verify passed: top-1 torch %.2f%%, ONNX %.2f%%, INT8 %.2f%%; agreement %.4f, "
         "max |Δlogit| %.1e; wrote %s",
-        100 * report["torch_top1"],
-        100 * report["onnx_top1"],
-        100 * report["int8_top1"],
-        report["agreement"],
-        report["max_abs_logit_diff"],
+        100 * report["torch/top1"],
+        100 * report["onnx/top1"],
+        100 * report["int8/top1"],
+        report["onnx/agreement"],
+        report["onnx/max_abs_logit_diff"],
         card,
     )

@@ -87,7 +87,7 @@ TEACHER = [
     "teacher.pt",
     "--metrics",
     "m.json",
-    "--plots",
+    "--live",
     "plots",
 ]
 DISTILL = [
@@ -102,7 +102,7 @@ DISTILL = [
     "sokd",
     "--metrics",
     "m.json",
-    "--plots",
+    "--live",
     "plots",
 ]
 EXPORT = ["export", "--checkpoint", "student.pt", "--out", "student.onnx", "--metrics", "m.json"]
@@ -343,7 +343,28 @@ CASES = [
         "weights do not fit architecture 'resnet8'",
         "student.onnx",
     ),
+    Case(
+        "weights that are NaN",
+        lambda k: shutil.copy(k.built / "nan-student.pt", k.folder / "student.pt"),
+        EXPORT,
+        "has non-finite weights (NaN or inf in",
+        "student.onnx",
+    ),
+    Case(
+        "a teacher exported as the student",
+        lambda k: shutil.copy(k.built / "teacher3.pt", k.folder / "student.pt"),
+        EXPORT,
+        "holds a teacher (resnet8), not a student",
+        "student.onnx",
+    ),
     # training
+    Case(
+        "batch larger than the training split",
+        lambda k: (k.copy("data.pt"), k.set("train_teacher.train.batch_size", 100000)),
+        TEACHER,
+        "params.train_teacher.train.batch_size: 100000 is larger than the 200 training images",
+        "teacher.pt",
+    ),
     Case(
         "loss that diverges",
         lambda k: (k.copy("data.pt"), k.set("train_teacher.train.optim.lr", 1.0e12)),
@@ -404,6 +425,18 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
             params={"objective": "sokd"},
             metrics={},
         )
+    broken = create_model("resnet8", 10, 1)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    save_checkpoint(
+        root / "nan-student.pt",
+        broken,
+        arch="resnet8",
+        role="student",
+        data=data,
+        params={"objective": "sokd"},
+        metrics={},
+    )
     three = Prepared(data.dataset, ("x", "y", "z"), data.mean, data.std, data.splits)
     save_checkpoint(
         root / "teacher3.pt",

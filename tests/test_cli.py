@@ -42,6 +42,40 @@ def test_every_command_has_help(command: str) -> None:
     assert "--params" in result.output
 
 
+@pytest.mark.parametrize("args", [["--help"], *[[c, "--help"] for c in COMMANDS], ["--version"]])
+def test_help_and_version_answer_without_importing_torch(args: list[str]) -> None:
+    probe = (
+        "import sys\n"
+        "from stages.cli import app\n"
+        "try:\n"
+        f"    app({args!r})\n"
+        "except SystemExit as end:\n"
+        "    assert end.code in (0, None), end.code\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("torch imported: False"), result.stdout
+
+
+def test_version_prints_the_package_version() -> None:
+    from pipeline import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"sokd {__version__}"
+
+
+def test_objective_is_a_choice_of_the_registered_objectives() -> None:
+    from pipeline.objectives import OBJECTIVES
+    from stages.distill import OBJECTIVE_NAMES
+
+    assert OBJECTIVES.names() == OBJECTIVE_NAMES
+    result = CliRunner().invoke(app, ["distill", "--help"], env={"COLUMNS": "400"})
+    assert "|".join(OBJECTIVES.names()) in result.output
+
+
 def _sokd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
@@ -147,7 +181,7 @@ def test_missing_prepared_dataset_is_one_line(tmp_path: Path) -> None:
         "t.pt",
         "--metrics",
         "m.json",
-        "--plots",
+        "--live",
         "p",
         "--params",
         str(TINY_PARAMS),
@@ -174,9 +208,9 @@ def test_prepare_command_writes_its_outputs(tmp_path: Path, fashion_raw: Path) -
     assert result.exit_code == 0, result.output
     metrics = yaml.safe_load((tmp_path / "m.json").read_text())
     assert (
-        metrics["train_images"] == 300
-        and metrics["val_images"] == 100
-        and metrics["test_images"] == 120
+        metrics["images/train"] == 300
+        and metrics["images/val"] == 100
+        and metrics["images/test"] == 120
     )
 
 
@@ -193,7 +227,7 @@ def test_unknown_objective_is_one_line(tmp_path: Path, prepared_path: Path) -> N
         "o",
         "--metrics",
         "m.json",
-        "--plots",
+        "--live",
         "p",
         "--params",
         str(TINY_PARAMS),

@@ -35,7 +35,7 @@ def _run(args: list[str], cwd: Path) -> None:
 
 def _train_teacher(name: str) -> list[str]:
     """train_teacher's arguments writing `<name>.pt`, `<name>.json` and plots under `<name>`."""
-    return ["train_teacher", "--out", f"{name}.pt", "--metrics", f"{name}.json", "--plots", name]
+    return ["train_teacher", "--out", f"{name}.pt", "--metrics", f"{name}.json", "--live", name]
 
 
 def _torchrun(*args: str) -> list[str]:
@@ -78,7 +78,7 @@ def test_sokd_distills_under_torchrun(tmp_path: Path, prepared_path: Path) -> No
             "sokd",
             "--metrics",
             "sokd.json",
-            "--plots",
+            "--live",
             "sokd-plots",
             *common,
         ),
@@ -87,5 +87,5 @@ def test_sokd_distills_under_torchrun(tmp_path: Path, prepared_path: Path) -> No
     assert {p.name for p in (tmp_path / "sokd").iterdir()} == {"student.pt", "improved_teacher.pt"}
     metrics = json.loads((tmp_path / "sokd.json").read_text())
     assert metrics["params/trainable"] > metrics["params/student"]  # the bridge trained too
-    history = (tmp_path / "sokd-plots" / "history.csv").read_text().splitlines()
-    assert len(history) == 3 and "train/bridge/kl_teacher" in history[0]
+    term = tmp_path / "sokd-plots" / "plots" / "metrics" / "train" / "bridge" / "kl_teacher.tsv"
+    assert len(term.read_text().splitlines()) == 3  # header + one row per epoch

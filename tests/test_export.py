@@ -14,7 +14,7 @@ from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import Params, VerifyConfig
 from pipeline.data import Split, load_prepared
-from pipeline.errors import GateError
+from pipeline.errors import ModelFileError
 from pipeline.export import export_onnx
 from pipeline.models import create_model
 from pipeline.quantize import calibration_batches, quantize_int8
@@ -99,11 +99,11 @@ def test_verify_passes_on_the_exported_student(
     exported: Path, quantized: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
 ) -> None:
     report = _verify(exported, quantized, student_ckpt, prepared_path, tiny_params.verify)
-    assert report["passed"] is True and report["failures"] == ""
-    assert report["agreement"] == 1.0 and report["max_abs_logit_diff"] < 1e-4
-    assert report["onnx_top1"] == pytest.approx(report["torch_top1"])
-    assert report["test_images"] == 120
-    assert report["int8_size_ratio"] > 3  # int8 weights: a quarter of the bytes, plus scales
+    assert report["gate/passed"] is True and report["gate/failures"] == ""
+    assert report["onnx/agreement"] == 1.0 and report["onnx/max_abs_logit_diff"] < 1e-4
+    assert report["onnx/top1"] == pytest.approx(report["torch/top1"])
+    assert report["test/images"] == 120
+    assert report["int8/size_ratio"] > 3  # int8 weights: a quarter of the bytes, plus scales
 
 
 def test_verify_reports_a_missed_threshold(
@@ -111,7 +111,7 @@ def test_verify_reports_a_missed_threshold(
 ) -> None:
     cfg = with_changes(tiny_params, "verify", min_top1=1.0).verify
     report = _verify(exported, quantized, student_ckpt, prepared_path, cfg)
-    assert report["passed"] is False and "min_top1" in report["failures"]
+    assert report["gate/passed"] is False and "min_top1" in report["gate/failures"]
 
 
 def test_verify_fails_an_int8_file_calibrated_on_the_wrong_images(
@@ -125,10 +125,10 @@ def test_verify_fails_an_int8_file_calibrated_on_the_wrong_images(
     quantize_int8(exported, badly_calibrated, sample, tiny_params.quantize, seed=0)
     # The gate set at what the properly calibrated file reaches passes it and fails the other.
     good = _verify(exported, quantized, student_ckpt, prepared_path, tiny_params.verify)
-    cfg = with_changes(tiny_params, "verify", int8_min_agreement=good["int8_agreement"]).verify
-    assert _verify(exported, quantized, student_ckpt, prepared_path, cfg)["passed"] is True
+    cfg = with_changes(tiny_params, "verify", int8_min_agreement=good["int8/agreement"]).verify
+    assert _verify(exported, quantized, student_ckpt, prepared_path, cfg)["gate/passed"] is True
     bad = _verify(exported, badly_calibrated, student_ckpt, prepared_path, cfg)
-    assert bad["passed"] is False and "int8_min_agreement" in bad["failures"]
+    assert bad["gate/passed"] is False and "int8_min_agreement" in bad["gate/failures"]
 
 
 @pytest.mark.parametrize("which", ["fp32", "int8"])
@@ -151,7 +151,7 @@ def test_verify_rejects_a_damaged_onnx_file(
         broken.write_bytes(b"\x08\x07" + bytes(range(256)) * 4)
     files = (broken, quantized) if which == "fp32" else (exported, broken)
     with pytest.raises(
-        GateError, match="damaged or invalid" if damage != "missing" else "not found"
+        ModelFileError, match="damaged or invalid" if damage != "missing" else "not found"
     ):
         _verify(*files, student_ckpt, prepared_path, tiny_params.verify)
 
@@ -170,7 +170,7 @@ def test_verify_rejects_onnx_from_another_checkpoint(
         params={},
         metrics={},
     )
-    with pytest.raises(GateError, match=r"produced from a different other\.pt"):
+    with pytest.raises(ModelFileError, match=r"produced from a different other\.pt"):
         _verify(exported, quantized, other, prepared_path, tiny_params.verify)
 
 
@@ -186,7 +186,7 @@ def test_verify_rejects_int8_quantized_from_another_onnx_file(
     other = tmp_path / "student.onnx"
     cfg = dataclasses.replace(tiny_params.export, exporter="torchscript", opset=17)
     export_onnx(load_checkpoint(student_ckpt), other, cfg)
-    with pytest.raises(GateError, match=r"produced from a different student\.onnx"):
+    with pytest.raises(ModelFileError, match=r"produced from a different student\.onnx"):
         _verify(other, quantized, student_ckpt, prepared_path, tiny_params.verify)
 
 
@@ -204,7 +204,7 @@ def test_verify_rejects_an_input_signature_that_does_not_fit_the_data(
     out = tmp_path / "rgb.onnx"
     export_onnx(rgb, out, tiny_params.export)
     with pytest.raises(
-        GateError, match=r"expects input shape .*the dataset gives \[batch, 1, 28, 28\]"
+        ModelFileError, match=r"expects input shape .*the dataset gives \[batch, 1, 28, 28\]"
     ):
         verify(out, out, rgb, load_prepared(prepared_path, ("test",)), tiny_params.verify)
 
@@ -255,3 +255,22 @@ def test_int8_speed_benchmark_times_both_files_and_splits_time_by_operator(
     operators = report["operator_ms_batch64_1thread"]
     assert "Conv" in operators["fp32"] and "QLinearConv" not in operators["fp32"]
     assert "QLinearConv" in operators["int8"]  # the convolutions really run in integers
+
+
+def test_load_student_gives_the_pipelines_logits_from_a_checkpoint_or_onnx(
+    student_ckpt: Path, exported: Path, prepared_path: Path
+) -> None:
+    from pipeline.deploy import load_student
+    from pipeline.inference import predict
+
+    data = load_prepared(prepared_path, ("test",))
+    batches = make_batches(data, "test", 64, None, CPU, seed=0)
+    expected = predict(load_checkpoint(str(student_ckpt)).build(), batches, CPU).numpy()
+    raw = data.splits["test"].images.numpy()  # uint8 (N, C, H, W), as a user has them
+    for path in (student_ckpt, str(exported)):
+        student = load_student(path)
+        assert student.input_shape == (1, 28, 28) and len(student.classes) == 10
+        np.testing.assert_allclose(student.logits(raw), expected, atol=1e-4, rtol=1e-4)
+        assert student.predict(raw[:3]) == [student.classes[i] for i in expected[:3].argmax(1)]
+    with pytest.raises(ValueError, match=r"expected uint8 images of shape \(N, 1, 28, 28\)"):
+        load_student(exported).logits(np.zeros((2, 3, 32, 32), np.uint8))

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -8,7 +9,6 @@ from pipeline.config import Params
 from pipeline.errors import ConfigError
 from pipeline.models import create_model
 from pipeline.objectives import OBJECTIVES, build_objective
-from tests.conftest import with_changes
 
 
 def _networks() -> tuple[nn.Module, nn.Module]:
@@ -30,7 +30,7 @@ def _step(objective: nn.Module, steps: int = 1) -> None:
 def test_teacher_gets_no_gradient_and_keeps_its_weights(name: str, tiny_params: Params) -> None:
     student, teacher = _networks()
     before = copy.deepcopy(teacher.state_dict())
-    objective = build_objective(name, student, teacher, getattr(tiny_params.distill, name))
+    objective = build_objective(name, student, teacher, tiny_params.distill.objective(name))
     _step(objective, steps=2)
     assert all(p.grad is None for p in teacher.parameters())
     for key, value in teacher.state_dict().items():  # weights and BN running statistics
@@ -40,7 +40,7 @@ def test_teacher_gets_no_gradient_and_keeps_its_weights(name: str, tiny_params: 
 @pytest.mark.parametrize("name", OBJECTIVES.names())
 def test_parts_sum_to_the_loss(name: str, tiny_params: Params) -> None:
     student, teacher = _networks()
-    objective = build_objective(name, student, teacher, getattr(tiny_params.distill, name))
+    objective = build_objective(name, student, teacher, tiny_params.distill.objective(name))
     out = objective.train().step(torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,)), 0.0)
     assert out.loss.ndim == 0 and out.logits.shape == (4, 10)
     torch.testing.assert_close(out.loss, torch.stack(list(out.parts.values())).sum())
@@ -49,7 +49,7 @@ def test_parts_sum_to_the_loss(name: str, tiny_params: Params) -> None:
 @pytest.mark.parametrize("name", OBJECTIVES.names())
 def test_deployable_network_holds_no_teacher_tensors(name: str, tiny_params: Params) -> None:
     student, teacher = _networks()
-    objective = build_objective(name, student, teacher, getattr(tiny_params.distill, name))
+    objective = build_objective(name, student, teacher, tiny_params.distill.objective(name))
     deployed = {id(t) for t in objective.deployable().state_dict(keep_vars=True).values()}
     teacher_tensors = {id(t) for t in teacher.state_dict(keep_vars=True).values()}
     assert deployed.isdisjoint(teacher_tensors)
@@ -73,7 +73,7 @@ def test_sokd_trains_student_and_bridge_but_not_the_teacher(tiny_params: Params)
 
 def test_sokd_uses_two_parameter_groups_with_the_bridge_lr(tiny_params: Params) -> None:
     student, teacher = _networks()
-    cfg = with_changes(tiny_params.distill, "sokd", bridge_lr_mult=0.5).sokd
+    cfg = dataclasses.replace(tiny_params.distill.objective("sokd"), bridge_lr_mult=0.5)
     groups = build_objective("sokd", student, teacher, cfg).param_groups(0.1)
     assert [g["name"] for g in groups] == ["student", "bridge"]
     assert [g["lr"] for g in groups] == [0.1, 0.05]
@@ -83,7 +83,7 @@ def test_sokd_bridge_init_teacher_copies_the_head_and_random_does_not(tiny_param
     student, teacher = _networks()
     images = torch.randn(4, 1, 28, 28)
     for init, same in (("teacher", True), ("random", False)):
-        cfg = with_changes(tiny_params.distill, "sokd", bridge_init=init).sokd
+        cfg = dataclasses.replace(tiny_params.distill.objective("sokd"), bridge_init=init)
         objective = build_objective("sokd", student, teacher, cfg).eval()
         features = objective.teacher_trunk(images)
         agree = torch.allclose(objective.bridge(features), teacher(images), atol=1e-5)
@@ -92,7 +92,7 @@ def test_sokd_bridge_init_teacher_copies_the_head_and_random_does_not(tiny_param
 
 def test_sokd_teacher_bn_train_lets_running_statistics_drift(tiny_params: Params) -> None:
     student, teacher = _networks()
-    cfg = with_changes(tiny_params.distill, "sokd", teacher_bn="train").sokd
+    cfg = dataclasses.replace(tiny_params.distill.objective("sokd"), teacher_bn="train")
     objective = build_objective("sokd", student, teacher, cfg)
     before = teacher.stage1[0].bn1.running_mean.clone()
     _step(objective)
@@ -153,7 +153,7 @@ def _modules_with_grad(objective: nn.Module) -> set[str]:
 @pytest.mark.parametrize("name", OBJECTIVES.names())
 def test_exactly_the_expected_networks_are_trained(name: str, tiny_params: Params) -> None:
     student, teacher = _networks()
-    objective = build_objective(name, student, teacher, getattr(tiny_params.distill, name))
+    objective = build_objective(name, student, teacher, tiny_params.distill.objective(name))
     trainable = {
         n
         for n, child in objective.named_children()
@@ -171,7 +171,7 @@ def test_exactly_the_expected_networks_are_trained(name: str, tiny_params: Param
 def test_each_loss_part_moves_only_its_own_network(name: str, tiny_params: Params) -> None:
     # The detached cross terms: a student term must not reach the bridge or the peer, and back.
     student, teacher = _networks()
-    objective = build_objective(name, student, teacher, getattr(tiny_params.distill, name))
+    objective = build_objective(name, student, teacher, tiny_params.distill.objective(name))
     out = objective.train().step(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)), 0.0)
     for key, part in out.parts.items():
         objective.zero_grad(set_to_none=True)

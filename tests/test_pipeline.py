@@ -85,11 +85,14 @@ def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
         "models/student.onnx",
         "models/student.int8.onnx",
         "models/MODEL_CARD.md",
-        "plots/train_teacher/history.csv",
-        "plots/train_teacher/history.png",
-        "plots/distill/sokd/history.csv",
-        "plots/distill/vanilla/history.png",
-        "plots/evaluate/confusion_sokd_student.png",
+        "dvclive/train_teacher/metrics.json",
+        "dvclive/train_teacher/plots/metrics/val/top1.tsv",
+        "dvclive/train_teacher/history.png",
+        "dvclive/distill/sokd/plots/metrics/train/bridge/kl_teacher.tsv",
+        "dvclive/distill/vanilla/history.png",
+        "plots/evaluate/images/confusion_sokd_student.png",
+        "plots/evaluate/confusion/sokd.csv",
+        "plots/evaluate/confusion/vanilla.csv",
         "dvc.lock",
     ]:
         assert (repo / path).is_file(), path
@@ -107,14 +110,19 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     assert 0 <= evaluate["sokd/student/agreement_with_teacher"] <= 1
     assert "sokd/student/gain_over_vanilla" in evaluate
     verify = json.loads((repo / "metrics/verify.json").read_text())
-    assert verify["passed"] is True
-    assert verify["int8_size_ratio"] > 3 and verify["int8_agreement"] >= 0.5
+    assert verify["gate/passed"] is True
+    assert verify["int8/size_ratio"] > 3 and verify["int8/agreement"] >= 0.5
     for engine in ("torch", "onnx", "int8"):
         assert verify[f"latency/{engine}_b1_median_ms"] <= verify[f"latency/{engine}_b1_p95_ms"]
         assert verify[f"throughput/{engine}_b64_images_per_s"] > 0
     card = (repo / "models/MODEL_CARD.md").read_text()
     assert "resnet8 student (sokd)" in card and "resnet20" in card and "onnxruntime INT8" in card
     assert "sha256" in card and "git commit" in card and "InferenceSession" in card
+    assert "| `vanilla` |" in card and "| `sokd` |" in card  # every student of the one list
+    from pipeline.model_card import library_versions
+
+    for package, version in library_versions().items():
+        assert verify[f"versions/{package}"] == version and f"{package} {version}" in card
     # The card's example runs as written, from the repository root, and names a class.
     example = card.split("```python\n", 1)[1].split("```", 1)[0]
     ran = subprocess.run(
@@ -123,15 +131,23 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     classes = torch.load(repo / "models/distill/sokd/student.pt", weights_only=True)["classes"]
     assert ran.stdout.strip() in classes
-    assert verify["agreement"] >= 0.999 and verify["max_abs_logit_diff"] <= 1e-4
-    assert verify["onnx_top1"] == evaluate["sokd/student/top1"] == verify["torch_top1"]
+    assert verify["onnx/agreement"] >= 0.999 and verify["onnx/max_abs_logit_diff"] <= 1e-4
+    assert verify["onnx/top1"] == evaluate["sokd/student/top1"] == verify["torch/top1"]
     sokd = json.loads((repo / "metrics/distill/sokd.json").read_text())
     assert {"val/top1_best", "val/top1_last", "val/best_epoch", "improved_teacher/val_top1"} <= set(
         sokd
     )
-    history = (repo / "plots/distill/sokd/history.csv").read_text().splitlines()
-    assert len(history) == 1 + 2  # header + one row per epoch
-    assert "train/bridge/kl_teacher" in history[0] and "train/student/kl_bridge" in history[0]
+    live = repo / "dvclive/distill/sokd"
+    for term in ("val/top1", "lr", "train/loss", "train/bridge/kl_teacher", "train/student/ce"):
+        rows = (live / "plots/metrics" / f"{term}.tsv").read_text().splitlines()
+        assert rows[0].startswith("step\t") and [r.split("\t")[0] for r in rows[1:]] == ["1", "2"]
+    # Only meaningful per-epoch charts: no time or memory against the epoch.
+    assert not (live / "plots/metrics/time").exists()
+    assert not (live / "plots/metrics/memory").exists()
+    latest = json.loads((live / "metrics.json").read_text())
+    assert latest["step"] == 2 and 0 <= latest["val"]["top1"] <= 1
+    confusion = (repo / "plots/evaluate/confusion/sokd.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) == 1 + evaluate["test/images"]
 
 
 def test_student_checkpoint_holds_the_student_only(repo: Path) -> None:
@@ -180,4 +196,42 @@ def test_the_gate_fails_the_pipeline_with_one_clear_line(repo: Path) -> None:
         and "verify failed: ONNX top-1" in errors[0]
         and "min_top1 1.0" in errors[0]
     )
-    assert json.loads((repo / "metrics/verify.json").read_text())["passed"] is False
+    assert json.loads((repo / "metrics/verify.json").read_text())["gate/passed"] is False
+    # The command itself: exit status 1 for a missed gate (2 is kept for bad input and usage).
+    command = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["verify"]["cmd"]
+    command = command.replace("${export.objective}", params["export"]["objective"])
+    direct = _run(command.replace("sokd", str(BIN / "sokd"), 1).split(), repo, check=False)
+    assert direct.returncode == 1, direct.stderr
+
+
+def test_dvc_plots_are_the_meaningful_ones(repo: Path) -> None:
+    shown = _run(["dvc", "plots", "show", "--json"], repo)
+    ids = list(json.loads(shown.stdout)["data"])
+    assert any(i.endswith("val/top1.tsv") for i in ids) and any(
+        "confusion/sokd.csv" in i for i in ids
+    )
+    assert any(i.endswith("train/bridge/kl_teacher.tsv") for i in ids)
+    assert any(i.endswith("lr.tsv") for i in ids)
+    assert not [i for i in ids if "time" in i or "memory" in i or "images_per_s" in i]
+
+
+def test_an_objective_added_to_the_one_list_is_trained_and_evaluated(repo: Path) -> None:
+    _run(["git", "checkout", "params.yaml"], repo)  # undo what earlier tests set
+    exp = _run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            "distill.objectives=[vanilla,kd,sokd]",
+            "-S",
+            "++distill.kd={}",
+        ],
+        repo,
+    )
+    assert "distill@kd" in _stages_run(exp.stdout)
+    assert not {"distill@vanilla", "train_teacher"} & _stages_run(exp.stdout)
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert 0 <= evaluate["kd/student/top1"] <= 1
+    assert (repo / "plots/evaluate/confusion/kd.csv").is_file()
+    assert (repo / "dvclive/distill/kd/plots/metrics/train/student/kd.tsv").is_file()

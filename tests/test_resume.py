@@ -42,7 +42,7 @@ def _train(tmp_path: Path, prepared: Path, name: str, params: Path) -> subproces
         f"{name}.pt",
         "--metrics",
         f"{name}.json",
-        "--plots",
+        "--live",
         f"{name}-plots",
         "--state",
         f"{name}-state.pt",
