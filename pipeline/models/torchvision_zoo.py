@@ -11,12 +11,24 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import torchvision
 from torch import nn
 
 from pipeline.models import MODELS
 from pipeline.models.staged import StagedClassifier
+
+if TYPE_CHECKING:
+    import torchvision
+
+
+def _tv() -> ModuleType:
+    """torchvision.models, imported on first use: importing torchvision costs ~1.4 s (it pulls in
+    torch._dynamo), which every stage would otherwise pay for models it does not build."""
+    import torchvision.models
+
+    return torchvision.models
 
 
 def _first_conv_for(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
@@ -94,13 +106,8 @@ V3_SMALL_GROUPS = [
 
 
 def tv_resnet(depth: int) -> Callable[[int, int], StagedClassifier]:
-    build = {
-        18: torchvision.models.resnet18,
-        34: torchvision.models.resnet34,
-        50: torchvision.models.resnet50,
-    }[depth]
-
     def factory(num_classes: int, in_channels: int) -> StagedClassifier:
+        build = getattr(_tv(), f"resnet{depth}")
         return _resnet(build(weights=None, num_classes=num_classes), in_channels)
 
     factory.__doc__ = f"torchvision ResNet-{depth}, split before layer4."
@@ -115,26 +122,20 @@ MODELS.register("tv_resnet50")(tv_resnet(50))
 @MODELS.register("tv_mobilenet_v2")
 def tv_mobilenet_v2(num_classes: int, in_channels: int) -> StagedClassifier:
     """torchvision MobileNetV2 (width 1.0), split before the 160-channel groups."""
-    tv = torchvision.models.mobilenet_v2(weights=None, num_classes=num_classes)
+    tv = _tv().mobilenet_v2(weights=None, num_classes=num_classes)
     return _mobilenet(tv.features, V2_GROUPS, tv.classifier, in_channels, "stage6")
 
 
 @MODELS.register("tv_mobilenet_v3_small")
 def tv_mobilenet_v3_small(num_classes: int, in_channels: int) -> StagedClassifier:
     """torchvision MobileNetV3-Small, split before its last (96-channel) groups."""
-    tv = torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes)
+    tv = _tv().mobilenet_v3_small(weights=None, num_classes=num_classes)
     return _mobilenet(tv.features, V3_SMALL_GROUPS, tv.classifier, in_channels, "stage5")
 
 
 def torchvision_key_map(arch: str, num_classes: int) -> dict[str, str]:
     """torchvision state_dict key -> this zoo's key for `arch` (3-channel input)."""
-    tv = {
-        "tv_resnet18": torchvision.models.resnet18,
-        "tv_resnet34": torchvision.models.resnet34,
-        "tv_resnet50": torchvision.models.resnet50,
-        "tv_mobilenet_v2": torchvision.models.mobilenet_v2,
-        "tv_mobilenet_v3_small": torchvision.models.mobilenet_v3_small,
-    }[arch](weights=None, num_classes=num_classes)
+    tv = getattr(_tv(), arch.removeprefix("tv_"))(weights=None, num_classes=num_classes)
     original = {id(t): k for k, t in tv.state_dict(keep_vars=True).items()}
     if arch.startswith("tv_resnet"):
         staged = _resnet(tv, 3)
