@@ -7,6 +7,7 @@ uint8 and each batch is cropped, flipped and normalised there in a few tensor op
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from pipeline.config import AugmentConfig
 from pipeline.data import Prepared, Split
 from pipeline.distributed import world
 from pipeline.errors import ConfigError, DataError
+from pipeline.inputs import InputSpec
 from pipeline.runtime import Runtime
 
 
@@ -41,6 +43,51 @@ def random_hflip(images: Tensor, gen: torch.Generator) -> Tensor:
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
+def random_resized_crop(
+    images: Tensor,
+    size: tuple[int, int],
+    scale: tuple[float, ...],
+    ratio: tuple[float, ...],
+    interpolation: str,
+    gen: torch.Generator,
+) -> Tensor:
+    """A random box per image (area fraction in `scale`, aspect ratio in `ratio`, clipped to the
+    image) resized to `size`: one affine resampling of the whole batch on its device."""
+    b, _, h, w = images.shape
+    draw = lambda: torch.rand(b, generator=gen, device=gen.device).to(images.device)  # noqa: E731
+    area = (scale[0] + (scale[1] - scale[0]) * draw()) * (h * w)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * draw())
+    box_w = torch.sqrt(area * aspect).clamp(1, w)
+    box_h = torch.sqrt(area / aspect).clamp(1, h)
+    cx = box_w / 2 + (w - box_w) * draw()
+    cy = box_h / 2 + (h - box_h) * draw()
+    theta = torch.zeros(b, 2, 3, device=images.device)
+    theta[:, 0, 0], theta[:, 0, 2] = box_w / w, 2 * cx / w - 1
+    theta[:, 1, 1], theta[:, 1, 2] = box_h / h, 2 * cy / h - 1
+    grid = F.affine_grid(theta, [b, images.shape[1], *size], align_corners=False)
+    mode = "bilinear" if interpolation == "bicubic" else interpolation  # grid_sample: no bicubic
+    return F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
+
+
+def resize_and_crop(images: Tensor, spec: InputSpec) -> Tensor:
+    """Evaluation geometry: the shorter side to `spec.resize` and a centre crop of `spec.size`
+    (without a resize, a plain resize to `spec.size` when the images have another size)."""
+    h, w = images.shape[-2:]
+    if spec.resize:
+        short = min(h, w)
+        target = (round(h * spec.resize / short), round(w * spec.resize / short))
+    else:
+        target = spec.size
+    if (h, w) != tuple(target):
+        images = F.interpolate(
+            images, size=target, mode=spec.interpolation, antialias=spec.interpolation != "nearest"
+        ).clamp_(0, 1)
+    top = (images.shape[-2] - spec.size[0]) // 2
+    left = (images.shape[-1] - spec.size[1]) // 2
+    return images[..., top : top + spec.size[0], left : left + spec.size[1]]
+
+
 def drops_last(size: int, batch_size: int, train: bool) -> bool:
     """Whether the last partial batch is dropped: in training, when there is a full batch at all.
 
@@ -59,7 +106,8 @@ class Batches:
 
     images: Tensor  # (N, C, H, W) uint8, already on `device`
     labels: Tensor  # (N,) int64, already on `device`
-    mean: Tensor  # (1, C, 1, 1) float32
+    spec: InputSpec  # what the network reads: normalisation, size, evaluation resize
+    mean: Tensor  # (1, C, 1, 1) float32, from `spec`
     std: Tensor  # (1, C, 1, 1) float32
     batch_size: int
     augment: (
@@ -107,15 +155,37 @@ class Batches:
             yield images, labels
 
     def transform(self, images: Tensor) -> Tensor:
-        """uint8 (B, C, H, W) -> augmented (training only), normalised float32."""
+        """uint8 (B, C, H, W) -> augmented (training) or resized and cropped (evaluation),
+        normalised float32 at the spec's size."""
         x = images.float().div_(255)
-        if self.augment is not None:
-            if self.augment.pad:
-                x = random_crop(x, self.augment.pad, self.generator)
-            if self.augment.hflip:
-                x = random_hflip(x, self.generator)
+        a, spec = self.augment, self.spec
+        if a is None:
+            x = resize_and_crop(x, spec)
+        elif a.kind == "random_resized_crop":
+            x = random_resized_crop(
+                x, spec.size, a.scale, a.ratio, spec.interpolation, self.generator
+            )
+        else:
+            if a.pad:
+                x = random_crop(x, a.pad, self.generator)
+            if tuple(x.shape[-2:]) != spec.size:
+                x = F.interpolate(x, size=spec.size, mode=spec.interpolation, antialias=True)
+        if a is not None and a.hflip:
+            x = random_hflip(x, self.generator)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+class _Compose:
+    """Apply per-sample transforms in order (a picklable stand-in for torchvision's Compose)."""
+
+    def __init__(self, steps: list[Callable]) -> None:
+        self.steps = steps
+
+    def __call__(self, image: object) -> object:
+        for step in self.steps:
+            image = step(image)
+        return image
 
 
 class _Images(Dataset):
@@ -208,6 +278,31 @@ class StreamBatches:
             raise DataError(last.split("DataError: ", 1)[-1]) from None
 
 
+def sample_transforms(
+    augment: AugmentConfig | None, spec: InputSpec, stored: tuple[int, ...]
+) -> list[Callable]:
+    """The per-sample (PIL) twin of `Batches.transform`, for the streamed loader."""
+    from torchvision import transforms as T  # only the streamed path needs it (1.4 s to import)
+
+    mode = T.InterpolationMode(spec.interpolation)
+    steps: list[Callable] = []
+    if augment is None:
+        if spec.resize:
+            steps += [T.Resize(spec.resize, interpolation=mode), T.CenterCrop(spec.size)]
+        elif tuple(stored) != spec.size:
+            steps.append(T.Resize(spec.size, interpolation=mode))
+    elif augment.kind == "random_resized_crop":
+        steps.append(T.RandomResizedCrop(spec.size, augment.scale, augment.ratio, mode))
+    else:
+        if augment.pad:
+            steps.append(T.RandomCrop(tuple(stored), padding=augment.pad, padding_mode="reflect"))
+        if tuple(stored) != spec.size:
+            steps.append(T.Resize(spec.size, interpolation=mode))
+    if augment is not None and augment.hflip:
+        steps.append(T.RandomHorizontalFlip())
+    return [*steps, T.ToTensor(), T.Normalize(spec.mean, spec.std)]
+
+
 def _stream(
     data: Prepared,
     split: str,
@@ -215,24 +310,17 @@ def _stream(
     augment: AugmentConfig | None,
     runtime: Runtime,
     seed: int,
+    spec: InputSpec,
 ) -> StreamBatches:
-    from torchvision import transforms as T  # only the streamed path needs it (1.4 s to import)
-
     s = data.splits[split]
-    steps: list[Callable] = []
-    if augment is not None and augment.pad:
-        crop = data.image_shape[1:]
-        steps.append(T.RandomCrop(crop, padding=augment.pad, padding_mode="reflect"))
-    if augment is not None and augment.hflip:
-        steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToTensor(), T.Normalize(data.mean, data.std)]
+    steps = sample_transforms(augment, spec, data.image_shape[1:])
     procs = world()
     generator = torch.Generator().manual_seed(seed)
     sampler = GlobalBatchSampler(
         len(s.labels), batch_size, augment is not None, generator, procs.rank, procs.size
     )
     loader = DataLoader(
-        _Images(s, T.Compose(steps)),
+        _Images(s, _Compose(steps)),
         batch_sampler=sampler,
         num_workers=runtime.workers,
         generator=generator,
@@ -253,11 +341,15 @@ def make_batches(
     augment: AugmentConfig | None,
     runtime: Runtime,
     seed: int,
+    spec: InputSpec | None = None,
 ) -> BatchSource:
     """Batches of one split for `runtime` (device, layout, loader); augment=None: evaluation.
 
-    Under torchrun, training batches are global: each process gets batch_size / processes rows.
+    `spec` is what the network reads (normalisation, input size, evaluation resize); without
+    one, the data's own statistics at the stored size. Under torchrun, training batches are
+    global: each process gets batch_size / processes rows.
     """
+    spec = spec or data.input_spec()
     procs = world()
     if augment is not None and batch_size % procs.size:
         raise ConfigError(
@@ -265,15 +357,16 @@ def make_batches(
             f"processes; make it a multiple of the process count"
         )
     if runtime.loader == "stream" or not data.splits[split].in_memory:
-        return _stream(data, split, batch_size, augment, runtime, seed)
+        return _stream(data, split, batch_size, augment, runtime, seed, spec)
     device = runtime.device
     s = data.splits[split]
-    c = len(data.mean)
+    c = len(spec.mean)
     return Batches(
         images=s.images.to(device),
         labels=s.labels.to(device),
-        mean=torch.tensor(data.mean, device=device).view(1, c, 1, 1),
-        std=torch.tensor(data.std, device=device).view(1, c, 1, 1),
+        spec=spec,
+        mean=torch.tensor(spec.mean, device=device).view(1, c, 1, 1),
+        std=torch.tensor(spec.std, device=device).view(1, c, 1, 1),
         batch_size=batch_size,
         augment=augment,
         generator=torch.Generator(device="cpu").manual_seed(seed),

@@ -11,6 +11,7 @@ from torch import nn
 
 from pipeline.errors import CheckpointError, PipelineError
 from pipeline.files import atomic_path, load_tensors
+from pipeline.inputs import InputSpec
 from pipeline.models import create_model
 from pipeline.models.staged import StagedClassifier
 
@@ -31,6 +32,21 @@ class Checkpoint:
     params: dict[str, Any]  # the params section that produced it
     metrics: dict[str, float]
     path: Path  # where it was read from, for error messages
+    resize: int = 0  # evaluation: shorter side to this, then a centre crop of image_size
+    interpolation: str = "bilinear"
+    normalisation: str = "dataset"  # where mean and std come from
+
+    @property
+    def spec(self) -> InputSpec:
+        """What this network reads: its normalisation and geometry."""
+        return InputSpec(
+            self.mean,
+            self.std,
+            self.image_size,
+            self.resize,
+            self.interpolation,
+            self.normalisation,
+        )
 
     def build(self) -> StagedClassifier:
         """Rebuild the network through the registry and load the weights, in eval mode."""
@@ -56,9 +72,14 @@ def save_checkpoint(
     data: Any,
     params: dict[str, Any],
     metrics: dict[str, float],
+    spec: InputSpec | None = None,
 ) -> None:
-    """Write `model`'s weights with everything needed to rebuild and feed it, atomically."""
-    _, height, width = data.image_shape
+    """Write `model`'s weights with everything needed to rebuild and feed it, atomically.
+
+    `spec` is what the network reads (default: the data's own statistics at its stored size).
+    """
+    spec = spec or data.input_spec()
+    height, width = spec.size
     payload = {
         "format": FORMAT,
         "arch": arch,
@@ -66,8 +87,11 @@ def save_checkpoint(
         "num_classes": data.num_classes,
         "in_channels": data.image_shape[0],
         "image_size": [height, width],
-        "mean": list(data.mean),
-        "std": list(data.std),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "resize": spec.resize,
+        "interpolation": spec.interpolation,
+        "normalisation": spec.source,
         "classes": list(data.classes),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "params": params,
@@ -97,6 +121,9 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
             params=raw["params"],
             metrics=raw["metrics"],
             path=path,
+            resize=int(raw.get("resize", 0)),
+            interpolation=str(raw.get("interpolation", "bilinear")),
+            normalisation=str(raw.get("normalisation", "dataset")),
         )
     except KeyError as err:
         raise CheckpointError(

@@ -73,6 +73,9 @@ class PrepareConfig:
     test_size: int = 0  # test images kept; 0 keeps them all
     image_size: int = 0  # imagefolder: side images are resized to (0 keeps them); fake: side
     storage: Literal["memory", "files"] = "memory"  # files: imagefolder stays on disk, streamed
+    # imagefolder with image_size: squash to a square, or keep the aspect ratio (shorter side to
+    # image_size, then the centre square)
+    resize: Literal["squash", "shorter_side"] = "squash"
 
     def __post_init__(self) -> None:
         _require(self.val_size > 0, "val_size", f"must be > 0, got {self.val_size}")
@@ -110,11 +113,27 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    pad: int = 2  # reflect padding before a random crop back to the size; 0: no cropping
+    """Training augmentation, batch-wise on the device (or per sample when streaming).
+
+    pad_crop (CIFAR style, for small images): reflect padding, then a random crop back to the
+    size. random_resized_crop (natural images): a random box of `scale` x the area and aspect
+    ratio in `ratio`, resized to the network's input size. Evaluation always resizes the shorter
+    side and takes a centre crop instead (see `TrainConfig.crop_pct`).
+    """
+
+    kind: Literal["pad_crop", "random_resized_crop"] = "pad_crop"
+    pad: int = 2  # pad_crop: reflect padding before the random crop; 0: no cropping
     hflip: bool = True
+    scale: tuple[float, ...] = (0.25, 1.0)  # random_resized_crop: area fraction range
+    ratio: tuple[float, ...] = (0.75, 1.3333)  # random_resized_crop: aspect ratio range
 
     def __post_init__(self) -> None:
         _require(self.pad >= 0, "pad", f"must be >= 0, got {self.pad}")
+        for key in ("scale", "ratio"):
+            low_high = getattr(self, key)
+            ok = len(low_high) == 2 and 0 < low_high[0] <= low_high[1]
+            _require(ok, key, f"must be [low, high] with 0 < low <= high, got {list(low_high)}")
+        _require(self.scale[1] <= 1, "scale", f"is a fraction of the area, got {list(self.scale)}")
 
 
 @dataclass(frozen=True)
@@ -124,16 +143,34 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # The network's input side: 0 takes the pretrained weights' (timm, torchvision) or else the
+    # prepared images' size. Evaluation resizes the shorter side to input / crop_pct and
+    # centre-crops the input size when the weights come with a crop_pct or augment.kind is
+    # random_resized_crop; pad_crop networks read their images as they are.
+    input_size: int = 0
+    crop_pct: float = 0.875
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    # BatchNorm: re-estimate the running statistics of the trained networks on this many seeded
+    # training images before they are saved (0: off); statistics that lag behind the weights
+    # are what sends an eval-mode network to chance.
+    bn_recalibration_images: int = 2048
 
     def __post_init__(self) -> None:
-        # 0 only makes sense for a teacher imported with --weights and used as it is.
+        # 0 only makes sense for a teacher imported with weights and used as it is.
         _require(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
         _require(self.batch_size > 1, "batch_size", f"must be > 1, got {self.batch_size}")
+        _require(self.input_size >= 0, "input_size", f"must be >= 0, got {self.input_size}")
+        _require(0 < self.crop_pct <= 1, "crop_pct", f"must be in (0, 1], got {self.crop_pct}")
+        _require(self.bn_recalibration_images >= 0, "bn_recalibration_images", "must be >= 0")
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    arch: str = "resnet20"  # key into MODELS
+    arch: str = "resnet20"  # key into MODELS, or timm:<name>
+    # Start from: "" random; a torchvision weights enum (IMAGENET1K_V1, DEFAULT) for tv_*;
+    # "pretrained" or a tag for timm:<name>; or a file (state_dict .pt/.pth/.safetensors, a
+    # checkpoint of this pipeline, or a RepDistiller/mdistiller {"model": ...} file).
+    weights: str = ""
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -148,7 +185,8 @@ class DistillConfig:
 
     extra_keys_field: typing.ClassVar[str] = "settings"
 
-    arch: str = "resnet8"  # student architecture, key into MODELS
+    arch: str = "resnet8"  # student architecture, key into MODELS, or timm:<name>
+    weights: str = ""  # the student's starting weights, as train_teacher.weights
     train: TrainConfig = field(default_factory=TrainConfig)
     # The one list of objectives: each is trained by `distill`, evaluated, plotted and carded.
     objectives: tuple[str, ...] = ("vanilla", "sokd")

@@ -21,6 +21,7 @@ from torch import Tensor
 from pipeline.config import PrepareConfig
 from pipeline.errors import DataError
 from pipeline.files import atomic_path, load_tensors
+from pipeline.inputs import InputSpec
 from pipeline.registry import Registry
 
 FORMAT = "sokd-prepared/1"
@@ -143,25 +144,37 @@ def _list_folder(root: Path) -> tuple[list[str], Tensor, tuple[str, ...]]:
     return [path for path, _ in folder.samples], _labels(folder.targets), tuple(folder.classes)
 
 
-def open_image(path: Path | str, size: int) -> Any:
-    """One image file as an RGB PIL image, resized to size x size unless size is 0."""
+def open_image(path: Path | str, size: int, resize: str = "squash") -> Any:
+    """One image file as an RGB PIL image (any mode: L, RGBA, palette, CMYK are converted), made
+    size x size unless size is 0: squashed, or with its aspect kept (`shorter_side`: the shorter
+    side to `size`, then the centre square)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
-            if size:
+            if size and resize == "shorter_side":
+                w, h = img.size
+                scale = size / min(w, h)
+                img = img.resize(
+                    (max(size, round(w * scale)), max(size, round(h * scale))),
+                    Image.Resampling.BILINEAR,
+                )
+                w, h = img.size
+                left, top = (w - size) // 2, (h - size) // 2
+                img = img.crop((left, top, left + size, top + size))
+            elif size:
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             return img
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"cannot read image {path}: {err}; remove or replace it") from None
 
 
-def _read_folder(root: Path, size: int) -> tuple[Tensor, Tensor, tuple[str, ...]]:
+def _read_folder(root: Path, size: int, resize: str) -> tuple[Tensor, Tensor, tuple[str, ...]]:
     from torchvision.transforms.functional import pil_to_tensor
 
     files, labels, classes = _list_folder(root)
-    images = [pil_to_tensor(open_image(path, size)) for path in files]
+    images = [pil_to_tensor(open_image(path, size, resize)) for path in files]
     shapes = {tuple(t.shape) for t in images}
     if len(shapes) > 1:
         raise DataError(
@@ -174,8 +187,8 @@ def _read_folder(root: Path, size: int) -> tuple[Tensor, Tensor, tuple[str, ...]
 @DATASETS.register("imagefolder")
 def read_imagefolder(raw: Path, cfg: PrepareConfig) -> RawDataset:
     """The user's own images: `raw/train/<class>/*`, `raw/val/<class>/*`; `val/` is the test set."""
-    train_x, train_y, classes = _read_folder(raw / "train", cfg.image_size)
-    test_x, test_y, test_classes = _read_folder(raw / "val", cfg.image_size)
+    train_x, train_y, classes = _read_folder(raw / "train", cfg.image_size, cfg.resize)
+    test_x, test_y, test_classes = _read_folder(raw / "val", cfg.image_size, cfg.resize)
     if test_classes != classes:
         raise DataError(
             f"{raw}/val has classes {list(test_classes)} but {raw}/train has {list(classes)}"
@@ -326,10 +339,16 @@ def prepare_files(raw: Path, cfg: PrepareConfig, seed: int) -> dict[str, Any]:
         }
         for name, i in idx.items()
     }
-    sample = Split(None, labels["train"], tuple(train_files), cfg.image_size)
+    sample = Split(None, labels["train"], tuple(train_files), cfg.image_size, cfg.resize)
     stats_idx = idx["train"][:STATS_IMAGES].tolist()
     mean, std = channel_stats(torch.stack([sample.image(k) for k in stats_idx]))
-    layout = {"storage": "files", "root": str(raw), "image_size": cfg.image_size, "sha256": digest}
+    layout = {
+        "storage": "files",
+        "root": str(raw),
+        "image_size": cfg.image_size,
+        "resize": cfg.resize,
+        "sha256": digest,
+    }
     return {**_header(cfg, classes, mean, std), **layout, "shape": [3, side_h, side_w], **split}
 
 
@@ -355,6 +374,7 @@ class Split:
     labels: Tensor  # (N,) int64
     files: tuple[str, ...] = ()  # file-backed: one path per image
     size: int = 0  # file-backed: side the images are resized to (0: as stored)
+    resize: str = "squash"  # file-backed: squash | shorter_side (see open_image)
 
     @property
     def in_memory(self) -> bool:
@@ -365,7 +385,7 @@ class Split:
         if self.images is not None:
             return Split(self.images[index], self.labels[index])
         picked = tuple(self.files[k] for k in index.tolist())
-        return Split(None, self.labels[index], picked, self.size)
+        return Split(None, self.labels[index], picked, self.size, self.resize)
 
     def pil(self, index: int) -> Any:
         """Image `index` as a PIL image (grey or RGB as stored)."""
@@ -373,7 +393,7 @@ class Split:
 
         if self.images is not None:
             return to_pil_image(self.images[index])
-        return open_image(self.files[index], self.size)
+        return open_image(self.files[index], self.size, self.resize)
 
     def image(self, index: int) -> Tensor:
         """Image `index` as a uint8 (C, H, W) tensor."""
@@ -406,15 +426,18 @@ class Prepared:
         c, h, w = next(iter(self.splits.values())).images.shape[1:]
         return int(c), int(h), int(w)
 
+    def input_spec(self) -> InputSpec:
+        """The data's own view: its training statistics at the stored size, nothing resized."""
+        return InputSpec(self.mean, self.std, self.image_shape[1:], 0, "bilinear", "dataset")
+
 
 def _split(raw: dict[str, Any], name: str) -> Split:
     part = raw[name]
     if raw.get("storage") != "files":
         return Split(part["images"], part["labels"])
     root = Path(raw["root"])
-    return Split(
-        None, part["labels"], tuple(str(root / f) for f in part["files"]), raw["image_size"]
-    )
+    files = tuple(str(root / f) for f in part["files"])
+    return Split(None, part["labels"], files, raw["image_size"], raw.get("resize", "squash"))
 
 
 def load_prepared(path: Path, splits: Sequence[str]) -> Prepared:

@@ -5,8 +5,8 @@
     logits = student.logits(images)                      # uint8 images, (N, C, H, W)
     labels = student.predict(images)                     # class names
 
-The preprocessing (mean, std, input shape, class names) is read from the file itself: the ONNX
-metadata `export` writes, or the checkpoint's own fields.
+The preprocessing (resize and centre crop, mean, std, input size, class names) is read from the
+file itself: the ONNX metadata `export` writes, or the checkpoint's own fields.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import CheckpointError
+from pipeline.inputs import InputSpec
 
 
 @dataclass(frozen=True)
@@ -26,22 +27,31 @@ class Student:
     """A deployable classifier and exactly the preprocessing it was trained with."""
 
     classes: tuple[str, ...]
-    mean: tuple[float, ...]  # per channel: x = (uint8 / 255 - mean) / std
-    std: tuple[float, ...]
-    input_shape: tuple[int, int, int]  # (C, H, W)
+    spec: InputSpec  # normalisation, input size, evaluation resize
+    channels: int
     run: Callable[[np.ndarray], np.ndarray]  # float32 (N, C, H, W) -> logits (N, K)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.spec.size)
+
     def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images (N, C, H, W) -> the normalised float32 batch the network reads."""
+        """uint8 images (N, C, H, W) of any size -> the float32 batch the network reads: resized
+        and centre-cropped as in evaluation, then normalised."""
+        import torch
+
+        from pipeline.batches import resize_and_crop
+
         images = np.asarray(images)
-        if images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape:
+        if images.ndim != 4 or images.shape[1] != self.channels or images.dtype != np.uint8:
             raise ValueError(
-                f"expected uint8 images of shape (N, {', '.join(map(str, self.input_shape))}), "
-                f"got {images.shape}; resize to the student's input size first"
+                f"expected uint8 images of shape (N, {self.channels}, H, W), got "
+                f"{images.dtype} {images.shape}"
             )
-        mean = np.asarray(self.mean, np.float32)[:, None, None]
-        std = np.asarray(self.std, np.float32)[:, None, None]
-        return ((images.astype(np.float32) / 255 - mean) / std).astype(np.float32)
+        x = resize_and_crop(torch.from_numpy(images).float() / 255, self.spec)
+        mean = torch.tensor(self.spec.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.spec.std).view(1, -1, 1, 1)
+        return ((x - mean) / std).numpy().astype(np.float32)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits (N, K) for uint8 images (N, C, H, W)."""
@@ -64,8 +74,7 @@ def _from_checkpoint(path: Path) -> Student:
         with torch.inference_mode():
             return model(torch.from_numpy(x)).numpy()
 
-    shape = (ckpt.in_channels, *ckpt.image_size)
-    return Student(ckpt.classes, ckpt.mean, ckpt.std, shape, run)
+    return Student(ckpt.classes, ckpt.spec, ckpt.in_channels, run)
 
 
 def _from_onnx(path: Path, threads: int) -> Student:
@@ -79,13 +88,17 @@ def _from_onnx(path: Path, threads: int) -> Student:
             f"{path} carries no {', '.join(missing)} metadata; export it with `sokd export`"
         )
     inputs = session.get_inputs()[0]
-    shape = tuple(int(d) for d in inputs.shape[1:])
+    channels, height, width = (int(d) for d in inputs.shape[1:])
 
     def run(x: np.ndarray) -> np.ndarray:
         return session.run(None, {inputs.name: x})[0]
 
-    mean, std = (tuple(json.loads(meta[k])) for k in ("mean", "std"))
-    return Student(tuple(json.loads(meta["classes"])), mean, std, shape, run)
+    if "input_spec" in meta:
+        spec = InputSpec.from_dict(json.loads(meta["input_spec"]))
+    else:  # files exported before the spec was recorded: the size is the graph's
+        mean, std = (tuple(json.loads(meta[k])) for k in ("mean", "std"))
+        spec = InputSpec(mean, std, (height, width))
+    return Student(tuple(json.loads(meta["classes"])), spec, channels, run)
 
 
 def load_student(path: Path | str, threads: int = 1) -> Student:

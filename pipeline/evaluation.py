@@ -60,8 +60,7 @@ def evaluate_all(
     """
     data = load_prepared(data_path, ("test",))
     runtime = runtime.fp32()
-    batches = make_batches(data, "test", cfg.batch_size, None, runtime, seed=0)
-    labels = batches.labels.cpu()
+    labels = data.splits["test"].labels.cpu()
     named = {"teacher": teacher_path}
     for run_dir in run_dirs:
         if not run_dir.is_dir():
@@ -78,6 +77,8 @@ def evaluate_all(
                 f"{path} predicts {ckpt.num_classes} classes, the data has {data.num_classes}"
             )
         model = prepare_module(ckpt.build(), runtime)
+        # Each network reads the test images as it was trained to: its normalisation and size.
+        batches = make_batches(data, "test", cfg.batch_size, None, runtime, 0, ckpt.spec)
         logits = predict(model, batches, runtime)
         predictions[name] = logits.argmax(1)
         metrics.update(
@@ -85,7 +86,7 @@ def evaluate_all(
                 f"{name}/top1": topk_accuracy(logits, labels, 1),
                 f"{name}/top5": topk_accuracy(logits, labels, 5),
                 f"{name}/params": count_parameters(model),
-                f"{name}/macs": count_macs(model, data.image_shape),
+                f"{name}/macs": count_macs(model, (ckpt.in_channels, *ckpt.image_size)),
                 f"{name}/file_bytes": path.stat().st_size,
             }
         )

@@ -72,7 +72,8 @@ def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, flo
         "classes": json.dumps(list(ckpt.classes)),
         "mean": json.dumps(list(ckpt.mean)),
         "std": json.dumps(list(ckpt.std)),
-        "preprocessing": "x = (uint8_image / 255 - mean) / std, NCHW float32",
+        "input_spec": json.dumps(ckpt.spec.to_dict()),
+        "preprocessing": ckpt.spec.describe() + "; NCHW float32",
     }
     for key, value in provenance.items():
         entry = proto.metadata_props.add()

@@ -34,8 +34,8 @@ def _resolve_objectives(distill: DistillConfig) -> DistillConfig:
     for key in distill.settings:
         if key not in OBJECTIVES:
             raise ConfigError(
-                f"params.distill.{key}: unknown key; valid keys are arch, train, objectives and "
-                f"the objectives {', '.join(names)}"
+                f"params.distill.{key}: unknown key; valid keys are arch, weights, train, "
+                f"objectives and the objectives {', '.join(names)}"
             )
     for i, name in enumerate(distill.objectives):
         if name not in OBJECTIVES:
@@ -56,13 +56,13 @@ def _resolve_objectives(distill: DistillConfig) -> DistillConfig:
 
 def _check_names(p: Params) -> None:
     from pipeline.data import DATASETS
-    from pipeline.models import MODELS
+    from pipeline.models import check_model_name
     from pipeline.objectives import OBJECTIVES
 
+    check_model_name(p.train_teacher.arch, "params.train_teacher.arch")
+    check_model_name(p.distill.arch, "params.distill.arch")
     checks = [
         ("params.prepare.dataset", DATASETS, p.prepare.dataset),
-        ("params.train_teacher.arch", MODELS, p.train_teacher.arch),
-        ("params.distill.arch", MODELS, p.distill.arch),
         ("params.export.objective", OBJECTIVES, p.export.objective),
     ]
     for where, registry, name in checks:

@@ -18,6 +18,7 @@ agreement).
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,18 +33,34 @@ from pipeline.data import Prepared
 from pipeline.errors import ModelFileError
 from pipeline.export import INPUT_NAME
 from pipeline.files import atomic_path, sha256_file
+from pipeline.inputs import InputSpec
 from pipeline.runtime import Runtime
 
 CPU = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
 
 
-def calibration_batches(data: Prepared, cfg: QuantizeConfig, seed: int) -> Iterator[np.ndarray]:
-    """A fixed, seeded sample of training images, normalised as at inference, in batches."""
+def onnx_input_spec(path: Path, data: Prepared) -> InputSpec:
+    """The input spec `export` recorded in an ONNX file's metadata (else the data's own)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return (
+        InputSpec.from_dict(json.loads(meta["input_spec"]))
+        if "input_spec" in meta
+        else (data.input_spec())
+    )
+
+
+def calibration_batches(
+    data: Prepared, cfg: QuantizeConfig, seed: int, spec: InputSpec | None = None
+) -> Iterator[np.ndarray]:
+    """A fixed, seeded sample of training images, prepared as at inference (`spec`), batched."""
     train = data.splits["train"]
     pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))
     pick = pick[: cfg.calibration_images].sort().values
     sample = dataclasses.replace(data, splits={"calibration": train.subset(pick)})
-    for images, _ in make_batches(sample, "calibration", cfg.calibration_batch, None, CPU, seed):
+    batches = make_batches(sample, "calibration", cfg.calibration_batch, None, CPU, seed, spec)
+    for images, _ in batches:
         yield images.numpy()
 
 
@@ -64,9 +81,11 @@ def quantize_int8(
     if not fp32_path.is_file():
         raise ModelFileError(f"ONNX file not found: {fp32_path}; run `dvc repro export`")
 
+    spec = onnx_input_spec(fp32_path, data)
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = calibration_batches(data, cfg, seed)
+            self.batches = calibration_batches(data, cfg, seed, spec)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)

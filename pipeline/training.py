@@ -8,23 +8,27 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
-from pipeline.batches import make_batches
+from pipeline.batches import BatchSource, make_batches
+from pipeline.batchnorm import has_batchnorm, near_chance, recalibrate
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import DistillConfig, TeacherConfig, TrainConfig, as_dict
 from pipeline.data import Prepared, load_prepared
 from pipeline.distributed import world
 from pipeline.engine import FitHooks, FitResult, fit
 from pipeline.errors import CheckpointError, ConfigError
-from pipeline.files import load_tensors, sha256_file, write_json
+from pipeline.files import sha256_file, write_json
 from pipeline.inference import predict, topk_accuracy
+from pipeline.inputs import InputSpec
 from pipeline.models import create_model
 from pipeline.models.staged import count_parameters
-from pipeline.models.torchvision_zoo import torchvision_key_map
 from pipeline.objectives import OBJECTIVES, build_objective
 from pipeline.objectives.base import Objective
+from pipeline.pretrained import Imported, import_weights
 from pipeline.reporting import plot_history
 from pipeline.resume import ResumeFile
 from pipeline.runtime import Runtime, prepare_module
@@ -41,7 +45,8 @@ class TrainedRun:
     fit: FitResult
     networks: dict[str, tuple[str, nn.Module]]  # role -> (arch, network); "student"/"teacher" first
     params: dict
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    specs: dict[str, InputSpec] = field(default_factory=dict)  # role -> what it reads
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,122 @@ def check_batch_size(data: Prepared, train: TrainConfig, section: str) -> None:
         )
 
 
+def run_spec(
+    data: Prepared, train: TrainConfig, weights: InputSpec | None, base: InputSpec | None
+) -> InputSpec:
+    """What the network being trained reads.
+
+    Normalisation: its pretrained weights', else `base` (the teacher's, when distilling), else
+    the data's statistics. Size: `train.input_size`, else the teacher's (teacher and student read
+    one batch), else the weights' native size, else the prepared images'. Evaluation resizes the
+    shorter side and centre-crops when the images are natural (random_resized_crop, or weights
+    or a teacher that expect it); pad_crop networks read their images as they are.
+    """
+    norm = weights or base
+    mean, std, source = (
+        (norm.mean, norm.std, norm.source) if norm else (data.mean, data.std, "dataset")
+    )
+    if train.input_size:
+        size = (train.input_size, train.input_size)
+    elif base is not None:
+        size = base.size
+    elif weights is not None and weights.size != (0, 0):
+        size = weights.size
+    else:
+        size = tuple(data.image_shape[1:])
+    expects_crop = (weights is not None and weights.resize > 0) or (
+        base is not None and base.resize > 0
+    )
+    crop_pct = weights.size[0] / weights.resize if weights and weights.resize else train.crop_pct
+    natural = train.augment.kind == "random_resized_crop" or expects_crop
+    resize = round(size[0] / crop_pct) if natural else 0
+    lead = weights if weights is not None and weights.resize else base
+    interpolation = lead.interpolation if lead is not None and lead.resize else train.interpolation
+    return InputSpec(mean, std, size, resize, interpolation, source)
+
+
+def renormalise_input(network: nn.Module, given: InputSpec, wanted: InputSpec) -> None:
+    """Make `network` (trained on `wanted`'s normalisation) accept batches normalised as `given`:
+    an affine map on its input, as a hook on its first module (shared by trunk views)."""
+    if (given.mean, given.std) == (wanted.mean, wanted.std):
+        return
+    g_mean, g_std, w_mean, w_std = (
+        torch.tensor(v).view(1, -1, 1, 1) for v in (given.mean, given.std, wanted.mean, wanted.std)
+    )
+    scale, shift = g_std / w_std, (g_mean - w_mean) / w_std
+
+    def hook(_: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        x = args[0]
+        return (x * scale.to(x) + shift.to(x), *args[1:])
+
+    next(network.children()).register_forward_pre_hook(hook)
+    log.info(
+        "teacher input renormalised from %s to its own %s statistics", given.source, wanted.source
+    )
+
+
+def start_network(
+    arch: str, weights: str, data: Prepared, section: str
+) -> tuple[nn.Module, Imported | None]:
+    """A fresh network for the data, loaded from `weights` when given."""
+    network = create_model(arch, data.num_classes, data.image_shape[0])
+    if not weights:
+        return network, None
+    try:
+        return network, import_weights(network, arch, weights, data.num_classes)
+    except ConfigError as err:
+        raise ConfigError(f"params.{section}.weights: {err}") from None
+
+
+def _imported_metrics(imported: Imported | None) -> dict[str, Any]:
+    if imported is None:
+        return {}
+    return {
+        "weights/origin": imported.origin,
+        "weights/sha256": imported.sha256,
+        "weights/tensors_kept": imported.kept,
+        "weights/reinitialised": "; ".join(imported.notes),
+    }
+
+
+def _val_top1(network: nn.Module, val: BatchSource, runtime: Runtime) -> float:
+    return topk_accuracy(predict(network, val, runtime), val.labels, 1)
+
+
+def _recalibrate_all(
+    name: str,
+    objective: Objective,
+    data: Prepared,
+    train: TrainConfig,
+    runtime: Runtime,
+    seed: int,
+    spec: InputSpec,
+    val: BatchSource,
+) -> dict[str, float]:
+    """Re-estimate BatchNorm statistics of every network that is saved; val top-1 around it."""
+    networks = {"student": objective.deployable()}
+    networks.update({role: net for role, (net, _) in objective.extra_networks().items()})
+    metrics: dict[str, float] = {}
+    for role, network in networks.items():
+        if not has_batchnorm(network) or not train.bn_recalibration_images:
+            continue
+        before = _val_top1(network, val, runtime)
+        images, batch = train.bn_recalibration_images, train.batch_size
+        recalibrate(network, data, spec, images, batch, runtime, seed)
+        after = _val_top1(network, val, runtime)
+        metrics |= {f"bn/{role}/val_top1_before": before, f"bn/{role}/val_top1_after": after}
+        log.info(
+            "%s: BatchNorm statistics of the %s re-estimated on %d training images: "
+            "val top-1 %.2f%% -> %.2f%%",
+            name,
+            role,
+            min(images, len(data.splits["train"].labels)),
+            100 * before,
+            100 * after,
+        )
+    return metrics
+
+
 def _fit(
     name: str,
     objective: Objective,
@@ -79,16 +200,24 @@ def _fit(
     seed: int,
     extras: Extras,
     resume: ResumeFile | None,
+    spec: InputSpec,
 ) -> tuple[FitResult, dict[str, float]]:
-    train_batches = make_batches(data, "train", train.batch_size, train.augment, runtime, seed)
-    val_batches = make_batches(data, "val", train.batch_size, None, runtime, seed)
+    """Train, re-estimate BatchNorm statistics, and measure every saved network on val."""
+    train_batches = make_batches(
+        data, "train", train.batch_size, train.augment, runtime, seed, spec
+    )
+    val = make_batches(data, "val", train.batch_size, None, runtime, seed, spec)
     hooks = FitHooks(on_epoch=extras.on_epoch, on_row=extras.on_row, resume=resume)
-    result = fit(objective, train_batches, val_batches, train, runtime, name, hooks)
-    extra_top1 = {
-        f"{role}/val_top1": topk_accuracy(predict(net, val_batches, runtime), val_batches.labels, 1)
-        for role, (net, _) in objective.extra_networks().items()
-    }
-    return result, extra_top1
+    result = fit(objective, train_batches, val, train, runtime, name, hooks)
+    metrics = _recalibrate_all(name, objective, data, train, runtime, seed, spec, val)
+    final = _val_top1(objective.deployable(), val, runtime)
+    metrics["val/top1_final"] = final  # the saved network, after any BatchNorm re-estimation
+    warning = near_chance(final, result.history[-1]["train/top1"], data.num_classes)
+    if warning:
+        log.warning("%s: %s", name, warning)
+    for role, (net, _) in objective.extra_networks().items():
+        metrics[f"{role}/val_top1"] = _val_top1(net, val, runtime)
+    return result, metrics
 
 
 def _summary(result: FitResult, trainable: int) -> dict[str, float]:
@@ -106,89 +235,56 @@ def _summary(result: FitResult, trainable: int) -> dict[str, float]:
     }
 
 
-def import_weights(model: nn.Module, arch: str, path: Path) -> str:
-    """Load a teacher's weights from a local file (weights_only) into `model`; return its SHA-256.
-
-    Accepts this pipeline's checkpoints, plain state_dicts with this zoo's names, and torchvision
-    state_dicts for the `tv_*` architectures (`torch.save(model.state_dict(), path)`).
-    """
-    raw = load_tensors(
-        path,
-        CheckpointError,
-        "teacher weights",
-        "save them with torch.save(model.state_dict(), path)",
-    )
-    state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
-    if not isinstance(state, dict):
-        raise CheckpointError(
-            f"{path} holds no state_dict; save it with torch.save(model.state_dict())"
-        )
-    own = model.state_dict()
-    if set(state) != set(own) and arch.startswith("tv_"):
-        classes = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
-        key_map = torchvision_key_map(arch, classes)
-        state = {key_map.get(k, k): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        detail = (str(err).strip().splitlines()[1:2] or [str(err)])[0].strip()
-        raise CheckpointError(f"weights in {path} do not fit {arch!r}: {detail}") from None
-    return sha256_file(path)
-
-
 def run_teacher(
-    data_path: Path,
-    cfg: TeacherConfig,
-    runtime: Runtime,
-    seed: int,
-    extras: Extras = Extras(),
-    weights: Path | None = None,
+    data_path: Path, cfg: TeacherConfig, runtime: Runtime, seed: int, extras: Extras = Extras()
 ) -> TrainedRun:
     """Pretrain the teacher with cross-entropy (`vanilla` on the teacher architecture).
 
-    With `weights`, the teacher starts from that file: its SHA-256 and its validation top-1 before
-    any training are recorded, and `train.epochs` (0 allowed) epochs fine-tune it.
+    With `cfg.weights`, the teacher starts from them: their origin, SHA-256 and validation top-1
+    before any training are recorded, and `train.epochs` (0 allowed) epochs fine-tune it.
     """
     data = load_prepared(data_path, ("train", "val"))
     check_batch_size(data, cfg.train, "train_teacher")
-    teacher = create_model(cfg.arch, data.num_classes, data.image_shape[0])
-    imported: dict[str, float | str] = {}
-    if weights is not None:
-        imported["teacher/imported_sha256"] = import_weights(teacher, cfg.arch, weights)
-        val = make_batches(data, "val", cfg.train.batch_size, None, runtime, seed)
+    teacher, imported = start_network(cfg.arch, cfg.weights, data, "train_teacher")
+    spec = run_spec(data, cfg.train, imported.spec if imported else None, None)
+    metrics: dict[str, Any] = _imported_metrics(imported)
+    if imported is not None:
+        val = make_batches(data, "val", cfg.train.batch_size, None, runtime, seed, spec)
         prepare_module(teacher, runtime)
-        imported["val/top1_imported"] = topk_accuracy(predict(teacher, val, runtime), val.labels, 1)
-        log.info(
-            "imported %s (sha256 %s): val top-1 %.2f%% before training",
-            weights,
-            imported["teacher/imported_sha256"][:12],
-            100 * imported["val/top1_imported"],
-        )
-    elif cfg.train.epochs == 0:
-        raise ConfigError(
-            "params.train_teacher.train.epochs is 0 but no --weights were given: "
-            "nothing would train the teacher"
-        )
+        metrics["val/top1_imported"] = _val_top1(teacher, val, runtime)
+        log.info("teacher: val top-1 %.2f%% before training", 100 * metrics["val/top1_imported"])
     if cfg.train.epochs == 0:
-        top1 = imported["val/top1_imported"]
+        if imported is None or any("classes" in note for note in imported.notes):
+            raise ConfigError(
+                "params.train_teacher.train.epochs is 0, but "
+                + ("no weights are given" if imported is None else "the classifier is new")
+                + ": nothing would train the teacher; train at least one epoch"
+            )
+        top1 = metrics["val/top1_imported"]
         result = FitResult(history=[], best_epoch=0, best_val_top1=top1, last_val_top1=top1)
-        metrics = {**imported, "params/trainable": 0}
+        metrics["params/trainable"] = 0
     else:
         objective = build_objective("vanilla", teacher, None, None)
         resume = _resume_file(
-            extras,
-            "teacher",
-            as_dict(cfg),
-            sha256_file(data_path),
-            seed,
-            runtime.describe(),
-            imported.get("teacher/imported_sha256"),
+            extras, "teacher", as_dict(cfg), sha256_file(data_path), seed, runtime.describe()
         )
-        result, _ = _fit("teacher", objective, data, cfg.train, runtime, seed, extras, resume)
-        metrics = {**imported, **_summary(result, count_parameters(teacher))}
-    return TrainedRun(
-        "teacher", data, result, {"teacher": (cfg.arch, teacher)}, as_dict(cfg), metrics
-    )
+        result, fitted = _fit(
+            "teacher", objective, data, cfg.train, runtime, seed, extras, resume, spec
+        )
+        metrics |= _summary(result, count_parameters(teacher)) | fitted
+    networks = {"teacher": (cfg.arch, teacher)}
+    return TrainedRun("teacher", data, result, networks, as_dict(cfg), metrics, {"teacher": spec})
+
+
+def _load_teacher(teacher_path: Path, data: Prepared) -> tuple[Any, nn.Module]:
+    ckpt = load_checkpoint(teacher_path)
+    if ckpt.num_classes != data.num_classes or ckpt.in_channels != data.image_shape[0]:
+        raise CheckpointError(
+            f"teacher {teacher_path} was trained for {ckpt.num_classes} classes x "
+            f"{ckpt.in_channels} channels, the data has {data.num_classes} x "
+            f"{data.image_shape[0]}; rerun train_teacher on this data"
+        )
+    return ckpt, ckpt.build()
 
 
 def run_distill(
@@ -204,21 +300,17 @@ def run_distill(
     OBJECTIVES.get(objective_name)  # an unknown name fails here, listing the valid ones
     data = load_prepared(data_path, ("train", "val"))
     check_batch_size(data, cfg.train, "distill")
-    ckpt = load_checkpoint(teacher_path)
-    if ckpt.num_classes != data.num_classes or ckpt.in_channels != data.image_shape[0]:
-        raise CheckpointError(
-            f"teacher {teacher_path} was trained for {ckpt.num_classes} classes x "
-            f"{ckpt.in_channels} channels, the data has {data.num_classes} x "
-            f"{data.image_shape[0]}; rerun train_teacher on this data"
-        )
-    teacher = ckpt.build()
-    student = create_model(cfg.arch, data.num_classes, data.image_shape[0])
+    ckpt, teacher = _load_teacher(teacher_path, data)
+    student, imported = start_network(cfg.arch, cfg.weights, data, "distill")
+    spec = run_spec(data, cfg.train, imported.spec if imported else None, ckpt.spec)
+    renormalise_input(teacher, spec, ckpt.spec)
     objective_cfg = cfg.objective(objective_name)
     objective = build_objective(objective_name, student, teacher, objective_cfg)
     resume = _resume_file(
         extras,
         objective_name,
         cfg.arch,
+        cfg.weights,
         as_dict(cfg.train),
         as_dict(objective_cfg),
         sha256_file(data_path),
@@ -226,28 +318,32 @@ def run_distill(
         seed,
         runtime.describe(),
     )
-    result, extra_top1 = _fit(
-        objective_name, objective, data, cfg.train, runtime, seed, extras, resume
+    result, fitted = _fit(
+        objective_name, objective, data, cfg.train, runtime, seed, extras, resume, spec
     )
     trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
     metrics = {
+        **_imported_metrics(imported),
         **_summary(result, trainable),
-        **extra_top1,
+        **fitted,
         "params/student": count_parameters(student),
         "params/teacher": count_parameters(teacher),
     }
     networks = {"student": (cfg.arch, student)}
     archs = {"teacher": ckpt.arch, "student": cfg.arch}
+    specs = {"student": spec}
     for role, (net, arch_of) in objective.extra_networks().items():
         networks[role] = (archs[arch_of], net)
+        specs[role] = ckpt.spec if arch_of == "teacher" else spec
     params = {
         "arch": cfg.arch,
+        "weights": cfg.weights,
         "objective": objective_name,
         "train": as_dict(cfg.train),
         objective_name: as_dict(objective_cfg),
         "teacher_arch": ckpt.arch,
     }
-    return TrainedRun(objective_name, data, result, networks, params, metrics)
+    return TrainedRun(objective_name, data, result, networks, params, metrics, specs)
 
 
 def save_run(
@@ -266,6 +362,7 @@ def save_run(
             data=run.data,
             params={**run.params, "seed": seed},
             metrics=run.metrics,
+            spec=run.specs.get(role),
         )
         log.info("wrote %s (%s, %s)", path, role, arch)
     write_json(metrics_path, run.metrics)

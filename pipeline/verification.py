@@ -49,10 +49,10 @@ def _metadata(session: Any) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def check_signature(session: Any, path: Path, data: Prepared) -> None:
-    """Fail unless the ONNX input is `images` with the dataset's (C, H, W) and a free batch axis."""
+def check_signature(session: Any, path: Path, expected_shape: tuple[int, int, int]) -> None:
+    """Fail unless the ONNX input is `images` with the checkpoint's (C, H, W), free batch axis."""
     inputs = session.get_inputs()
-    expected = list(data.image_shape)
+    expected = list(expected_shape)
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         raise ModelFileError(
             f"{path} takes inputs {[i.name for i in inputs]}, expected one named {INPUT_NAME!r}"
@@ -60,9 +60,9 @@ def check_signature(session: Any, path: Path, data: Prepared) -> None:
     shape = inputs[0].shape
     if len(shape) != 4 or list(shape[1:]) != expected or isinstance(shape[0], int):
         raise ModelFileError(
-            f"{path} expects input shape {shape}, the dataset gives "
+            f"{path} expects input shape {shape}, the checkpoint reads "
             f"[batch, {', '.join(map(str, expected))}]; "
-            f"export again from a checkpoint trained on this data"
+            f"export again from this checkpoint"
         )
 
 
@@ -93,14 +93,19 @@ def verify(
     fp32 = open_session(onnx_path, cfg.threads)
     int8 = open_session(int8_path, cfg.threads)
     for session, path in ((fp32, onnx_path), (int8, int8_path)):
-        check_signature(session, path, data)
+        check_signature(session, path, (ckpt.in_channels, *ckpt.image_size))
+    if data.image_shape[0] != ckpt.in_channels:
+        raise ModelFileError(
+            f"{ckpt.path} reads {ckpt.in_channels}-channel images, the data has "
+            f"{data.image_shape[0]}; verify a student trained on this data"
+        )
     check_provenance(fp32, onnx_path, {"checkpoint_sha256": ckpt.path})
     check_provenance(
         int8, int8_path, {"checkpoint_sha256": ckpt.path, "source_onnx_sha256": onnx_path}
     )
     model = ckpt.build().float().cpu()
     cpu = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
-    batches = make_batches(data, "test", cfg.batch_size, None, cpu, seed=0)
+    batches = make_batches(data, "test", cfg.batch_size, None, cpu, 0, ckpt.spec)
     with torch.inference_mode():
         t = np.concatenate([model(images).numpy() for images, _ in batches])
     o, q = _run(fp32, batches), _run(int8, batches)

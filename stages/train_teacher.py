@@ -21,23 +21,14 @@ def train_teacher(
         typer.Option(help="dvclive folder: per-epoch metrics.json and plots, history.png."),
     ],
     state: StateOption = None,
-    weights: Annotated[
-        Path | None,
-        typer.Option(
-            help="Start from these teacher weights (a state_dict file; tv_* archs also "
-            "take torchvision's). Its SHA-256 and accuracy are recorded."
-        ),
-    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Pretrain the teacher with cross-entropy, or import it from --weights (and fine-tune)."""
+    """Pretrain the teacher with cross-entropy, or start it from train_teacher.weights."""
     from pipeline.live import EpochLog
     from pipeline.training import Extras, run_teacher, save_run
 
     p, runtime = setup(params)
     epoch_log = EpochLog(live)
-    run = run_teacher(
-        data, p.train_teacher, runtime, p.seed, Extras(on_row=epoch_log, state=state), weights
-    )
+    run = run_teacher(data, p.train_teacher, runtime, p.seed, Extras(on_row=epoch_log, state=state))
     save_run(run, {"teacher": out}, metrics, live, p.seed)
     epoch_log.close()

@@ -203,10 +203,13 @@ def test_verify_rejects_an_input_signature_that_does_not_fit_the_data(
     )
     out = tmp_path / "rgb.onnx"
     export_onnx(rgb, out, tiny_params.export)
-    with pytest.raises(
-        ModelFileError, match=r"expects input shape .*the dataset gives \[batch, 1, 28, 28\]"
-    ):
+    with pytest.raises(ModelFileError, match=r"reads 3-channel images, the data has 1"):
         verify(out, out, rgb, load_prepared(prepared_path, ("test",)), tiny_params.verify)
+    # The 1-channel 28x28 checkpoint against the 3-channel 32x32 file.
+    with pytest.raises(
+        ModelFileError, match=r"expects input shape .*the checkpoint reads \[batch, 1, 28, 28\]"
+    ):
+        verify(out, out, ckpt, load_prepared(prepared_path, ("test",)), tiny_params.verify)
 
 
 def test_int8_model_runs_at_any_batch_size_and_tracks_fp32(
@@ -272,5 +275,7 @@ def test_load_student_gives_the_pipelines_logits_from_a_checkpoint_or_onnx(
         assert student.input_shape == (1, 28, 28) and len(student.classes) == 10
         np.testing.assert_allclose(student.logits(raw), expected, atol=1e-4, rtol=1e-4)
         assert student.predict(raw[:3]) == [student.classes[i] for i in expected[:3].argmax(1)]
-    with pytest.raises(ValueError, match=r"expected uint8 images of shape \(N, 1, 28, 28\)"):
+    with pytest.raises(ValueError, match=r"expected uint8 images of shape \(N, 1, H, W\)"):
         load_student(exported).logits(np.zeros((2, 3, 32, 32), np.uint8))
+    # Another size is resized to the student's input first, as evaluation does.
+    assert load_student(exported).logits(np.zeros((2, 1, 40, 40), np.uint8)).shape == (2, 10)

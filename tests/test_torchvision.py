@@ -82,6 +82,9 @@ def test_imported_torchvision_teacher_distils_into_a_torchvision_student(folder_
     weights = root / "resnet18.pth"
     torch.manual_seed(1)
     torch.save(torchvision.models.resnet18(weights=None, num_classes=3).state_dict(), weights)
+    raw = yaml.safe_load(params.read_text())
+    raw["train_teacher"]["weights"] = str(weights)
+    params.write_text(yaml.safe_dump(raw))
     _invoke(
         "train_teacher",
         "--data",
@@ -92,12 +95,10 @@ def test_imported_torchvision_teacher_distils_into_a_torchvision_student(folder_
         str(root / "teacher.json"),
         "--live",
         str(root / "tplots"),
-        "--weights",
-        str(weights),
         *p,
     )
     metrics = json.loads((root / "teacher.json").read_text())
-    assert metrics["teacher/imported_sha256"] == sha256_file(weights)
+    assert metrics["weights/sha256"] == sha256_file(weights)
     assert 0 <= metrics["val/top1_imported"] <= 1
     saved = torch.load(root / "teacher.pt", weights_only=True)["state_dict"]
     torch.testing.assert_close(
@@ -148,6 +149,10 @@ def test_weights_for_another_architecture_are_one_clear_error(folder_params) -> 
     )
     wrong = root / "mobilenet.pth"
     torch.save(torchvision.models.mobilenet_v2(weights=None, num_classes=3).state_dict(), wrong)
+    raw = yaml.safe_load(params.read_text())
+    raw["train_teacher"]["weights"] = str(wrong)
+    wrong_params = root / "wrong.yaml"
+    wrong_params.write_text(yaml.safe_dump(raw))
     result = CliRunner().invoke(
         app,
         [
@@ -160,12 +165,10 @@ def test_weights_for_another_architecture_are_one_clear_error(folder_params) -> 
             str(root / "t2.json"),
             "--live",
             str(root / "t2"),
-            "--weights",
-            str(wrong),
             "--params",
-            str(params),
+            str(wrong_params),
         ],
     )
     assert result.exit_code == 2
-    assert "do not fit 'tv_resnet18'" in result.output
+    assert "weights in" in result.output and "do not fit" in result.output
     assert not (root / "t2.pt").exists()

@@ -10,8 +10,28 @@ MODELS: Registry[ModelFactory] = Registry("model")
 
 
 def create_model(name: str, num_classes: int, in_channels: int) -> StagedClassifier:
-    """Build registered model `name` for `num_classes` classes and `in_channels` input channels."""
+    """Build model `name` for `num_classes` classes and `in_channels` input channels: a
+    registered name, or `timm:<name>` for any timm CNN (timm is an optional extra)."""
+    if name.startswith("timm:"):
+        from pipeline.models import timm_zoo
+
+        return timm_zoo.build(name, num_classes, in_channels)
     return MODELS.get(name)(num_classes, in_channels)
+
+
+def check_model_name(name: str, where: str) -> None:
+    """Fail in one line, naming `where` (a params key), unless `name` can be built."""
+    from pipeline.errors import ConfigError
+
+    try:
+        if name.startswith("timm:"):
+            from pipeline.models import timm_zoo
+
+            timm_zoo.check_name(name.removeprefix("timm:"))
+        else:
+            MODELS.get(name)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 # Registration happens on import; these imports must come after MODELS exists.

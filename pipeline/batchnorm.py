@@ -1,0 +1,76 @@
+"""BatchNorm you can trust: re-estimated running statistics, and a warning when eval mode fails.
+
+A network that trains well can still score chance in eval mode when its BatchNorm running
+statistics lag behind its weights: torchvision's MobileNetV3 uses momentum 0.01, so after a few
+hundred steps the statistics are still near their initial values. Re-estimating them after
+training on a seeded sample of training images (preprocessed as in evaluation) makes the saved
+network's eval mode match what it learnt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+from torch import nn
+
+from pipeline.batches import make_batches
+from pipeline.data import Prepared
+from pipeline.inputs import InputSpec
+from pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def has_batchnorm(network: nn.Module) -> bool:
+    return any(isinstance(m, _NORMS) and m.track_running_stats for m in network.modules())
+
+
+@torch.no_grad()
+def recalibrate(
+    network: nn.Module,
+    data: Prepared,
+    spec: InputSpec,
+    images: int,
+    batch_size: int,
+    runtime: Runtime,
+    seed: int,
+) -> None:
+    """Replace every BatchNorm's running statistics by their average over `images` seeded
+    training images (evaluation preprocessing); weights are not touched."""
+    norms = [m for m in network.modules() if isinstance(m, _NORMS) and m.track_running_stats]
+    if not norms or images <= 0:
+        return
+    train = data.splits["train"]
+    pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))
+    sample = dataclasses.replace(data, splits={"sample": train.subset(pick[:images])})
+    momenta = [m.momentum for m in norms]
+    was_training = network.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch, not an exponential one
+    network.train()
+    try:
+        with runtime.autocast():
+            for batch, _ in make_batches(sample, "sample", batch_size, None, runtime, seed, spec):
+                network(batch)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        network.train(was_training)
+
+
+def near_chance(val_top1: float, train_top1: float, num_classes: int) -> str | None:
+    """One line saying why, when validation top-1 is near chance and training top-1 is not."""
+    chance = 1 / num_classes
+    if val_top1 > 1.5 * chance or train_top1 - val_top1 < 0.2:
+        return None
+    return (
+        f"validation top-1 {100 * val_top1:.1f}% is near chance ({100 * chance:.1f}%) while "
+        f"training top-1 reached {100 * train_top1:.1f}%: the network behaves differently in "
+        f"eval mode. Likely causes: BatchNorm running statistics that lag behind the weights "
+        f"(keep train.bn_recalibration_images > 0), or evaluation preprocessing that differs "
+        f"from training (check prepare.resize and train.input_size)"
+    )
