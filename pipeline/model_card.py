@@ -131,6 +131,7 @@ def render(
 compressed by knowledge distillation (objective `{objective}`) from a `{teacher}` teacher.
 Input `images`: float32 (N, {c}, {h}, {w}), `x = (uint8 / 255 - mean) / std` per channel with
 mean {mean} and std {std}. Output `logits`: (N, {k}). Any batch size.
+Preprocessing, as in evaluation: {ckpt.spec.describe()}.
 
 **Made by.** git commit `{git_commit()}`; data `{data_path}` (sha256 `{sha256_file(data_path)}`),
 dataset `{dataset}`; the params below; {versions}.
