@@ -168,7 +168,7 @@ def _recalibrate_all(
     val: BatchSource,
 ) -> dict[str, float]:
     """Re-estimate BatchNorm statistics of every network that is saved; val top-1 around it."""
-    networks = {"student": objective.deployable()}
+    networks = {"teacher" if name == "teacher" else "student": objective.deployable()}
     networks.update({role: net for role, (net, _) in objective.extra_networks().items()})
     metrics: dict[str, float] = {}
     for role, network in networks.items():
