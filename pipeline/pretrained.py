@@ -19,6 +19,7 @@ re-initialised, and the file's SHA-256 is returned. Weights that come with their
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,15 @@ def _timm(arch: str, tag: str) -> tuple[dict[str, Tensor], InputSpec, str]:
             f"or give a local file"
         ) from None
     return model.state_dict(), _timm_spec(name, f"timm {full}"), f"huggingface:{full}"
+
+
+def content_sha256(state: dict[str, Tensor]) -> str:
+    """SHA-256 over a state_dict's names and bytes: weights from a hub cache have no one file."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().flatten().view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _timm_spec(name: str, source: str) -> InputSpec:
@@ -240,7 +250,7 @@ def import_weights(model: nn.Module, arch: str, source: str, num_classes: int) -
         sha = sha256_file(Path(origin)) if Path(origin).is_file() else ""
     elif arch.startswith("timm:"):
         state, spec, origin = _timm(arch, source)
-        sha = ""
+        sha = content_sha256(state)
     else:
         raise ConfigError(
             f"weights {source!r} for {arch}: not a file; zoo models start from a state_dict file "

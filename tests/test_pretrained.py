@@ -184,3 +184,71 @@ def test_timm_cnns_become_chains_split_before_their_last_stage(name: str) -> Non
     names = [n for n, _ in model.named_children()]
     last_stage = original.feature_info[-1]["module"].replace(".", "_")
     assert names.index(model.split_point) <= names.index(last_stage) < len(names) - 1
+
+
+def _teacher_command(tmp_path: Path, prepared_path: Path, **train_teacher: object) -> list[str]:
+    import yaml
+
+    from tests.conftest import TINY_PARAMS
+
+    raw = yaml.safe_load(TINY_PARAMS.read_text())
+    raw["train_teacher"].update(train_teacher)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    out = ["--out", str(tmp_path / "t.pt"), "--metrics", str(tmp_path / "t.json")]
+    live = ["--live", str(tmp_path / "live"), "--params", str(tmp_path / "params.yaml")]
+    return ["train_teacher", "--data", str(prepared_path), *out, *live]
+
+
+def _one_line_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    result = CliRunner().invoke(app, args)
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 2, result.output
+    assert len(errors) == 1 and message in errors[0], result.output
+    assert not (tmp_path / "t.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("weights", "arch", "message"),
+    [
+        (
+            "IMAGENET9K",
+            "tv_resnet18",
+            "params.train_teacher.weights: tv_resnet18 has no torchvision",
+        ),
+        ("damaged", "tv_resnet18", "cannot read weights"),
+        ("mobilenet", "tv_resnet18", "do not fit"),
+    ],
+)
+def test_bad_weights_are_one_line_and_exit_2(
+    tmp_path: Path, prepared_path: Path, weights: str, arch: str, message: str
+) -> None:
+    if weights == "damaged":
+        _imagenet_resnet18(tmp_path / "full.pth")
+        (tmp_path / "w.pth").write_bytes((tmp_path / "full.pth").read_bytes()[:5000])
+        weights = str(tmp_path / "w.pth")
+    elif weights == "mobilenet":
+        torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path / "w.pth")
+        weights = str(tmp_path / "w.pth")
+    args = _teacher_command(tmp_path, prepared_path, arch=arch, weights=weights)
+    _one_line_exit_2(args, message, tmp_path)
+
+
+def test_an_unknown_timm_name_stops_the_first_stage_in_one_line(
+    tmp_path: Path, prepared_path: Path
+) -> None:
+    args = _teacher_command(tmp_path, prepared_path, arch="timm:resnet1888")
+    _one_line_exit_2(args, "params.train_teacher.arch: unknown timm model 'resnet1888'", tmp_path)
+
+
+def test_timm_not_installed_stops_the_first_stage_in_one_line(
+    tmp_path: Path, prepared_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)
+    args = _teacher_command(tmp_path, prepared_path, arch="timm:resnet18")
+    _one_line_exit_2(args, "timm is not installed", tmp_path)

@@ -99,6 +99,12 @@ def test_imported_torchvision_teacher_distils_into_a_torchvision_student(folder_
     )
     metrics = json.loads((root / "teacher.json").read_text())
     assert metrics["weights/sha256"] == sha256_file(weights)
+    # torchvision weights bring ImageNet's normalisation, and the checkpoint carries it on.
+    teacher_ckpt = torch.load(root / "teacher.pt", weights_only=True)
+    assert (
+        teacher_ckpt["mean"] == [0.485, 0.456, 0.406]
+        and teacher_ckpt["normalisation"] == "ImageNet"
+    )
     assert 0 <= metrics["val/top1_imported"] <= 1
     saved = torch.load(root / "teacher.pt", weights_only=True)["state_dict"]
     torch.testing.assert_close(
