@@ -16,6 +16,7 @@ a large gap is the failure BatchNorm re-estimation exists to prevent. Prints a t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -118,6 +119,10 @@ def batch_statistics_top1(repo: Path, objective: str) -> dict[str, float]:
     """Test top-1 of a student in eval mode and with train-mode (batch-statistics) BatchNorm."""
     ckpt = load_checkpoint(repo / "models" / "distill" / objective / "student.pt")
     data = load_prepared(repo / "data" / "prepared.pt", ("test",))
+    # Batch statistics need batches that mix the classes: the test split is in folder order.
+    test = data.splits["test"]
+    order = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(0))
+    data = dataclasses.replace(data, splits={"test": test.subset(order)})
     cpu = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
     batches = make_batches(data, "test", 256, None, cpu, 0, ckpt.spec)
     model = ckpt.build()

@@ -119,6 +119,10 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     assert "resnet8 student (sokd)" in card and "resnet20" in card and "onnxruntime INT8" in card
     assert "sha256" in card and "git commit" in card and "InferenceSession" in card
     assert "| `vanilla` |" in card and "| `sokd` |" in card  # every student of the one list
+    from pipeline.checkpoint import load_checkpoint
+
+    spec = load_checkpoint(repo / "models/distill/sokd/student.pt").spec
+    assert f"Preprocessing, as in evaluation: {spec.describe()}." in card
     from pipeline.model_card import library_versions
 
     for package, version in library_versions().items():
