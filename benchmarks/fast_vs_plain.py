@@ -24,7 +24,7 @@ from pipeline.batches import make_batches
 from pipeline.data import load_prepared
 from pipeline.inference import predict, topk_accuracy
 from pipeline.params import load_params
-from pipeline.runtime import resolve_runtime, seed_everything
+from pipeline.runtime import resolve_runtime
 from pipeline.training import run_distill
 
 
@@ -58,9 +58,9 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         for name, (runtime, cfg) in paths.items():
-            seed_everything(seed)
             start = time.perf_counter()
-            run = run_distill("sokd", args.data, args.teacher, cfg, runtime, seed)
+            cfg = dataclasses.replace(cfg, seed=seed)
+            run = run_distill("sokd", args.data, args.teacher, cfg, runtime)
             wall = time.perf_counter() - start
             student = run.networks["student"][1]
             batches = make_batches(test, "test", 500, None, runtime.fp32(), seed=0)

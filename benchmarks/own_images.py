@@ -94,7 +94,8 @@ def overlay(teacher: str, student: str) -> dict[str, Any]:
         "augment": {"kind": "random_resized_crop", "scale": [0.35, 1.0]},
     }
     prepare = {"dataset": "imagefolder", "image_size": 64, "resize": "shorter_side"}
-    distill = {"arch": student, "train": train, "objectives": ["vanilla", "sokd"]}
+    distill = {"arch": student, "weights": "", "seed": 0, "train": train}
+    distill["objectives"] = ["vanilla", "sokd"]
     return {
         "seed": 0,
         "runtime": {},

@@ -172,6 +172,9 @@ class TeacherConfig:
     # checkpoint of this pipeline, or a RepDistiller/mdistiller {"model": ...} file).
     weights: str = ""
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Initialisation and data order of the teacher's training. Its own key, so a seed study of
+    # the students (`distill.seed`) reuses one teacher; the top-level `seed` draws the data split.
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,9 @@ class DistillConfig:
     arch: str = "resnet8"  # student architecture, key into MODELS, or timm:<name>
     weights: str = ""  # the student's starting weights, as train_teacher.weights
     train: TrainConfig = field(default_factory=TrainConfig)
+    # The student's initialisation and data order (and its side networks'): one seed means the
+    # same starting weights and the same batches whatever the objective, so runs pair up.
+    seed: int = 0
     # The one list of objectives: each is trained by `distill`, evaluated, plotted and carded.
     objectives: tuple[str, ...] = ("vanilla", "sokd")
     settings: Mapping[str, Any] = field(default_factory=dict)

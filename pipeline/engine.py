@@ -192,6 +192,7 @@ def _set_up(
     objective: Objective, steps_per_epoch: int, cfg: TrainConfig, runtime: Runtime
 ) -> _Training:
     prepare_module(objective, runtime)
+    objective.epochs = cfg.epochs
     if runtime.compile:
         objective.compile_networks()
     optimizer = build_optimizer(objective, cfg.optim)

@@ -31,7 +31,7 @@ from pipeline.objectives.base import Objective
 from pipeline.pretrained import Imported, import_weights
 from pipeline.reporting import plot_history
 from pipeline.resume import ResumeFile
-from pipeline.runtime import Runtime, prepare_module
+from pipeline.runtime import Runtime, prepare_module, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -236,13 +236,15 @@ def _summary(result: FitResult, trainable: int) -> dict[str, float]:
 
 
 def run_teacher(
-    data_path: Path, cfg: TeacherConfig, runtime: Runtime, seed: int, extras: Extras = Extras()
+    data_path: Path, cfg: TeacherConfig, runtime: Runtime, extras: Extras = Extras()
 ) -> TrainedRun:
     """Pretrain the teacher with cross-entropy (`vanilla` on the teacher architecture).
 
     With `cfg.weights`, the teacher starts from them: their origin, SHA-256 and validation top-1
     before any training are recorded, and `train.epochs` (0 allowed) epochs fine-tune it.
     """
+    seed = cfg.seed
+    seed_everything(seed)
     data = load_prepared(data_path, ("train", "val"))
     check_batch_size(data, cfg.train, "train_teacher")
     teacher, imported = start_network(cfg.arch, cfg.weights, data, "train_teacher")
@@ -293,11 +295,15 @@ def run_distill(
     teacher_path: Path,
     cfg: DistillConfig,
     runtime: Runtime,
-    seed: int,
     extras: Extras = Extras(),
 ) -> TrainedRun:
-    """Train the student with `objective_name` against the frozen teacher from `teacher_path`."""
+    """Train the student with `objective_name` against the frozen teacher from `teacher_path`.
+
+    `cfg.seed` fixes the student's initialisation and data order whatever the objective.
+    """
     OBJECTIVES.get(objective_name)  # an unknown name fails here, listing the valid ones
+    seed = cfg.seed
+    seed_everything(seed)
     data = load_prepared(data_path, ("train", "val"))
     check_batch_size(data, cfg.train, "distill")
     ckpt, teacher = _load_teacher(teacher_path, data)
@@ -342,12 +348,13 @@ def run_distill(
         "train": as_dict(cfg.train),
         objective_name: as_dict(objective_cfg),
         "teacher_arch": ckpt.arch,
+        "seed": seed,
     }
     return TrainedRun(objective_name, data, result, networks, params, metrics, specs)
 
 
 def save_run(
-    run: TrainedRun, checkpoints: dict[str, Path], metrics_path: Path, live_dir: Path, seed: int
+    run: TrainedRun, checkpoints: dict[str, Path], metrics_path: Path, live_dir: Path
 ) -> None:
     """Write each network's checkpoint, the run's metrics JSON and its history picture."""
     if not world().is_main:  # under torchrun one process writes the files
@@ -360,7 +367,7 @@ def save_run(
             arch=arch,
             role=role,
             data=run.data,
-            params={**run.params, "seed": seed},
+            params=run.params,
             metrics=run.metrics,
             spec=run.specs.get(role),
         )

@@ -52,7 +52,7 @@ def distill(
     p, runtime = setup(params)
     epoch_log = EpochLog(live)
     run = run_distill(
-        objective, data, teacher, p.distill, runtime, p.seed, Extras(on_row=epoch_log, state=state)
+        objective, data, teacher, p.distill, runtime, Extras(on_row=epoch_log, state=state)
     )
-    save_run(run, {role: out / f"{role}.pt" for role in run.networks}, metrics, live, p.seed)
+    save_run(run, {role: out / f"{role}.pt" for role in run.networks}, metrics, live)
     epoch_log.close()

@@ -29,6 +29,6 @@ def train_teacher(
 
     p, runtime = setup(params)
     epoch_log = EpochLog(live)
-    run = run_teacher(data, p.train_teacher, runtime, p.seed, Extras(on_row=epoch_log, state=state))
-    save_run(run, {"teacher": out}, metrics, live, p.seed)
+    run = run_teacher(data, p.train_teacher, runtime, Extras(on_row=epoch_log, state=state))
+    save_run(run, {"teacher": out}, metrics, live)
     epoch_log.close()

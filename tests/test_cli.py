@@ -218,7 +218,7 @@ def test_unknown_objective_is_one_line(tmp_path: Path, prepared_path: Path) -> N
     result = _sokd(
         "distill",
         "--objective",
-        "dkd",
+        "crd",
         "--data",
         str(prepared_path),
         "--teacher",
@@ -234,5 +234,6 @@ def test_unknown_objective_is_one_line(tmp_path: Path, prepared_path: Path) -> N
         cwd=tmp_path,
     )
     _one_line_error(
-        result, "unknown objective 'dkd'; choose one of at, dml, fitnet, kd, kd_dml, sokd"
+        result,
+        "unknown objective 'crd'; choose one of at, dist, dkd, dml, fitnet, kd, kd_dml, sokd",
     )

@@ -37,6 +37,7 @@ def test_shipped_params_files_load(path: Path) -> None:
 def test_shipped_params_files_state_only_what_differs_from_the_defaults(path: Path) -> None:
     """Every leaf a file sets differs from its default, except the keys DVC must find there."""
     dvc_needs = {"seed", "train_teacher.arch", "distill.arch", "distill.objectives"}
+    dvc_needs |= {"distill.weights", "distill.seed"}
     dvc_needs |= {"export.objective", "prepare.dataset"}
     base = as_dict(defaults())
     base["distill"].update(base["distill"].pop("settings"))
@@ -138,7 +139,7 @@ def _set(section: str, key: str, value: object):
             r"params\.distill\.arch: unknown model 'resnet9'; choose one of",
         ),
         (_set("prepare", "dataset", "mnist"), r"params\.prepare\.dataset: unknown dataset 'mnist'"),
-        (_set("export", "objective", "dkd"), r"params\.export\.objective: unknown objective 'dkd'"),
+        (_set("export", "objective", "crd"), r"params\.export\.objective: unknown objective 'crd'"),
         (_set("export", "objective", "kd"), r"params\.export\.objective: 'kd' is not trained"),
         (_set("runtime", "device", "gpu"), r"params\.runtime\.device: expected auto, cpu, cuda"),
         (_set("verify", "min_agreement", 1.5), r"params\.verify\.min_agreement: is a fraction"),

@@ -126,6 +126,8 @@ def test_sokd_without_a_teacher_is_a_clear_error(tiny_params: Params) -> None:
 TRAINED = {
     "vanilla": {"student"},
     "kd": {"student"},
+    "dkd": {"student"},
+    "dist": {"student"},
     "at": {"student"},
     "fitnet": {"student", "regressor"},
     "dml": {"student", "peer"},
@@ -189,3 +191,49 @@ def test_dml_peer_starts_from_scratch_with_the_teacher_architecture(tiny_params:
     kd_dml = build_objective("kd_dml", student, teacher, tiny_params.distill.objective("kd_dml"))
     assert set(kd_dml.peer.state_dict()) == set(student.state_dict())
     assert kd_dml.extra_networks()["peer"][1] == "student"
+
+
+def test_dkd_warms_up_linearly_over_its_epochs(tiny_params: Params) -> None:
+    student, teacher = _networks()
+    cfg = dataclasses.replace(tiny_params.distill.objective("dkd"), warmup_epochs=5.0)
+    objective = build_objective("dkd", student, teacher, cfg)
+    objective.epochs = 10
+    assert [objective.warmup(p) for p in (0.0, 0.25, 0.5, 0.9)] == [0.0, 0.5, 1.0, 1.0]
+    images, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    torch.manual_seed(0)
+    half = objective.eval().step(images, labels, 0.25).parts
+    full = objective.eval().step(images, labels, 0.75).parts
+    for key in ("student/tckd", "student/nckd"):
+        assert full[key].item() > 0
+        torch.testing.assert_close(half[key], 0.5 * full[key])
+    no_warmup = build_objective("dkd", student, teacher, dataclasses.replace(cfg, warmup_epochs=0))
+    assert no_warmup.warmup(0.0) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "part"),
+    [("kd", "student/kd"), ("dkd", "student/nckd"), ("sokd", "bridge/kl_teacher")],
+)
+def test_logit_standardisation_ignores_the_teachers_logit_scale_and_shift(
+    name: str, part: str, tiny_params: Params
+) -> None:
+    # z-scored logits carry only the relations between classes: a teacher whose logits are
+    # 3x larger and shifted by 5 teaches exactly the same thing; without it, it does not.
+    images, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+
+    def part_value(standardise: bool, scale: float, shift: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        student, teacher = _networks()
+        with torch.no_grad():  # the last layer's outputs scaled and shifted
+            teacher.fc.weight.mul_(scale)
+            teacher.fc.bias.mul_(scale).add_(shift)
+        cfg = dataclasses.replace(
+            tiny_params.distill.objective(name), logit_standardisation=standardise
+        )
+        if name == "sokd":  # a bridge copied from the teacher would carry the same scale
+            cfg = dataclasses.replace(cfg, bridge_init="random")
+        objective = build_objective(name, student, teacher, cfg).eval()
+        return objective.step(images, labels, 0.99).parts[part]
+
+    torch.testing.assert_close(part_value(True, 1, 0), part_value(True, 3, 5))
+    assert not torch.allclose(part_value(False, 1, 0), part_value(False, 3, 5))

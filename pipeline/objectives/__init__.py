@@ -21,4 +21,4 @@ def build_objective(
 
 
 # Registration happens on import; these imports must come after OBJECTIVES exists.
-from pipeline.objectives import dml, features, kd, sokd, vanilla  # noqa: E402, F401
+from pipeline.objectives import dist, dkd, dml, features, kd, sokd, vanilla  # noqa: E402, F401

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline.losses import standardise
+
 COMPILED_GRAPHS = 128  # dynamo's recompile limit while objectives are compiled (default 8)
 
 
@@ -23,6 +25,9 @@ class Objective(nn.Module):
 
     config: type  # the dataclass of this objective's params section (`distill.<name>`)
     frozen: tuple[str, ...] = ()  # child modules that stay in eval mode whatever train() is told
+    # The run's length, set by the training set-up before the first step: `progress x epochs`
+    # is the number of epochs done, for schedules stated in epochs (e.g. DKD's warm-up).
+    epochs: int = 1
 
     def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
         """Compute the loss of one batch; `progress` in [0, 1) is the fraction of training done."""
@@ -62,6 +67,11 @@ class Objective(nn.Module):
         for name in self.frozen:  # a frozen teacher keeps its BatchNorm running statistics
             getattr(self, name).eval()
         return self
+
+
+def logit_view(*logits: Tensor, standardise_them: bool) -> tuple[Tensor, ...]:
+    """The logits a distillation term compares: z-scored when logit standardisation is on."""
+    return tuple(standardise(z) for z in logits) if standardise_them else logits
 
 
 def freeze(module: nn.Module) -> nn.Module:

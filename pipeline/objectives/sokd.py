@@ -29,7 +29,7 @@ from pipeline.models.staged import (
     tap_channels,
 )
 from pipeline.objectives import OBJECTIVES
-from pipeline.objectives.base import Objective, StepOutput, freeze
+from pipeline.objectives.base import Objective, StepOutput, freeze, logit_view
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class SokdConfig:
     # bridge lr = bridge_lr_mult x train.optim.lr (reference: 1.0 in its config, 0.5 in its code)
     bridge_lr_mult: float = 1.0
     split: str = ""  # the teacher's first head module; "" picks the architecture's default
+    # z-score every logit vector before τ in the three KL terms (Sun et al., CVPR 2024)
+    logit_standardisation: bool = False
 
     def __post_init__(self) -> None:
         positive_temperature(self)
@@ -114,17 +116,17 @@ class SemiOnlineKD(Objective):
         features, teacher_logits = features.clone(), teacher_logits.clone()
         bridge_feat, bridge_logits = self._run(self.bridge, self.head_tap, features)  # (B, K)
         student_feat, student_logits = self._run(self.student, self.student.split_point, images)
+        z_s, z_b, z_t = logit_view(
+            student_logits, bridge_logits, teacher_logits, standardise_them=c.logit_standardisation
+        )
         # Every cross term is detached: each network treats its peer's output as a fixed target
         # this step, so one backward of the sum optimises each network on its own loss.
         parts = {
             "student/ce": c.student_ce * cross_entropy(student_logits, labels),
-            "student/kl_bridge": c.student_kl_bridge
-            * kd_kl(student_logits, bridge_logits.detach(), c.temperature),
+            "student/kl_bridge": c.student_kl_bridge * kd_kl(z_s, z_b.detach(), c.temperature),
             "bridge/ce": c.bridge_ce * cross_entropy(bridge_logits, labels),
-            "bridge/kl_teacher": c.bridge_kl_teacher
-            * kd_kl(bridge_logits, teacher_logits, c.temperature),
-            "bridge/kl_student": c.bridge_kl_student
-            * kd_kl(bridge_logits, student_logits.detach(), c.temperature),
+            "bridge/kl_teacher": c.bridge_kl_teacher * kd_kl(z_b, z_t, c.temperature),
+            "bridge/kl_student": c.bridge_kl_student * kd_kl(z_b, z_s.detach(), c.temperature),
         }
         if self.uses_features:
             parts.update(self.feature_parts(student_feat, bridge_feat, teacher_feat.clone()))
