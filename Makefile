@@ -40,8 +40,9 @@ bench-accuracy: repro
 gpu-check:
 	PYTHONPATH=. $(PYTHON) -m benchmarks.gpu_check --out benchmarks/gpu.json
 
+# The comparison (benchmarks/comparison, a DVC project of its own): methods x seeds, ~75 min here.
 benchmark: data
-	python -m benchmarks.compare --out benchmarks
+	cd benchmarks/comparison && dvc repro
 
 # Re-install only when the dependency list changes; a second `make` skips this.
 $(STAMP): pyproject.toml

@@ -16,7 +16,7 @@ import yaml
 
 from tests.conftest import ROOT
 
-PACKAGES = ("pipeline", "stages")
+PACKAGES = ("pipeline", "stages", "benchmarks")
 
 
 def _module_file(module: str) -> Path | None:

@@ -1,0 +1,186 @@
+"""The comparison benchmark's report, computed from its DVC records (see benchmarks/compare.py).
+
+    python -m benchmarks.compare_report [--bench benchmarks/comparison]
+
+Reads every run's record (`runs/<method>/<seed>.json`) and the teacher's, and writes
+`results.json` (every row and every paired comparison), `RESULTS.md` (mean ± std, best and last
+epoch, SOKD minus each method with a 95 % paired t interval, and the verdicts) and `val_top1.png`
+(validation top-1 per epoch, mean over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+from benchmarks.compare import BENCH, Bench, load_bench
+from benchmarks.paired import Paired, paired
+from pipeline.files import write_json, write_text
+from pipeline.reporting import plot_curves
+
+REFERENCE = "sokd"  # every other method is compared with it, seed by seed
+
+
+def read_rows(bench: Path, b: Bench) -> list[dict[str, Any]]:
+    """Every run's record, with its method, objective and seed, in params order."""
+    rows = []
+    for label, (objective, _) in b.methods.items():
+        for seed in b.seeds:
+            path = bench / "runs" / label / f"{seed}.json"
+            row = json.loads(path.read_text())
+            curve = json.loads(path.with_suffix(".curve.json").read_text())
+            rows.append({"method": label, "objective": objective, "seed": seed, **row} | curve)
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _by_seed(rows: list[dict[str, Any]], label: str, key: str) -> dict[int, float]:
+    return {r["seed"]: 100 * r[key] for r in rows if r["method"] == label}
+
+
+def comparisons(rows: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, Paired]]:
+    """SOKD minus each other method, seed by seed, at the last and at the best epoch."""
+    return {
+        label: {
+            when: paired(_by_seed(rows, REFERENCE, key), _by_seed(rows, label, key))
+            for when, key in (("last", "test_top1_last"), ("best", "test_top1_best"))
+        }
+        for label in labels
+        if label != REFERENCE
+    }
+
+
+def _ci(c: Paired) -> str:
+    return f"{c.mean:+.2f} [{c.low:+.2f}, {c.high:+.2f}]"
+
+
+def _verdict_line(label: str, c: Paired) -> str:
+    line = (
+        f"- **SOKD {c.verdict} {label}**: SOKD − {label} = {c.mean:+.2f} points at the last "
+        f"epoch, 95 % CI [{c.low:+.2f}, {c.high:+.2f}], SOKD ahead on {c.wins} of {c.n} seeds."
+    )
+    if c.verdict.startswith("no detectable"):
+        needed = c.seeds_needed()
+        line += " Inside the noise at this budget" + (
+            f"; with this spread the interval would exclude 0 from about {needed} seeds."
+            if needed
+            else "."
+        )
+    return line
+
+
+def _setting(b: Bench, teacher: dict[str, Any]) -> list[str]:
+    p, d, t = b.params, b.params.distill, b.params.train_teacher
+    return [
+        f"Setting: {p.prepare.dataset}, {p.prepare.train_size or 'all'} training images "
+        f"({p.prepare.val_size} held out for validation), the full test set; one "
+        f"{t.arch} teacher ({t.train.epochs} epochs, seed {t.seed}; test top-1 "
+        f"{100 * teacher['test_top1_last']:.2f} %, {teacher['params']:,} parameters) shared by "
+        f"every run; student {d.arch}, {d.train.epochs} epochs, batch {d.train.batch_size}, "
+        f"SGD lr {d.train.optim.lr}, {d.train.schedule.kind} schedule. Seeds {list(b.seeds)}: "
+        "seed s is the same student initialisation and data order for every method. Every "
+        "other number: `benchmarks/comparison/params.yaml`.",
+    ]
+
+
+def summarise(rows: list[dict[str, Any]], b: Bench, teacher: dict[str, Any], machine: str) -> str:
+    """RESULTS.md: mean ± std, best and last, paired CIs against SOKD, and the verdicts."""
+    labels = list(b.methods)
+    stats = {
+        m: {k: _mean_std(list(_by_seed(rows, m, k).values())) for k in ("test_top1_last",
+            "test_top1_best")}
+        for m in labels
+    }  # fmt: skip
+    versus = comparisons(rows, labels)
+    compute_min = (teacher["wall_s"] + sum(r["wall_s"] for r in rows)) / 60
+    lines = [
+        "# SOKD against the distillers users pick today: paired, on one budget",
+        "",
+        f"Produced by `make benchmark` (`cd benchmarks/comparison && dvc repro`): {len(rows)} "
+        f"student runs and one teacher, {compute_min:.0f} min of training on {machine}.",
+        "",
+        *_setting(b, teacher),
+        "",
+        "Test top-1 in %, mean ± std over seeds. *Last*: the final weights (what you ship). "
+        "*Best*: the best epoch on the test set, as papers quote it (nothing is selected with "
+        "it). *SOKD − method*: the mean paired difference with its 95 % t interval.",
+        "",
+        "| method | objective, settings | last epoch | best epoch | SOKD − method, last | "
+        "SOKD − method, best | SOKD ahead | images/s | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in sorted(labels, key=lambda m: -stats[m]["test_top1_last"][0]):
+        rs = [r for r in rows if r["method"] == m]
+        objective, settings = b.methods[m]
+        how = objective + "".join(f", {k}={v}" for k, v in settings.items())
+        last, best = stats[m]["test_top1_last"], stats[m]["test_top1_best"]
+        c = versus.get(m)
+        lines.append(
+            f"| {m} | {how} | {last[0]:.2f} ± {last[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} | "
+            + (
+                f"{_ci(c['last'])} | {_ci(c['best'])} | {c['last'].wins}/{c['last'].n} | "
+                if c
+                else "— | — | — | "
+            )
+            + f"{statistics.mean(r['images_per_s'] for r in rs):.0f} | "
+            f"{statistics.mean(r['wall_s'] for r in rs):.0f} |"
+        )
+    lines += ["", "## Verdict (last epoch; the interval decides, not the means)", ""]
+    lines += [_verdict_line(m, c["last"]) for m, c in versus.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({os.cpu_count()} cores)"
+
+
+def report(bench: Path) -> None:
+    b = load_bench(bench)
+    rows = read_rows(bench, b)
+    teacher = json.loads((bench / "teacher.json").read_text())
+    versus = comparisons(rows, list(b.methods))
+    results = {
+        "teacher": teacher,
+        "rows": rows,
+        "paired_vs_sokd": {
+            m: {when: dataclasses.asdict(c) | {"verdict": c.verdict} for when, c in cs.items()}
+            for m, cs in versus.items()
+        },
+        "machine": _machine(),
+        "command": "make benchmark",
+    }
+    write_json(bench / "results.json", results)
+    write_text(bench / "RESULTS.md", summarise(rows, b, teacher, results["machine"]))
+    curves = {}
+    for m in b.methods:
+        per_seed = [r["val"] for r in rows if r["method"] == m]
+        curves[m] = [100 * statistics.mean(v) for v in zip(*per_seed, strict=True)]
+    plot_curves(bench / "val_top1.png", curves, "validation top-1 (%), mean over seeds")
+    print((bench / "RESULTS.md").read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", type=Path, default=BENCH, help="the benchmark's DVC project")
+    report(parser.parse_args(argv).bench)
+
+
+if __name__ == "__main__":
+    main()
