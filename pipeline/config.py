@@ -233,10 +233,17 @@ class QuantizeConfig:
     format: Literal["qoperator", "qdq"] = "qoperator"
     reduce_range: bool = True  # 7-bit weights: no int16 saturation in u8s8 kernels without VNNI
     fp32_stem: bool = True  # the first convolution (it reads the raw image) stays fp32
+    # Accuracy-controlled INT8: when INT8 loses more than this top-1 on the *validation* split,
+    # the layers whose quantization harms it most stay fp32, one more at a time, up to
+    # max_fp32_layers (beyond the stem); past the cap `quantize` fails.
+    max_top1_drop: float = 0.005
+    max_fp32_layers: int = 8
 
     def __post_init__(self) -> None:
         _require(self.calibration_images > 0, "calibration_images", "must be > 0")
         _require(self.calibration_batch > 0, "calibration_batch", "must be > 0")
+        _require(0 <= self.max_top1_drop <= 1, "max_top1_drop", "is a fraction in [0, 1]")
+        _require(self.max_fp32_layers >= 0, "max_fp32_layers", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,16 @@ agreement).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import logging
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,13 +35,14 @@ import torch
 from pipeline.batches import make_batches
 from pipeline.config import QuantizeConfig
 from pipeline.data import Prepared
-from pipeline.errors import ModelFileError
+from pipeline.errors import GateError, ModelFileError
 from pipeline.export import INPUT_NAME
 from pipeline.files import atomic_path, sha256_file
 from pipeline.inputs import InputSpec
 from pipeline.runtime import Runtime
 
 CPU = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
+log = logging.getLogger(__name__)
 
 
 def onnx_input_spec(path: Path, data: Prepared) -> InputSpec:
@@ -64,60 +70,199 @@ def calibration_batches(
         yield images.numpy()
 
 
-def quantize_int8(
-    fp32_path: Path, out: Path, data: Prepared, cfg: QuantizeConfig, seed: int
-) -> dict[str, float | str]:
-    """Write `out`, the INT8 version of `fp32_path` calibrated on training images; report."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+QUANTIZABLE = ("Conv", "Gemm", "MatMul")  # the layers whose precision the fallback chooses
 
-    if not fp32_path.is_file():
-        raise ModelFileError(f"ONNX file not found: {fp32_path}; run `dvc repro export`")
 
-    spec = onnx_input_spec(fp32_path, data)
+@dataclass
+class _Quantizer:
+    """quantize_static on one pre-processed model, calibrated once (where onnxruntime caches)."""
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = calibration_batches(data, cfg, seed, spec)
+    pre: Path
+    scratch: Path
+    data: Prepared
+    cfg: QuantizeConfig
+    seed: int
+    spec: InputSpec
+    builds: int = 0
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {INPUT_NAME: batch}
+    def build(self, exclude: list[str], only: list[str] | None = None) -> Path:
+        """An INT8 model with the nodes in `exclude` left fp32 (or only `only` quantized)."""
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
 
-    method = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }[cfg.calibrate_method]
-    start = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize-") as scratch:
-        pre, raw = Path(scratch) / "pre.onnx", Path(scratch) / "int8.onnx"
-        # Shape inference and graph clean-up first, as onnxruntime recommends before quantizing.
-        quant_pre_process(str(fp32_path), str(pre))
-        fmt = {"qoperator": QuantFormat.QOperator, "qdq": QuantFormat.QDQ}[cfg.format]
-        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+        self.builds += 1
+        out = self.scratch / f"int8-{self.builds}.onnx"
+        cache = self.scratch / "calibration"
+        extra: dict[str, Any] = {}
+        reader = _Reader(calibration_batches(self.data, self.cfg, self.seed, self.spec))
+        if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+            extra["calibration_cache_path"] = str(cache)  # onnxruntime >= 1.2x: calibrate once
+            if cache.exists():
+                reader = None
+        method = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[self.cfg.calibrate_method]
         quantize_static(
-            str(pre),
-            str(raw),
-            Reader(),
-            nodes_to_exclude=convs[:1] if cfg.fp32_stem else [],
-            reduce_range=cfg.reduce_range,
-            quant_format=fmt,
-            per_channel=cfg.per_channel,
+            str(self.pre),
+            str(out),
+            reader,
+            nodes_to_quantize=only,
+            nodes_to_exclude=exclude,
+            reduce_range=self.cfg.reduce_range,
+            quant_format={"qoperator": QuantFormat.QOperator, "qdq": QuantFormat.QDQ}[
+                self.cfg.format
+            ],
+            per_channel=self.cfg.per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
             calibration_providers=["CPUExecutionProvider"],
+            **extra,
         )
-        proto = onnx.load(str(raw))
+        return out
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over our batches."""
+
+    def __init__(self, batches: Iterator[np.ndarray]) -> None:
+        self.batches = batches
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def _val_logits(path: Path, val: Any) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 0
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {INPUT_NAME: x.numpy()})[0] for x, _ in val])
+
+
+def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean())
+
+
+def rank_layers(q: _Quantizer, candidates: list[str], val: Any, fp32: np.ndarray) -> list[str]:
+    """Candidates, most harmful first: each quantized alone, by its validation logit error."""
+    harm = {}
+    for name in candidates:
+        logits = _val_logits(q.build([], only=[name]), val)
+        harm[name] = float(np.mean((logits - fp32) ** 2))
+    return sorted(candidates, key=lambda n: -harm[n])  # stable: ties keep graph order
+
+
+def _fallback(
+    q: _Quantizer, stem: list[str], candidates: list[str], val: Any, fp32: np.ndarray
+) -> tuple[Path, list[str], float, list[str]]:
+    """Keep the most harmful layers in fp32, one more at a time, until the drop holds."""
+    labels = val.labels.numpy()
+    ranking = rank_layers(q, candidates, val, fp32)
+    for k in range(1, min(q.cfg.max_fp32_layers, len(ranking)) + 1):
+        path = q.build(stem + ranking[:k])
+        drop = _top1(fp32, labels) - _top1(_val_logits(path, val), labels)
+        log.info("INT8 with %d layer(s) kept fp32: val top-1 drop %.4f", k, drop)
+        if drop <= q.cfg.max_top1_drop:
+            return path, ranking[:k], drop, ranking
+    raise GateError(
+        f"INT8 still loses {drop:.4f} val top-1 (quantize.max_top1_drop "
+        f"{q.cfg.max_top1_drop}) with {k} layer(s) kept fp32, the cap "
+        f"(quantize.max_fp32_layers {q.cfg.max_fp32_layers}); raise either, or ship fp32"
+    )
+
+
+def _throughput(path: Path, shape: tuple[int, ...], rounds: int = 5) -> float:
+    """Batch-64 images/s, median over a few rounds (for the fallback's speed cost)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((64, *shape), dtype=np.float32)
+    session.run(None, {INPUT_NAME: x})
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        session.run(None, {INPUT_NAME: x})
+        times.append(time.perf_counter() - start)
+    return 64 / statistics.median(times)
+
+
+def quantize_int8(
+    fp32_path: Path, out: Path, data: Prepared, cfg: QuantizeConfig, seed: int
+) -> dict[str, Any]:
+    """Write `out`, the INT8 version of `fp32_path` calibrated on training images; report.
+
+    When INT8 loses more than `cfg.max_top1_drop` top-1 on the validation split (never the test
+    split), the layers whose quantization harms the validation logits most stay fp32, one more
+    at a time, up to `cfg.max_fp32_layers`; past the cap it fails in one line (GateError).
+    """
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not fp32_path.is_file():
+        raise ModelFileError(f"ONNX file not found: {fp32_path}; run `dvc repro export`")
+    spec = onnx_input_spec(fp32_path, data)
+    val = make_batches(data, "val", cfg.calibration_batch, None, CPU, seed, spec)
+    start = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize-") as scratch:
+        pre = Path(scratch) / "pre.onnx"
+        # Shape inference and graph clean-up first, as onnxruntime recommends before quantizing.
+        quant_pre_process(str(fp32_path), str(pre))
+        nodes = [n for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE]
+        convs = [n.name for n in nodes if n.op_type == "Conv"]
+        stem = convs[:1] if cfg.fp32_stem else []
+        q = _Quantizer(pre, Path(scratch), data, cfg, seed, spec)
+        plain = q.build(stem)
+        fp32 = _val_logits(pre, val)
+        labels = val.labels.numpy()
+        fp32_top1 = _top1(fp32, labels)
+        report: dict[str, Any] = {
+            "int8/val_top1_fp32": fp32_top1,
+            "int8/val_top1_drop_plain": fp32_top1 - _top1(_val_logits(plain, val), labels),
+        }
+        chosen, kept = plain, []
+        if report["int8/val_top1_drop_plain"] > cfg.max_top1_drop:
+            candidates = [n.name for n in nodes if n.name not in stem]
+            chosen, kept, drop, _ = _fallback(q, stem, candidates, val, fp32)
+            shape = (data.image_shape[0], *spec.size)
+            report |= {
+                "int8/plain_file_bytes": plain.stat().st_size,
+                "int8/fallback_size_cost": chosen.stat().st_size / plain.stat().st_size,
+                "int8/fallback_speed_cost": _throughput(plain, shape) / _throughput(chosen, shape),
+            }
+            report["int8/val_top1_drop"] = drop
+        else:
+            report["int8/val_top1_drop"] = report["int8/val_top1_drop_plain"]
+        report["int8/quantize_builds"] = q.builds
+        proto = onnx.load(str(chosen))
+    _stamp(proto, fp32_path, cfg, seed, kept)
+    onnx.checker.check_model(proto, full_check=True)
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+    return report | {
+        "int8/fp32_layers": "; ".join(stem + kept),
+        "int8/fp32_layer_count": len(stem + kept),
+        "int8/fallback_layers": len(kept),
+        "int8/file_bytes": out.stat().st_size,
+        "int8/size_ratio": fp32_path.stat().st_size / out.stat().st_size,
+        "int8/quantize_s": time.perf_counter() - start,
+        "int8/calibration_images": cfg.calibration_images,
+    }
+
+
+def _stamp(proto: Any, fp32_path: Path, cfg: QuantizeConfig, seed: int, kept: list[str]) -> None:
+    """Replace the INT8 model's metadata with the fp32 file's plus how it was quantized."""
+    import onnx
+
     source = {p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props}
     provenance = {
         **source,
@@ -126,18 +271,10 @@ def quantize_int8(
         f"{cfg.calibration_images} training images (seed {seed}), "
         f"{'per-channel' if cfg.per_channel else 'per-tensor'} "
         f"{'7-bit' if cfg.reduce_range else '8-bit'} weights"
-        f"{', first convolution in fp32' if cfg.fp32_stem else ''}",
+        f"{', first convolution in fp32' if cfg.fp32_stem else ''}"
+        f"{f', fp32 fallback for {len(kept)} layer(s): ' + ', '.join(kept) if kept else ''}",
     }
     del proto.metadata_props[:]
     for key, value in provenance.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.checker.check_model(proto, full_check=True)
-    with atomic_path(out) as tmp:
-        onnx.save(proto, str(tmp))
-    return {
-        "int8/file_bytes": out.stat().st_size,
-        "int8/size_ratio": fp32_path.stat().st_size / out.stat().st_size,
-        "int8/quantize_s": time.perf_counter() - start,
-        "int8/calibration_images": cfg.calibration_images,
-    }

@@ -411,7 +411,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = load_params(TINY_PARAMS)
     write_fashion_mnist(root / "raw", n_train=300, n_test=60)
     save_prepared(root / "data.pt", prepare(root / "raw", params.prepare, 0))
-    data = load_prepared(root / "data.pt", ("train",))
+    data = load_prepared(root / "data.pt", ("train", "val"))
     for name, arch, source in (
         ("student.pt", "resnet8", "resnet8"),
         ("wrong-arch.pt", "resnet8", "resnet20"),

@@ -9,6 +9,7 @@ configures logging, so it is not a dep (a change there cannot change a stage's o
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,18 @@ def test_every_dep_exists_or_is_made_by_a_stage(stage: str) -> None:
         if "${" in dep or dep.startswith("data/raw"):
             continue  # templated (matrix items, params) or fetched by `make data`
         assert (ROOT / dep).exists() or dep in outs or any(dep in o for o in outs), dep
+
+
+COMPARISON = yaml.safe_load((ROOT / "benchmarks" / "comparison" / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", list(COMPARISON))
+def test_every_comparison_stage_depends_on_what_it_runs(stage: str) -> None:
+    # The benchmark's DVC project lives two folders down: its deps are "../../<file>".
+    spec = COMPARISON[stage]
+    module = re.search(r"python -m ([\w.]+)", spec["cmd"]).group(1)
+    deps = [d.removeprefix("../../") for d in spec["deps"]]
+    files = project_files(ROOT / (module.replace(".", "/") + ".py"))
+    missing = sorted(str(f.relative_to(ROOT)) for f in files if not _covered(f, deps))
+    assert not missing, f"benchmarks/comparison stage {stage!r} misses {missing}"
+    assert "benchmarks/__init__.py" in deps  # `python -m benchmarks.x` runs it first

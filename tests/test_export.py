@@ -85,7 +85,7 @@ def test_export_records_provenance(exported: Path, student_ckpt: Path) -> None:
 @pytest.fixture(scope="module")
 def quantized(exported: Path, prepared_path: Path, tiny_params: Params) -> Path:
     out = exported.with_name("student.int8.onnx")
-    data = load_prepared(prepared_path, ("train",))
+    data = load_prepared(prepared_path, ("train", "val"))
     quantize_int8(exported, out, data, tiny_params.quantize, seed=0)
     return out
 
@@ -117,11 +117,11 @@ def test_verify_reports_a_missed_threshold(
 def test_verify_fails_an_int8_file_calibrated_on_the_wrong_images(
     exported: Path, quantized: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
 ) -> None:
-    data = load_prepared(prepared_path, ("train",))
+    data = load_prepared(prepared_path, ("train", "val"))
     train = data.splits["train"]
     blank = Split(torch.zeros_like(train.images), train.labels)  # black images only
     badly_calibrated = exported.with_name("student.badcal.int8.onnx")
-    sample = dataclasses.replace(data, splits={"train": blank})
+    sample = dataclasses.replace(data, splits={"train": blank, "val": data.splits["val"]})
     quantize_int8(exported, badly_calibrated, sample, tiny_params.quantize, seed=0)
     # The gate set at what the properly calibrated file reaches passes it and fails the other.
     good = _verify(exported, quantized, student_ckpt, prepared_path, tiny_params.verify)

@@ -1,0 +1,39 @@
+"""The paired comparison behind the benchmark's verdicts, on hand-computed examples."""
+
+import math
+
+import pytest
+
+from benchmarks.paired import paired, t_quantile
+
+
+def test_t_quantiles_are_the_tabled_ones() -> None:
+    assert t_quantile(1) == 12.706 and t_quantile(4) == 2.776 and t_quantile(30) == 2.042
+    assert t_quantile(500) == 1.960
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        t_quantile(0)
+
+
+def test_paired_interval_by_hand() -> None:
+    # Differences 1, 2, 3: mean 2, sample std 1, half-width t(2) / sqrt(3) = 4.303 / 1.732.
+    c = paired({0: 11.0, 1: 12.0, 2: 13.0}, {0: 10.0, 1: 10.0, 2: 10.0})
+    half = 4.303 / math.sqrt(3)
+    assert (c.n, c.mean, c.std, c.wins) == (3, 2.0, 1.0, 3)
+    assert (c.low, c.high) == pytest.approx((2 - half, 2 + half))
+    assert c.verdict == "no detectable difference from"  # ahead on 3 of 3, yet inside the noise
+    # With the same spread, n = 4 gives t(3) / 2 = 1.59 < 2: the first n that excludes 0.
+    assert c.seeds_needed() == 4
+
+
+def test_a_consistent_lead_beats_and_a_consistent_deficit_loses() -> None:
+    a = {s: 80.0 + s for s in range(5)}
+    ahead = {s: v - 1.0 - 0.1 * (s % 2) for s, v in a.items()}
+    assert paired(a, ahead).verdict == "beats"
+    assert paired(ahead, a).verdict == "loses to"
+
+
+def test_only_shared_seeds_pair_up() -> None:
+    c = paired({0: 1.0, 1: 2.0, 7: 100.0}, {0: 0.0, 1: 0.0, 9: 0.0})
+    assert c.n == 2 and c.mean == 1.5
+    with pytest.raises(ValueError, match="at least 2 shared seeds"):
+        paired({0: 1.0}, {0: 0.0, 1: 0.0})

@@ -1,0 +1,135 @@
+"""Accuracy-controlled INT8: layers that cost validation accuracy stay fp32, within a cap."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper, shape_inference
+
+from pipeline.batches import make_batches
+from pipeline.config import Params
+from pipeline.data import Split, load_prepared
+from pipeline.errors import GateError
+from pipeline.quantize import CPU, quantize_int8
+from tests.conftest import with_changes
+from tests.test_export import exported, student_ckpt  # noqa: F401  (module fixtures)
+
+HOSTILE = ("hostile_add", "hostile_subtract")
+
+
+def make_hostile(fp32: Path, out: Path) -> None:
+    """Two 1x1 convolutions after the first ReLU that cancel in fp32: +1000 on channel 0, then
+    -1000. Between them the tensor spans [0, 1000+], so 8-bit activations (step ~4) wipe out
+    every other channel, while each layer kept fp32 alone still leaves the other's input or
+    output quantized: both must stay fp32."""
+    model = shape_inference.infer_shapes(onnx.load(str(fp32)))
+    graph = model.graph
+    relu = next(n for n in graph.node if n.op_type == "Relu")
+    tensor = relu.output[0]
+    info = next(v for v in graph.value_info if v.name == tensor)
+    channels = info.type.tensor_type.shape.dim[1].dim_value
+    eye = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
+    shift = np.zeros(channels, np.float32)
+    shift[0] = 1000.0
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(eye, "hostile_eye"),
+            numpy_helper.from_array(shift, "hostile_plus"),
+            numpy_helper.from_array(-shift, "hostile_minus"),
+        ]
+    )
+    for node in graph.node:  # every reader of the ReLU now reads the pair's output
+        node.input[:] = ["hostile_out" if name == tensor else name for name in node.input]
+    pair = [
+        helper.make_node(
+            "Conv", [tensor, "hostile_eye", "hostile_plus"], ["hostile_mid"], name=HOSTILE[0]
+        ),
+        helper.make_node(
+            "Conv",
+            ["hostile_mid", "hostile_eye", "hostile_minus"],
+            ["hostile_out"],
+            name=HOSTILE[1],
+        ),
+    ]
+    at = list(graph.node).index(relu) + 1
+    for offset, node in enumerate(pair):
+        graph.node.insert(at + offset, node)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+
+
+@pytest.fixture(scope="module")
+def hostile(exported: Path) -> Path:  # noqa: F811
+    out = exported.with_name("hostile.onnx")
+    make_hostile(exported, out)
+    return out
+
+
+def _cfg(tiny_params: Params, **changes: object) -> object:
+    return with_changes(tiny_params, "quantize", **{"max_top1_drop": 0.02, **changes}).quantize
+
+
+def test_the_hostile_pair_changes_nothing_in_fp32(hostile: Path, exported: Path) -> None:  # noqa: F811
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28), dtype=np.float32)
+    a, b = (
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+        for p in (exported, hostile)
+    )
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_fallback_keeps_the_harmful_layers_fp32_until_the_drop_holds(
+    hostile: Path, prepared_path: Path, tiny_params: Params, tmp_path: Path
+) -> None:
+    # Only train and val are loaded: the test split cannot take part in any choice.
+    data = load_prepared(prepared_path, ("train", "val"))
+    out = tmp_path / "int8.onnx"
+    report = quantize_int8(hostile, out, data, _cfg(tiny_params), seed=0)
+    assert report["int8/val_top1_drop_plain"] > 0.1  # plain INT8 misses the budget by far
+    assert report["int8/val_top1_drop"] <= 0.02
+    kept = report["int8/fp32_layers"].split("; ")
+    assert set(HOSTILE) <= set(kept) and report["int8/fallback_layers"] >= 2
+    assert report["int8/fp32_layer_count"] == len(kept)
+    assert report["int8/fallback_size_cost"] > 0 and report["int8/fallback_speed_cost"] > 0
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert "fp32 fallback" in meta["quantization"] and HOSTILE[0] in meta["quantization"]
+    # Deterministic for a seed: the same choice again.
+    again = quantize_int8(hostile, tmp_path / "again.onnx", data, _cfg(tiny_params), seed=0)
+    assert again["int8/fp32_layers"] == report["int8/fp32_layers"]
+
+
+def test_the_cap_fails_in_one_line_and_writes_nothing(
+    hostile: Path, prepared_path: Path, tiny_params: Params, tmp_path: Path
+) -> None:
+    data = load_prepared(prepared_path, ("train", "val"))
+    out = tmp_path / "int8.onnx"
+    with pytest.raises(GateError, match=r"max_fp32_layers 1\); raise either") as err:
+        quantize_int8(hostile, out, data, _cfg(tiny_params, max_fp32_layers=1), seed=0)
+    assert "\n" not in str(err.value)
+    assert not out.exists() and not list(tmp_path.glob(".quantize-*"))
+
+
+def test_the_validation_split_drives_the_choice(
+    hostile: Path, prepared_path: Path, tiny_params: Params, tmp_path: Path
+) -> None:
+    # Relabel validation with what the plain INT8 model predicts: on that split INT8 is never
+    # worse than fp32, so no layer may stay fp32, whatever the test split would say.
+    import onnxruntime as ort
+
+    data = load_prepared(prepared_path, ("train", "val"))
+    plain = tmp_path / "plain.onnx"
+    quantize_int8(hostile, plain, data, _cfg(tiny_params, max_top1_drop=1.0), seed=0)
+    session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
+    val = data.splits["val"]
+    batches = make_batches(data, "val", 64, None, CPU, 0)  # in split order, as quantize reads it
+    predicted = np.concatenate([session.run(None, {"images": x.numpy()})[0] for x, _ in batches])
+    predicted = predicted.argmax(1)
+    relabelled = Split(val.images, torch.from_numpy(predicted))
+    data = dataclasses.replace(data, splits={**data.splits, "val": relabelled})
+    report = quantize_int8(hostile, tmp_path / "int8.onnx", data, _cfg(tiny_params), seed=0)
+    assert report["int8/val_top1_drop_plain"] <= 0 and report["int8/fallback_layers"] == 0
