@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import statistics
 from pathlib import Path
 from typing import Any
 
 from benchmarks.compare import BENCH, Bench, load_bench
 from benchmarks.paired import Paired, paired
+from benchmarks.speed import machine
 from pipeline.files import write_json, write_text
 from pipeline.reporting import plot_curves
 
@@ -139,18 +138,6 @@ def summarise(rows: list[dict[str, Any]], b: Bench, teacher: dict[str, Any], mac
     return "\n".join(lines) + "\n"
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({os.cpu_count()} cores)"
-
-
 def report(bench: Path) -> None:
     b = load_bench(bench)
     rows = read_rows(bench, b)
@@ -163,11 +150,13 @@ def report(bench: Path) -> None:
             m: {when: dataclasses.asdict(c) | {"verdict": c.verdict} for when, c in cs.items()}
             for m, cs in versus.items()
         },
-        "machine": _machine(),
+        "machine": machine(),
         "command": "make benchmark",
     }
     write_json(bench / "results.json", results)
-    write_text(bench / "RESULTS.md", summarise(rows, b, teacher, results["machine"]))
+    m = results["machine"]
+    where = f"{m['cpu']} ({m['cores']} cores; {', '.join(m['cpu_flags'])})"
+    write_text(bench / "RESULTS.md", summarise(rows, b, teacher, where))
     curves = {}
     for m in b.methods:
         per_seed = [r["val"] for r in rows if r["method"] == m]

@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
+from benchmarks.speed import machine
 from pipeline.export import INPUT_NAME
 from pipeline.files import write_json
+from pipeline.latency import side_by_side
 from pipeline.verification import open_session
 
 BATCHES = (1, 64)
@@ -39,24 +38,16 @@ def _input_shape(session: ort.InferenceSession) -> tuple[int, int, int]:
     return int(c), int(h), int(w)
 
 
-def side_by_side(
+def timed_rounds(
     sessions: dict[str, ort.InferenceSession], batch: int, rounds: int
 ) -> dict[str, list[float]]:
-    """Seconds per call of each session in each round; the sessions take turns within a round."""
+    """Seconds per call of each session in each round (the card's method: pipeline.latency)."""
     shape = _input_shape(next(iter(sessions.values())))
     x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
-    calls = max(1, 256 // batch)  # enough calls per round to be well above the timer's noise
-    for s in sessions.values():
-        for _ in range(3):
-            s.run(None, {INPUT_NAME: x})
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, s in sessions.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                s.run(None, {INPUT_NAME: x})
-            times[name].append((time.perf_counter() - start) / calls)
-    return times
+    calls = {name: (lambda s=s: s.run(None, {INPUT_NAME: x})) for name, s in sessions.items()}
+    repeats = max(1, 256 // batch)  # enough calls per round to be well above the timer's noise
+    times = side_by_side(calls, rounds, repeats)
+    return {name: [statistics.median(r) for r in per_round] for name, per_round in times.items()}
 
 
 def operator_times(path: Path, batch: int, runs: int = 20) -> dict[str, float]:
@@ -101,7 +92,7 @@ def main() -> None:
             name: open_session(path, threads, spinning=False) for name, path in files.items()
         }
         for batch in BATCHES:
-            sec = side_by_side(sessions, batch, args.rounds)
+            sec = timed_rounds(sessions, batch, args.rounds)
             # Both files ran back to back in each round: their ratio there is what drift spares.
             ratios = [f / q for f, q in zip(sec["fp32"], sec["int8"], strict=True)]
             fp32, int8 = statistics.median(sec["fp32"]), statistics.median(sec["int8"])
@@ -132,11 +123,7 @@ def main() -> None:
     write_json(
         args.out,
         {
-            "machine": {
-                "cpu": platform.processor() or platform.machine(),
-                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                "onnxruntime": ort.__version__,
-            },
+            "machine": machine() | {"onnxruntime": ort.__version__},
             "fp32": str(args.fp32),
             "int8": str(args.int8),
             "fp32_bytes": args.fp32.stat().st_size,

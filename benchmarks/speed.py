@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import statistics
 import sys
@@ -222,20 +223,32 @@ def sokd_parts(
     return {**medians, "sokd_over_sum": statistics.median(rounds_ratio)}
 
 
-def machine() -> dict[str, object]:
-    cpu = "unknown"
+# The lscpu flags that decide these timings: vector width, native bf16, int8 dot products.
+SPEED_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "avx512_vnni",
+    "avx_vnni",
+)
+
+
+def _cpuinfo(field: str) -> str:
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in cpuinfo.read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            cpu,
-        )
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(field)), "unknown")
+
+
+def machine() -> dict[str, object]:
+    """What a timing depends on: CPU model and its speed-relevant flags, threads, versions."""
+    flags = set(_cpuinfo("flags").split())
     return {
-        "cpu": cpu,
+        "cpu": _cpuinfo("model name"),
+        "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
+        "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

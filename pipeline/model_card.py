@@ -12,6 +12,7 @@ import yaml
 from pipeline.checkpoint import Checkpoint
 from pipeline.errors import PipelineError
 from pipeline.files import sha256_file
+from pipeline.latency import speed_in_words
 
 
 def run_outputs(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
@@ -95,6 +96,23 @@ def _students_table(evaluation: dict[str, Any]) -> str:
     )
 
 
+def _latency_table(report: dict[str, Any]) -> str:
+    lat = "| engine | batch-1 median ms | batch-1 p95 ms | batch-64 images/s (rounds) |\n"
+    lat += "|---|---|---|---|\n"
+    for engine, label in (
+        ("torch", "torch eager fp32"),
+        ("onnx", "onnxruntime fp32"),
+        ("int8", "onnxruntime INT8"),
+    ):
+        rate = f"throughput/{engine}_b64_images_per_s"
+        lat += (
+            f"| {label} | {report[f'latency/{engine}_b1_median_ms']:.2f} | "
+            f"{report[f'latency/{engine}_b1_p95_ms']:.2f} | {report[rate]:.0f} "
+            f"({report[rate + '_low']:.0f}-{report[rate + '_high']:.0f}) |\n"
+        )
+    return lat
+
+
 def render(
     ckpt: Checkpoint,
     report: dict[str, Any],
@@ -109,17 +127,7 @@ def render(
     c, h, w = ckpt.in_channels, *ckpt.image_size
     teacher, k = ckpt.params.get("teacher_arch", "?"), len(ckpt.classes)
     mean, std = [round(m, 4) for m in ckpt.mean], [round(s, 4) for s in ckpt.std]
-    lat = "| engine | batch-1 median ms | batch-1 p95 ms | batch-64 images/s |\n|---|---|---|---|\n"
-    for engine, label in (
-        ("torch", "torch eager fp32"),
-        ("onnx", "onnxruntime fp32"),
-        ("int8", "onnxruntime INT8"),
-    ):
-        lat += (
-            f"| {label} | {report[f'latency/{engine}_b1_median_ms']:.2f} | "
-            f"{report[f'latency/{engine}_b1_p95_ms']:.2f} | "
-            f"{report[f'throughput/{engine}_b64_images_per_s']:.0f} |\n"
-        )
+    lat = _latency_table(report)
     versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
     hashes = "".join(
         f"| `{path}` | {path.stat().st_size:,} | `{sha256_file(path)}` |\n"
@@ -155,9 +163,13 @@ ONNX fp32 vs torch: same prediction on {_pct(report["onnx/agreement"])} of image
 
 {evaluation[f"{key}/params"]:,} parameters ({evaluation[f"{key}/compression"]:.1f}x fewer than the
 teacher), {evaluation[f"{key}/macs"] / 1e6:.1f} M multiply-accumulates per image. INT8 file
-{report["int8/size_ratio"]:.1f}x smaller than fp32. CPU, {int(report["latency/threads"])} threads:
+{report["int8/size_ratio"]:.1f}x smaller than fp32; {report.get("int8/quantization", "")}.
+CPU, {int(report["latency/threads"])} threads, the engines taking turns in
+{int(report["latency/rounds"])} rounds (medians; throughput from the slowest to the fastest round):
 
 {lat}
+{speed_in_words(report)}
+
 | file | bytes | sha256 |
 |---|---|---|
 {hashes}

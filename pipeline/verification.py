@@ -126,6 +126,7 @@ def verify(
         "onnx/file_bytes": onnx_path.stat().st_size,
         "int8/file_bytes": int8_path.stat().st_size,
         "int8/size_ratio": onnx_path.stat().st_size / int8_path.stat().st_size,
+        "int8/quantization": _metadata(int8).get("quantization", "how: not recorded"),
     }
     checks = [
         (

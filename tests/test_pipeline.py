@@ -115,7 +115,14 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     for engine in ("torch", "onnx", "int8"):
         assert verify[f"latency/{engine}_b1_median_ms"] <= verify[f"latency/{engine}_b1_p95_ms"]
         assert verify[f"throughput/{engine}_b64_images_per_s"] > 0
+    quantize = json.loads((repo / "metrics/quantize.json").read_text())
+    assert quantize["int8/val_top1_drop"] <= 0.2  # the tiny profile's quantize.max_top1_drop
     card = (repo / "models/MODEL_CARD.md").read_text()
+    # Speed measured in alternating rounds, and said in words: one of the three sentences.
+    assert (
+        f"in\n{verify['latency/rounds']} rounds" in card and "machine that built this card" in card
+    )
+    assert verify["int8/quantization"] in card.replace("\n", " ")
     assert "resnet8 student (sokd)" in card and "resnet20" in card and "onnxruntime INT8" in card
     assert "sha256" in card and "git commit" in card and "InferenceSession" in card
     assert "| `vanilla` |" in card and "| `sokd` |" in card  # every student of the one list
@@ -186,6 +193,29 @@ def test_changing_a_distill_param_reruns_distill_and_what_follows_only(repo: Pat
     assert "distill.sokd.temperature" in diff.stdout
     metrics = _run(["dvc", "metrics", "diff", "--json"], repo)
     assert "metrics/distill/sokd.json" in json.loads(metrics.stdout)
+
+
+@pytest.mark.parametrize(
+    ("key", "stale"),
+    [
+        ("distill.seed", {"distill@vanilla", "distill@sokd"}),  # a student seed study
+        ("train_teacher.seed", {"train_teacher"}),
+        ("seed", {"prepare", "quantize"}),  # the data split and the calibration sample
+    ],
+)
+def test_each_seed_reaches_only_its_own_stages(repo: Path, key: str, stale: set[str]) -> None:
+    # The students' seed never retrains the teacher: one teacher serves a whole seed study.
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    section, _, name = key.rpartition(".")
+    (params[section] if section else params)[name] = 7
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(_run(["dvc", "status", "--json"], repo).stdout)
+    finally:
+        (repo / "params.yaml").write_text(original)
+    changed = {stage for stage, why in status.items() if "params.yaml" in json.dumps(why)}
+    assert changed == stale, status
 
 
 def test_the_gate_fails_the_pipeline_with_one_clear_line(repo: Path) -> None:

@@ -1,0 +1,137 @@
+"""INT8 on real students: calibration settings, and the fp32 fallback when INT8 costs accuracy.
+
+    python -m benchmarks.int8_fallback --student models/distill/sokd/student.pt \
+        --data data/prepared.pt [--student S2 --data D2 ...] [--max-drop 0.005] \
+        [--out benchmarks/int8_fallback.json]
+
+For each student (a checkpoint and the prepared data it was trained on): export fp32 ONNX, then
+1. quantize it plainly under every calibration method x per-channel setting and measure the top-1
+   drop on the validation split (the split that chooses) and, for information only, the test split;
+2. quantize it with the pipeline's defaults and the accuracy-controlled fallback at `--max-drop`:
+   the drop before and after, the layers kept fp32, and size and speed against fp32 (onnxruntime,
+   the engines taking turns in rounds, ratios within rounds, as the model card measures them).
+Prints a table per student and writes JSON with the machine's CPU flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.speed import machine
+from pipeline.batches import make_batches
+from pipeline.checkpoint import load_checkpoint
+from pipeline.config import ExportConfig, QuantizeConfig
+from pipeline.data import Prepared, load_prepared
+from pipeline.export import INPUT_NAME, export_onnx
+from pipeline.files import sha256_file, write_json
+from pipeline.latency import side_by_side
+from pipeline.quantize import CPU, quantize_int8
+from pipeline.verification import open_session
+
+METHODS = ("minmax", "entropy", "percentile")
+
+
+def top1(path: Path, data: Prepared, split: str, spec: Any) -> float:
+    session = open_session(path, 2)
+    batches = make_batches(data, split, 256, None, CPU, 0, spec)
+    logits = np.concatenate([session.run(None, {INPUT_NAME: x.numpy()})[0] for x, _ in batches])
+    return float((logits.argmax(1) == batches.labels.numpy()).mean())
+
+
+def speed_ratio(fp32: Path, int8: Path, shape: tuple[int, ...], batch: int) -> dict[str, float]:
+    """INT8 images/s over fp32 images/s: median of 15 alternating rounds, with the range."""
+    x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
+    sessions = {name: open_session(p, 2, spinning=False) for name, p in (("f", fp32), ("q", int8))}
+    calls = {name: (lambda s=s: s.run(None, {INPUT_NAME: x})) for name, s in sessions.items()}
+    times = side_by_side(calls, rounds=15, repeats=max(1, 128 // batch))
+    ratios = [
+        statistics.median(f) / statistics.median(q)
+        for f, q in zip(times["f"], times["q"], strict=True)
+    ]
+    return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
+
+
+def study(student: Path, data_path: Path, max_drop: float, work: Path) -> dict[str, Any]:
+    ckpt = load_checkpoint(student)
+    data = load_prepared(data_path, ("train", "val", "test"))
+    fp32 = work / "fp32.onnx"
+    export_onnx(ckpt, fp32, ExportConfig())
+    base = {split: top1(fp32, data, split, ckpt.spec) for split in ("val", "test")}
+    calibration = []
+    for method in METHODS:
+        for per_channel in (True, False):
+            cfg = QuantizeConfig(calibrate_method=method, per_channel=per_channel, max_top1_drop=1)
+            out = work / f"{method}-{per_channel}.onnx"
+            quantize_int8(fp32, out, data, cfg, seed=0)
+            row = {"calibrate_method": method, "per_channel": per_channel}
+            for split in ("val", "test"):
+                row[f"{split}_top1_drop"] = base[split] - top1(out, data, split, ckpt.spec)
+            calibration.append(row)
+    cfg = QuantizeConfig(max_top1_drop=max_drop)
+    chosen = work / "fallback.onnx"
+    report = quantize_int8(fp32, chosen, data, cfg, seed=0)
+    shape = (data.image_shape[0], *ckpt.spec.size)
+    return {
+        "student": str(student),
+        "student_sha256": sha256_file(student),
+        "arch": ckpt.arch,
+        "fp32_top1": base,
+        "calibration": calibration,
+        "defaults": dataclasses.asdict(cfg),
+        "fallback": report,
+        "fallback_test_top1_drop": base["test"] - top1(chosen, data, "test", ckpt.spec),
+        "fp32_bytes": fp32.stat().st_size,
+        "int8_bytes": chosen.stat().st_size,
+        "int8_speed_vs_fp32": {
+            f"b{batch}": speed_ratio(fp32, chosen, shape, batch) for batch in (1, 64)
+        },
+    }
+
+
+def _print(result: dict[str, Any]) -> None:
+    print(f"\n{result['arch']} ({result['student']}): fp32 val/test top-1 {result['fp32_top1']}")
+    print("  calibration  per-channel  val drop  test drop")
+    for r in result["calibration"]:
+        print(
+            f"  {r['calibrate_method']:<11}  {r['per_channel']!s:<11}  "
+            f"{100 * r['val_top1_drop']:+7.2f}  {100 * r['test_top1_drop']:+8.2f}"
+        )
+    f = result["fallback"]
+    speed = result["int8_speed_vs_fp32"]
+    print(
+        f"  fallback: val drop {100 * f['int8/val_top1_drop_plain']:+.2f} -> "
+        f"{100 * f['int8/val_top1_drop']:+.2f} points, {f['int8/fallback_layers']} layer(s) kept "
+        f"fp32 besides the stem (all fp32: {f['int8/fp32_layers'] or 'none'}); test drop "
+        f"{100 * result['fallback_test_top1_drop']:+.2f}; "
+        f"{result['fp32_bytes'] / result['int8_bytes']:.2f}x smaller than fp32; speed vs fp32 "
+        f"b1 {speed['b1']['median']:.2f}x, b64 {speed['b64']['median']:.2f}x "
+        f"({speed['b64']['low']:.2f}-{speed['b64']['high']:.2f})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--student", type=Path, action="append", required=True)
+    parser.add_argument("--data", type=Path, action="append", required=True)
+    parser.add_argument("--max-drop", type=float, default=QuantizeConfig.max_top1_drop)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/int8_fallback.json"))
+    args = parser.parse_args()
+    if len(args.student) != len(args.data):
+        parser.error("give one --data per --student")
+    results = []
+    for student, data in zip(args.student, args.data, strict=True):
+        with tempfile.TemporaryDirectory() as work:
+            results.append(study(student, data, args.max_drop, Path(work)))
+        _print(results[-1])
+    write_json(args.out, {"machine": machine(), "max_drop": args.max_drop, "students": results})
+
+
+if __name__ == "__main__":
+    main()
