@@ -37,3 +37,32 @@ def test_only_shared_seeds_pair_up() -> None:
     assert c.n == 2 and c.mean == 1.5
     with pytest.raises(ValueError, match="at least 2 shared seeds"):
         paired({0: 1.0}, {0: 0.0, 1: 0.0})
+
+
+def test_the_comparison_holds_the_modern_distillers_at_five_seeds() -> None:
+    from benchmarks.compare import load_bench
+    from tests.conftest import ROOT
+
+    bench = load_bench(ROOT / "benchmarks" / "comparison")
+    assert len(bench.seeds) >= 5
+    objectives = {objective for objective, _ in bench.methods.values()}
+    assert {"vanilla", "kd", "dkd", "dist", "sokd"} <= objectives
+    standardised = {m for m, (_, how) in bench.methods.items() if how.get("logit_standardisation")}
+    assert {"kd_ls", "dkd_ls", "sokd_ls"} <= standardised
+    objective, params = bench.method_params("sokd_reference", seed=3)
+    cfg = params.distill.objective(objective)
+    assert (cfg.bridge_init, cfg.teacher_bn, params.distill.seed) == ("random", "train", 3)
+    assert params.train_teacher.seed == 0  # one teacher for every student seed
+
+
+def test_a_method_without_a_definition_is_one_clear_error(tmp_path) -> None:
+    import yaml
+
+    from benchmarks.compare import load_bench
+    from tests.conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "benchmarks" / "comparison" / "params.yaml").read_text())
+    raw["methods"].append("crd")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SystemExit, match=r"methods \['crd'\] have no `method:` entry"):
+        load_bench(tmp_path)
