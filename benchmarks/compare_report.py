@@ -24,6 +24,7 @@ from pipeline.files import write_json, write_text
 from pipeline.reporting import plot_curves
 
 REFERENCE = "sokd"  # every other method is compared with it, seed by seed
+MANY_SEEDS = 100  # beyond this a difference is of no practical size at this budget
 
 
 def read_rows(bench: Path, b: Bench) -> list[dict[str, Any]]:
@@ -63,17 +64,26 @@ def _ci(c: Paired) -> str:
 
 
 def _verdict_line(label: str, c: Paired) -> str:
+    head = {
+        "beats": f"SOKD beats {label}",
+        "loses to": f"SOKD loses to {label}",
+    }.get(c.verdict, f"no detectable difference between SOKD and {label}")
     line = (
-        f"- **SOKD {c.verdict} {label}**: SOKD − {label} = {c.mean:+.2f} points at the last "
-        f"epoch, 95 % CI [{c.low:+.2f}, {c.high:+.2f}], SOKD ahead on {c.wins} of {c.n} seeds."
+        f"- **{head}**: SOKD − {label} = {c.mean:+.2f} points at the last epoch, 95 % CI "
+        f"[{c.low:+.2f}, {c.high:+.2f}], SOKD ahead on {c.wins} of {c.n} seeds."
     )
-    if c.verdict.startswith("no detectable"):
+    if c.low <= 0 <= c.high:
         needed = c.seeds_needed()
-        line += " Inside the noise at this budget" + (
-            f"; with this spread the interval would exclude 0 from about {needed} seeds."
-            if needed
-            else "."
-        )
+        if needed is not None and needed <= MANY_SEEDS:
+            line += (
+                f" Inside the noise at this budget; with this spread, a difference of this size "
+                f"would need about {needed} seeds to show."
+            )
+        else:
+            line += (
+                f" Equivalent at this budget: a difference this small would take more than "
+                f"{MANY_SEEDS} seeds to show."
+            )
     return line
 
 

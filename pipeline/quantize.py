@@ -12,7 +12,10 @@ plain 8-bit weights INT8 lost 1.02 points of top-1 (94.5 % agreement with fp32),
 kernels without VNNI add pairs of products in int16 and saturate; 7-bit weights (`reduce_range`)
 avoid that. The first convolution reads the raw image through a handful of input channels: kept in
 fp32 (`fp32_stem`) it costs ~1 % of the arithmetic and recovers the rest (both: -0.07 points, 99.3 %
-agreement).
+agreement). Calibration and granularity were measured on a plain conv student (resnet8) and a
+depthwise one (MobileNetV3-Small; `benchmarks/int8_fallback.py`, README): per-channel weights
+matter for both, minmax is as good as the best on validation for both, so one set of defaults serves
+both families. Students that still lose accuracy get the fp32 fallback below.
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ def test_verify_fails_an_int8_file_calibrated_on_the_wrong_images(
     blank = Split(torch.zeros_like(train.images), train.labels)  # black images only
     badly_calibrated = exported.with_name("student.badcal.int8.onnx")
     sample = dataclasses.replace(data, splits={"train": blank, "val": data.splits["val"]})
-    quantize_int8(exported, badly_calibrated, sample, tiny_params.quantize, seed=0)
+    plain = with_changes(tiny_params, "quantize", max_top1_drop=1.0).quantize  # no fallback
+    quantize_int8(exported, badly_calibrated, sample, plain, seed=0)
     # The gate set at what the properly calibrated file reaches passes it and fails the other.
     good = _verify(exported, quantized, student_ckpt, prepared_path, tiny_params.verify)
     cfg = with_changes(tiny_params, "verify", int8_min_agreement=good["int8/agreement"]).verify
