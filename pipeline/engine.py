@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import resource
@@ -129,22 +130,34 @@ def _check_finite(finite: Tensor, name: str, step: int, epoch: int) -> None:
         )
 
 
+def epoch_steps(train: BatchSource, cfg: TrainConfig) -> int:
+    """Batches per epoch: `cfg.epoch_fraction` of a pass over `train`, at least one."""
+    return max(1, round(len(train) * cfg.epoch_fraction))
+
+
+def images_per_epoch(train: BatchSource, steps: int, batch_size: int) -> int:
+    """Training images an epoch of `steps` batches of the global `batch_size` sees."""
+    return train.num_images if steps == len(train) else steps * batch_size
+
+
 def _train_epoch(
     t: _Training, train: BatchSource, runtime: Runtime, epoch: int, epochs: int, name: str
 ) -> dict[str, float]:
-    """One pass over `train`; returns the epoch's mean loss parts and training top-1.
+    """One epoch (`t.steps` batches of `train`); returns its mean loss parts and training top-1.
 
     A diverging run stops within DIVERGENCE_CHECK_STEPS steps: finiteness accumulates on the
     device and is read back only every so often, so the GPU is never stalled step by step.
     """
     t.objective.train()
-    steps = len(train)
+    steps = t.steps
     # Sums stay on the device: reading them every step would stall the pipeline on a GPU.
     sums: dict[str, Tensor] = {}
     correct = torch.zeros((), device=runtime.device)
     finite = torch.ones((), dtype=torch.bool, device=runtime.device)
     quiet = None if world().is_main else True  # one progress bar, from the main process
-    bar = tqdm(train, desc=f"{name} {epoch + 1}/{epochs}", unit="batch", leave=False, disable=quiet)
+    desc = f"{name} {epoch + 1}/{epochs}"
+    batches = itertools.islice(train, steps)  # an epoch may stop before the pass ends
+    bar = tqdm(batches, desc=desc, unit="batch", total=steps, leave=False, disable=quiet)
     for i, (images, labels) in enumerate(bar):
         progress = (epoch + i / steps) / epochs
         out = train_step(t.step, t.optimizer, t.scaler, images, labels, runtime, progress)
@@ -164,7 +177,7 @@ def _train_epoch(
     row = {
         f"train/{k}": v.item() / (steps * world().size) for k, v in zip(sums, totals, strict=False)
     }
-    row["train/top1"] = totals[-1].item() / train.num_images
+    row["train/top1"] = totals[-1].item() / t.images
     return row
 
 
@@ -177,6 +190,8 @@ class _Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    steps: int  # batches per epoch
+    images: int  # training images per epoch
 
     def stateful(self) -> dict[str, Any]:
         """What a resume file saves and restores."""
@@ -189,20 +204,23 @@ class _Training:
 
 
 def _set_up(
-    objective: Objective, steps_per_epoch: int, cfg: TrainConfig, runtime: Runtime
+    objective: Objective, train: BatchSource, cfg: TrainConfig, runtime: Runtime
 ) -> _Training:
     prepare_module(objective, runtime)
     objective.epochs = cfg.epochs
     if runtime.compile:
         objective.compile_networks()
     optimizer = build_optimizer(objective, cfg.optim)
-    schedule = lr_factor(cfg.schedule, cfg.epochs, steps_per_epoch)
+    steps = epoch_steps(train, cfg)
+    schedule = lr_factor(cfg.schedule, cfg.epochs, steps)
     return _Training(
         objective=objective,
         step=step_function(objective, runtime),
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
         scaler=runtime.grad_scaler(),
+        steps=steps,
+        images=images_per_epoch(train, steps, cfg.batch_size),
     )
 
 
@@ -247,7 +265,7 @@ def fit(
     experiment logging); with `hooks.resume`, the full training state is written after every epoch
     and a run that finds its own state there continues from it.
     """
-    t = _set_up(objective, len(train), cfg, runtime)
+    t = _set_up(objective, train, cfg, runtime)
     first_epoch, history = 0, []
     state = load_state(hooks.resume) if hooks.resume is not None else None
     if state is not None:
@@ -263,7 +281,7 @@ def fit(
         "%s: %d epochs x %d steps of %d images on %s",
         name,
         cfg.epochs,
-        len(train),
+        t.steps,
         cfg.batch_size,
         runtime.describe(),
     )
@@ -276,7 +294,7 @@ def fit(
         seconds = time.perf_counter() - start
         row.update(_validate(objective.deployable(), val, runtime))
         row["time/epoch_s"] = seconds
-        row["time/images_per_s"] = train.num_images / seconds
+        row["time/images_per_s"] = t.images / seconds
         row["memory/peak_mb"] = peak_memory_mb(runtime.device)
         if hooks.on_epoch is not None:
             row.update(hooks.on_epoch(objective.deployable()))

@@ -159,25 +159,31 @@ def _val_top1(network: nn.Module, val: BatchSource, runtime: Runtime) -> float:
 
 def _recalibrate_all(
     name: str,
-    objective: Objective,
+    networks: dict[str, nn.Module],
+    measured: dict[str, float],
     data: Prepared,
     train: TrainConfig,
     runtime: Runtime,
     seed: int,
     spec: InputSpec,
     val: BatchSource,
-) -> dict[str, float]:
-    """Re-estimate BatchNorm statistics of every network that is saved; val top-1 around it."""
-    networks = {"teacher" if name == "teacher" else "student": objective.deployable()}
-    networks.update({role: net for role, (net, _) in objective.extra_networks().items()})
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Re-estimate BatchNorm statistics of every network that is saved; val top-1 around it.
+
+    `measured`: val top-1 already known for a role as the network stands (the deployable's, from
+    its last epoch), so no pass over val is repeated. Returns the metrics and each role's val
+    top-1 as saved.
+    """
     metrics: dict[str, float] = {}
+    saved: dict[str, float] = {}
     for role, network in networks.items():
+        before = measured[role] if role in measured else _val_top1(network, val, runtime)
+        saved[role] = before
         if not has_batchnorm(network) or not train.bn_recalibration_images:
             continue
-        before = _val_top1(network, val, runtime)
         images, batch = train.bn_recalibration_images, train.batch_size
         recalibrate(network, data, spec, images, batch, runtime, seed)
-        after = _val_top1(network, val, runtime)
+        saved[role] = after = _val_top1(network, val, runtime)
         metrics |= {f"bn/{role}/val_top1_before": before, f"bn/{role}/val_top1_after": after}
         log.info(
             "%s: BatchNorm statistics of the %s re-estimated on %d training images: "
@@ -188,7 +194,7 @@ def _recalibrate_all(
             100 * before,
             100 * after,
         )
-    return metrics
+    return metrics, saved
 
 
 def _fit(
@@ -209,14 +215,18 @@ def _fit(
     val = make_batches(data, "val", train.batch_size, None, runtime, seed, spec)
     hooks = FitHooks(on_epoch=extras.on_epoch, on_row=extras.on_row, resume=resume)
     result = fit(objective, train_batches, val, train, runtime, name, hooks)
-    metrics = _recalibrate_all(name, objective, data, train, runtime, seed, spec, val)
-    final = _val_top1(objective.deployable(), val, runtime)
-    metrics["val/top1_final"] = final  # the saved network, after any BatchNorm re-estimation
-    warning = near_chance(final, result.history[-1]["train/top1"], data.num_classes)
+    role = "teacher" if name == "teacher" else "student"
+    extra = {r: net for r, (net, _) in objective.extra_networks().items()}
+    networks = {role: objective.deployable(), **extra}
+    # fit validated the deployable after its last epoch, and nothing has changed it since.
+    metrics, saved = _recalibrate_all(
+        name, networks, {role: result.last_val_top1}, data, train, runtime, seed, spec, val
+    )
+    metrics["val/top1_final"] = saved[role]  # the saved network, after BatchNorm re-estimation
+    warning = near_chance(saved[role], result.history[-1]["train/top1"], data.num_classes)
     if warning:
         log.warning("%s: %s", name, warning)
-    for role, (net, _) in objective.extra_networks().items():
-        metrics[f"{role}/val_top1"] = _val_top1(net, val, runtime)
+    metrics |= {f"{r}/val_top1": saved[r] for r in extra}
     return result, metrics
 
 

@@ -121,6 +121,10 @@ def _set(section: str, key: str, value: object):
             _set("train_teacher.train", "epochs", 1.5),
             r"params\.train_teacher\.train\.epochs: expected int",
         ),
+        (
+            _set("train_teacher.train", "epoch_fraction", 1.5),
+            r"params\.train_teacher\.train\.epoch_fraction: must be in \(0, 1\]",
+        ),
         (_set("runtime", "channels_last", 1), r"params\.runtime\.channels_last: expected bool"),
         (
             _set("distill.train.optim", "lr", -0.1),

@@ -55,6 +55,29 @@ def test_fit_lowers_the_loss_and_reports_every_epoch(
     assert result.best_val_top1 == max(row["val/top1"] for row in result.history)
 
 
+def test_epoch_fraction_shortens_each_epoch_and_its_schedule(
+    prepared_path: Path, tiny_params: Params
+) -> None:
+    data = load_prepared(prepared_path, ("train", "val"))
+    base = with_changes(tiny_params.train_teacher, "train", epochs=2, batch_size=8).train
+    train = make_batches(data, "train", base.batch_size, base.augment, CPU, 0)
+    assert len(train) > 3  # a full pass takes more steps than the 3 asked for
+    cfg = dataclasses.replace(base, epoch_fraction=3 / len(train))
+    val = make_batches(data, "val", cfg.batch_size, None, CPU, 0)
+    objective = build_objective("vanilla", create_model("resnet8", 10, 1), None, None)
+    seen: list[int] = []
+    step = objective.step
+    objective.step = lambda images, labels, progress: (
+        seen.append(len(labels)) or step(images, labels, progress)
+    )
+    result = fit(objective, train, val, cfg, CPU, "test")
+    assert seen == [8] * 6  # 2 epochs x 3 steps
+    # The cosine spans the 6 steps: the second epoch starts half-way down it.
+    first, second = (row["lr"] for row in result.history)
+    assert second == pytest.approx(first * 0.5)
+    assert all(0 <= row["train/top1"] <= 1 for row in result.history)
+
+
 def test_fit_is_reproducible_with_the_same_seed(prepared_path: Path, tiny_params: Params) -> None:
     data = load_prepared(prepared_path, ("train", "val"))
     cfg = with_changes(tiny_params.train_teacher, "train", epochs=1).train
