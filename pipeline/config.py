@@ -141,8 +141,8 @@ class TrainConfig:
     epochs: int = 1
     batch_size: int = 128  # the global batch: under torchrun each process takes its share
     # The share of the training split an epoch visits (a fresh shuffle each epoch): below 1 it
-    # stops early, and the lr schedule spans the shortened epochs. The quickstart's teacher
-    # trains 0.7 of an epoch to fit the slowest CPU's time budget.
+    # stops early and the lr schedule spans the shortened epochs; for splits so large that a
+    # full pass is too long between validations and checkpoints.
     epoch_fraction: float = 1.0
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
