@@ -167,3 +167,31 @@ def test_the_spec_reaches_the_onnx_metadata_and_the_card(
     assert InputSpec.from_dict(json.loads(meta["input_spec"])) == spec
     assert "shorter side to 28 (bicubic), centre-crop 24x24" in meta["preprocessing"]
     assert json.loads(meta["mean"]) == [0.4]
+
+
+def test_the_figures_around_batchnorm_reestimation_are_each_networks_own(
+    prepared_path: Path, tiny_params: Params
+) -> None:
+    """No validation pass is repeated after training, and no figure is borrowed wrongly: each
+    recorded val top-1 equals a fresh pass of the network it names, as saved."""
+    from pipeline.batches import make_batches
+    from pipeline.inference import predict, topk_accuracy
+    from pipeline.objectives import build_objective
+    from pipeline.training import Extras, _fit
+
+    data = load_prepared(prepared_path, ("train", "val"))
+    torch.manual_seed(0)
+    teacher, student = create_model("resnet20", 10, 1), create_model("resnet8", 10, 1)
+    train = dataclasses.replace(tiny_params.distill.train, epochs=1, bn_recalibration_images=64)
+    objective = build_objective("sokd", student, teacher, tiny_params.distill.objective("sokd"))
+    spec = data.input_spec()
+    result, metrics = _fit("sokd", objective, data, train, CPU, 0, Extras(), None, spec)
+    assert metrics["bn/student/val_top1_before"] == result.last_val_top1
+    val = make_batches(data, "val", train.batch_size, None, CPU, 0, spec)
+    improved = objective.extra_networks()["improved_teacher"][0]
+    for network, key, after in (
+        (objective.deployable(), "val/top1_final", "bn/student/val_top1_after"),
+        (improved, "improved_teacher/val_top1", "bn/improved_teacher/val_top1_after"),
+    ):
+        fresh = topk_accuracy(predict(network, val, CPU), val.labels, 1)
+        assert metrics[key] == metrics[after] == fresh
