@@ -29,32 +29,26 @@ from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import ExportConfig, QuantizeConfig
 from pipeline.data import Prepared, load_prepared
-from pipeline.export import INPUT_NAME, export_onnx
+from pipeline.export import export_onnx
 from pipeline.files import sha256_file, write_json
-from pipeline.latency import side_by_side
+from pipeline.latency import round_ratios, timed_files
 from pipeline.quantize import CPU, quantize_int8
-from pipeline.verification import open_session
+from pipeline.verification import open_session, session_logits
 
 METHODS = ("minmax", "entropy", "percentile")
 
 
 def top1(path: Path, data: Prepared, split: str, spec: Any) -> float:
-    session = open_session(path, 2)
     batches = make_batches(data, split, 256, None, CPU, 0, spec)
-    logits = np.concatenate([session.run(None, {INPUT_NAME: x.numpy()})[0] for x, _ in batches])
+    logits = session_logits(open_session(path, 2), batches)
     return float((logits.argmax(1) == batches.labels.numpy()).mean())
 
 
 def speed_ratio(fp32: Path, int8: Path, shape: tuple[int, ...], batch: int) -> dict[str, float]:
     """INT8 images/s over fp32 images/s: median of 15 alternating rounds, with the range."""
     x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
-    sessions = {name: open_session(p, 2, spinning=False) for name, p in (("f", fp32), ("q", int8))}
-    calls = {name: (lambda s=s: s.run(None, {INPUT_NAME: x})) for name, s in sessions.items()}
-    times = side_by_side(calls, rounds=15, repeats=max(1, 128 // batch))
-    ratios = [
-        statistics.median(f) / statistics.median(q)
-        for f, q in zip(times["f"], times["q"], strict=True)
-    ]
+    times = timed_files({"f": fp32, "q": int8}, 2, x, rounds=15, repeats=max(1, 128 // batch))
+    ratios = round_ratios(times, "f", "q")
     return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
 
 

@@ -27,7 +27,7 @@ import onnxruntime as ort
 from benchmarks.speed import machine
 from pipeline.export import INPUT_NAME
 from pipeline.files import write_json
-from pipeline.latency import side_by_side
+from pipeline.latency import session_calls, side_by_side
 from pipeline.verification import open_session
 
 BATCHES = (1, 64)
@@ -44,9 +44,8 @@ def timed_rounds(
     """Seconds per call of each session in each round (the card's method: pipeline.latency)."""
     shape = _input_shape(next(iter(sessions.values())))
     x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
-    calls = {name: (lambda s=s: s.run(None, {INPUT_NAME: x})) for name, s in sessions.items()}
     repeats = max(1, 256 // batch)  # enough calls per round to be well above the timer's noise
-    times = side_by_side(calls, rounds, repeats)
+    times = side_by_side(session_calls(sessions, x), rounds, repeats)
     return {name: [statistics.median(r) for r in per_round] for name, per_round in times.items()}
 
 

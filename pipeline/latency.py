@@ -49,6 +49,31 @@ def side_by_side(
     return times
 
 
+def round_ratios(times: dict[str, list[list[float]]], slower: str, faster: str) -> list[float]:
+    """Per round of `side_by_side`, `slower`'s median call time over `faster`'s: how many times
+    faster `faster` ran in that round, where the machine's drift hit both alike."""
+    return [
+        statistics.median(s) / statistics.median(f)
+        for s, f in zip(times[slower], times[faster], strict=True)
+    ]
+
+
+def session_calls(sessions: dict[str, Any], x: np.ndarray) -> dict[str, Callable[[], object]]:
+    """For `side_by_side`: one call per onnxruntime session, each running the batch `x`."""
+    return {name: (lambda s=s: s.run(None, {INPUT_NAME: x})) for name, s in sessions.items()}
+
+
+def timed_files(
+    files: dict[str, Path], threads: int, x: np.ndarray, rounds: int, repeats: int
+) -> dict[str, list[list[float]]]:
+    """`side_by_side` of ONNX files on the batch `x`, sessions without spinning threads (so the
+    one waiting its turn leaves the cores to the one being timed)."""
+    from pipeline.verification import open_session
+
+    sessions = {name: open_session(path, threads, spinning=False) for name, path in files.items()}
+    return side_by_side(session_calls(sessions, x), rounds, repeats)
+
+
 def _engines(
     model: nn.Module, files: dict[str, Path], threads: int, x: np.ndarray
 ) -> dict[str, Callable[[], object]]:
@@ -61,11 +86,8 @@ def _engines(
         with torch.inference_mode():
             return model(tensor)
 
-    engines: dict[str, Callable[[], object]] = {"torch": torch_call}
-    for name, path in files.items():
-        session = open_session(path, threads, spinning=False)
-        engines[name] = lambda s=session: s.run(None, {INPUT_NAME: x})
-    return engines
+    sessions = {name: open_session(path, threads, spinning=False) for name, path in files.items()}
+    return {"torch": torch_call, **session_calls(sessions, x)}
 
 
 def _spread(values: list[float]) -> tuple[float, float, float]:
@@ -109,11 +131,7 @@ def measure(
             f"throughput/{name}_b64_images_per_s_high": high,
         }
     for batch, times in (("b1", single), (f"b{THROUGHPUT_BATCH}", batched)):
-        ratios = [
-            statistics.median(f) / statistics.median(q)
-            for f, q in zip(times["onnx"], times["int8"], strict=True)
-        ]
-        median, low, high = _spread(ratios)
+        median, low, high = _spread(round_ratios(times, "onnx", "int8"))
         report |= {
             f"speed/int8_vs_fp32_{batch}": median,
             f"speed/int8_vs_fp32_{batch}_low": low,

@@ -42,7 +42,9 @@ from pipeline.errors import GateError, ModelFileError
 from pipeline.export import INPUT_NAME
 from pipeline.files import atomic_path, sha256_file
 from pipeline.inputs import InputSpec
+from pipeline.latency import THROUGHPUT_BATCH, round_ratios, timed_files
 from pipeline.runtime import Runtime
+from pipeline.verification import open_session, session_logits
 
 CPU = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
 log = logging.getLogger(__name__)
@@ -143,12 +145,7 @@ class _Reader:
 
 
 def _val_logits(path: Path, val: Any) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 0
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {INPUT_NAME: x.numpy()})[0] for x, _ in val])
+    return session_logits(open_session(path, threads=0), val)
 
 
 def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -166,7 +163,7 @@ def rank_layers(q: _Quantizer, candidates: list[str], val: Any, fp32: np.ndarray
 
 def _fallback(
     q: _Quantizer, stem: list[str], candidates: list[str], val: Any, fp32: np.ndarray
-) -> tuple[Path, list[str], float, list[str]]:
+) -> tuple[Path, list[str], float]:
     """Keep the most harmful layers in fp32, one more at a time, until the drop holds."""
     labels = val.labels.numpy()
     ranking = rank_layers(q, candidates, val, fp32)
@@ -175,7 +172,7 @@ def _fallback(
         drop = _top1(fp32, labels) - _top1(_val_logits(path, val), labels)
         log.info("INT8 with %d layer(s) kept fp32: val top-1 drop %.4f", k, drop)
         if drop <= q.cfg.max_top1_drop:
-            return path, ranking[:k], drop, ranking
+            return path, ranking[:k], drop
     raise GateError(
         f"INT8 still loses {drop:.4f} val top-1 (quantize.max_top1_drop "
         f"{q.cfg.max_top1_drop}) with {k} layer(s) kept fp32, the cap "
@@ -183,19 +180,12 @@ def _fallback(
     )
 
 
-def _throughput(path: Path, shape: tuple[int, ...], rounds: int = 5) -> float:
-    """Batch-64 images/s, median over a few rounds (for the fallback's speed cost)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((64, *shape), dtype=np.float32)
-    session.run(None, {INPUT_NAME: x})
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        session.run(None, {INPUT_NAME: x})
-        times.append(time.perf_counter() - start)
-    return 64 / statistics.median(times)
+def _speed_cost(plain: Path, chosen: Path, shape: tuple[int, ...]) -> float:
+    """How many times longer a batch takes with the fp32 fallback than plain INT8: the median
+    of per-round ratios, the two models taking turns."""
+    x = np.random.default_rng(0).standard_normal((THROUGHPUT_BATCH, *shape), dtype=np.float32)
+    times = timed_files({"plain": plain, "chosen": chosen}, 0, x, rounds=5, repeats=1)
+    return statistics.median(round_ratios(times, "chosen", "plain"))
 
 
 def quantize_int8(
@@ -235,12 +225,12 @@ def quantize_int8(
         chosen, kept = plain, []
         if report["int8/val_top1_drop_plain"] > cfg.max_top1_drop:
             candidates = [n.name for n in nodes if n.name not in stem]
-            chosen, kept, drop, _ = _fallback(q, stem, candidates, val, fp32)
+            chosen, kept, drop = _fallback(q, stem, candidates, val, fp32)
             shape = (data.image_shape[0], *spec.size)
             report |= {
                 "int8/plain_file_bytes": plain.stat().st_size,
                 "int8/fallback_size_cost": chosen.stat().st_size / plain.stat().st_size,
-                "int8/fallback_speed_cost": _throughput(plain, shape) / _throughput(chosen, shape),
+                "int8/fallback_speed_cost": _speed_cost(plain, chosen, shape),
             }
             report["int8/val_top1_drop"] = drop
         else:

@@ -78,7 +78,8 @@ def check_provenance(session: Any, path: Path, expected: dict[str, Path]) -> Non
             )
 
 
-def _run(session: Any, batches: Any) -> np.ndarray:
+def session_logits(session: Any, batches: Any) -> np.ndarray:
+    """The logits an onnxruntime session gives for every batch of images, in order."""
     return np.concatenate([session.run(None, {INPUT_NAME: x.numpy()})[0] for x, _ in batches])
 
 
@@ -108,7 +109,7 @@ def verify(
     batches = make_batches(data, "test", cfg.batch_size, None, cpu, 0, ckpt.spec)
     with torch.inference_mode():
         t = np.concatenate([model(images).numpy() for images, _ in batches])
-    o, q = _run(fp32, batches), _run(int8, batches)
+    o, q = session_logits(fp32, batches), session_logits(int8, batches)
     labels = batches.labels.numpy()
     top1 = {
         name: float((x.argmax(1) == labels).mean())

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import Params
-from pipeline.latency import ROUNDS, measure, side_by_side, speed_in_words
+from pipeline.latency import ROUNDS, measure, round_ratios, side_by_side, speed_in_words
 from tests.test_export import exported, quantized, student_ckpt  # noqa: F401  (module fixtures)
 
 
@@ -17,6 +17,13 @@ def test_engines_take_turns_within_every_round() -> None:
     warmup = 3 * 3
     assert order[warmup:] == ["a", "a", "b", "b", "c", "c"] * 3
     assert all(len(times[n]) == 3 and all(len(r) == 2 for r in times[n]) for n in calls)
+
+
+def test_ratios_are_taken_within_each_round_from_its_medians() -> None:
+    # Round 2 ran twice as slow for both engines (drift): within each round the ratio is 2.
+    times = {"slow": [[2.0, 2.0, 9.0], [4.0, 4.0, 0.1]], "fast": [[1.0, 1.0, 1.5], [2.0, 2.0, 2.0]]}
+    assert round_ratios(times, "slow", "fast") == [2.0, 2.0]
+    assert round_ratios(times, "fast", "slow") == [0.5, 0.5]
 
 
 def test_measure_reports_medians_with_their_spread(
