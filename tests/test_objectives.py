@@ -115,10 +115,18 @@ def test_sokd_improved_teacher_loads_into_the_teacher_architecture(tiny_params: 
     torch.testing.assert_close(rebuilt.eval()(images), expected)
 
 
-def test_sokd_without_a_teacher_is_a_clear_error(tiny_params: Params) -> None:
-    with pytest.raises(ConfigError, match="needs a pretrained teacher"):
+TAUGHT = [n for n in OBJECTIVES.names() if hasattr(OBJECTIVES.get(n), "teacher_kind")]
+
+
+def test_every_objective_taught_by_a_frozen_teacher_is_known() -> None:
+    assert set(TAUGHT) == set(OBJECTIVES.names()) - {"vanilla", "dml"}
+
+
+@pytest.mark.parametrize("name", TAUGHT)
+def test_an_objective_without_its_teacher_is_a_clear_error(name: str, tiny_params: Params) -> None:
+    with pytest.raises(ConfigError, match=f"objective '{name}' needs a pretrained teacher"):
         build_objective(
-            "sokd", create_model("resnet8", 10, 1), None, tiny_params.distill.objective("sokd")
+            name, create_model("resnet8", 10, 1), None, tiny_params.distill.objective(name)
         )
 
 

@@ -5,6 +5,7 @@ from typing import Any
 
 from torch import nn
 
+from pipeline.errors import ConfigError
 from pipeline.objectives.base import Objective
 from pipeline.registry import Registry
 
@@ -17,7 +18,11 @@ def build_objective(
     name: str, student: nn.Module, teacher: nn.Module | None, cfg: Any
 ) -> Objective:
     """Build objective `name` around `student` (and a frozen `teacher` where it uses one)."""
-    return OBJECTIVES.get(name)(student, teacher, cfg)
+    build = OBJECTIVES.get(name)
+    needs = getattr(build, "teacher_kind", None)  # a FrozenTeacherObjective's kind of teacher
+    if needs is not None and not isinstance(teacher, needs):
+        raise ConfigError(f"objective {name!r} needs a pretrained teacher checkpoint")
+    return build(student, teacher, cfg)
 
 
 # Registration happens on import; these imports must come after OBJECTIVES exists.

@@ -69,6 +69,29 @@ class Objective(nn.Module):
         return self
 
 
+class FrozenTeacherObjective(Objective):
+    """A student taught by a frozen, pretrained teacher (eval mode, no gradients); the student
+    is what ships. `build_objective` refuses to build one without a teacher of `teacher_kind`."""
+
+    frozen = ("teacher",)
+    teacher_kind: type[nn.Module] = nn.Module  # the feature objectives tap a StagedClassifier
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.student = student
+        self.teacher = freeze(teacher)
+
+    def teacher_logits(self, images: Tensor) -> Tensor:
+        """The frozen teacher's logits for `images`, as a fixed target."""
+        with torch.inference_mode():
+            logits = self.teacher(images)
+        return logits.clone()  # a tensor made under inference_mode may not be saved for backward
+
+    def deployable(self) -> nn.Module:
+        return self.student
+
+
 def logit_view(*logits: Tensor, standardise_them: bool) -> tuple[Tensor, ...]:
     """The logits a distillation term compares: z-scored when logit standardisation is on."""
     return tuple(standardise(z) for z in logits) if standardise_them else logits

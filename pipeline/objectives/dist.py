@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pipeline.config import positive_temperature, weights_non_negative
-from pipeline.errors import ConfigError
 from pipeline.losses import cross_entropy, dist_relations
 from pipeline.objectives import OBJECTIVES
-from pipeline.objectives.base import Objective, StepOutput, freeze
+from pipeline.objectives.base import FrozenTeacherObjective, StepOutput
 
 
 @dataclass(frozen=True)
@@ -29,7 +27,7 @@ class DistConfig:
 
 
 @OBJECTIVES.register("dist")
-class RelationDistillation(Objective):
+class RelationDistillation(FrozenTeacherObjective):
     """Knowledge Distillation from A Stronger Teacher (Huang, You, Wang, Qian & Xu, NeurIPS 2022).
 
     Student loss: ce_weight·CE + beta·τ²·(1 − ρ_inter) + gamma·τ²·(1 − ρ_intra), with ρ the mean
@@ -38,21 +36,11 @@ class RelationDistillation(Objective):
     """
 
     config = DistConfig
-    frozen = ("teacher",)
-
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: DistConfig) -> None:
-        super().__init__()
-        if teacher is None:
-            raise ConfigError("objective 'dist' needs a pretrained teacher checkpoint")
-        self.cfg = cfg
-        self.student = student
-        self.teacher = freeze(teacher)
+    cfg: DistConfig
 
     def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
         c = self.cfg
-        with torch.inference_mode():
-            teacher_logits = self.teacher(images)  # (B, K)
-        teacher_logits = teacher_logits.clone()  # inference tensors cannot join autograd
+        teacher_logits = self.teacher_logits(images)  # (B, K)
         student_logits = self.student(images)  # (B, K)
         inter, intra = dist_relations(student_logits, teacher_logits, c.temperature)
         parts = {
@@ -62,6 +50,3 @@ class RelationDistillation(Objective):
         }
         loss = parts["student/ce"] + parts["student/inter"] + parts["student/intra"]
         return StepOutput(loss=loss, logits=student_logits, parts=parts)
-
-    def deployable(self) -> nn.Module:
-        return self.student

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pipeline.config import positive_temperature, weights_non_negative
 from pipeline.errors import ConfigError
 from pipeline.losses import cross_entropy, decoupled_kd
 from pipeline.objectives import OBJECTIVES
-from pipeline.objectives.base import Objective, StepOutput, freeze, logit_view
+from pipeline.objectives.base import FrozenTeacherObjective, StepOutput, logit_view
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class DkdConfig:
 
 
 @OBJECTIVES.register("dkd")
-class DecoupledKD(Objective):
+class DecoupledKD(FrozenTeacherObjective):
     """Decoupled Knowledge Distillation (Zhao, Cui, Song, Qiu & Liang, CVPR 2022).
 
     Student loss: ce_weight·CE + w(t)·(alpha·TCKD + beta·NCKD), where classic KD would tie NCKD's
@@ -43,15 +42,7 @@ class DecoupledKD(Objective):
     """
 
     config = DkdConfig
-    frozen = ("teacher",)
-
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: DkdConfig) -> None:
-        super().__init__()
-        if teacher is None:
-            raise ConfigError("objective 'dkd' needs a pretrained teacher checkpoint")
-        self.cfg = cfg
-        self.student = student
-        self.teacher = freeze(teacher)
+    cfg: DkdConfig
 
     def warmup(self, progress: float) -> float:
         if self.cfg.warmup_epochs == 0:
@@ -60,9 +51,7 @@ class DecoupledKD(Objective):
 
     def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
         c = self.cfg
-        with torch.inference_mode():
-            teacher_logits = self.teacher(images)  # (B, K)
-        teacher_logits = teacher_logits.clone()  # inference tensors cannot join autograd
+        teacher_logits = self.teacher_logits(images)  # (B, K)
         student_logits = self.student(images)  # (B, K)
         z_s, z_t = logit_view(
             student_logits, teacher_logits, standardise_them=c.logit_standardisation
@@ -76,6 +65,3 @@ class DecoupledKD(Objective):
         }
         loss = parts["student/ce"] + parts["student/tckd"] + parts["student/nckd"]
         return StepOutput(loss=loss, logits=student_logits, parts=parts)
-
-    def deployable(self) -> nn.Module:
-        return self.student

@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.losses import cross_entropy, kd_kl
 from pipeline.models.staged import init_weights
 from pipeline.objectives import OBJECTIVES
-from pipeline.objectives.base import Objective, StepOutput, freeze
+from pipeline.objectives.base import FrozenTeacherObjective, Objective, StepOutput
 
 
 def fresh_copy(network: nn.Module) -> nn.Module:
@@ -89,7 +89,7 @@ class DeepMutualLearning(Objective):
 
 
 @OBJECTIVES.register("kd_dml")
-class KdWithMutualLearning(Objective):
+class KdWithMutualLearning(FrozenTeacherObjective):
     """Offline KD + online DML, unified (the comparison of Liu et al., BMVC 2021; form chosen here).
 
     The paper does not state its form. Here two peers of the student's architecture (the student
@@ -100,16 +100,11 @@ class KdWithMutualLearning(Objective):
     """
 
     config = KdDmlConfig
-    frozen = ("teacher",)
+    cfg: KdDmlConfig
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: KdDmlConfig) -> None:
-        super().__init__()
-        if teacher is None:
-            raise ConfigError("objective 'kd_dml' needs a pretrained teacher checkpoint")
-        self.cfg = cfg
-        self.student = student
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: KdDmlConfig) -> None:
+        super().__init__(student, teacher, cfg)
         self.peer = fresh_copy(student)
-        self.teacher = freeze(teacher)
 
     def _loss(
         self, logits: Tensor, other: Tensor, teacher: Tensor, labels: Tensor, who: str, peer: str
@@ -122,18 +117,13 @@ class KdWithMutualLearning(Objective):
         }
 
     def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
-        with torch.inference_mode():
-            teacher_logits = self.teacher(images)  # (B, K)
-        teacher_logits = teacher_logits.clone()  # an inference tensor may not be saved for backward
+        teacher_logits = self.teacher_logits(images)  # (B, K)
         student_logits, peer_logits = self.student(images), self.peer(images)  # (B, K) each
         parts = {
             **self._loss(student_logits, peer_logits, teacher_logits, labels, "student", "peer"),
             **self._loss(peer_logits, student_logits, teacher_logits, labels, "peer", "student"),
         }
         return StepOutput(torch.stack(list(parts.values())).sum(), student_logits, parts)
-
-    def deployable(self) -> nn.Module:
-        return self.student
 
     def extra_networks(self) -> dict[str, tuple[nn.Module, str]]:
         return {"peer": (self.peer, "student")}

@@ -11,11 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.config import weights_non_negative
-from pipeline.errors import ConfigError
 from pipeline.losses import attention_transfer, cross_entropy, hint_regression
 from pipeline.models.staged import StagedClassifier, forward_with_tap, tap_channels
 from pipeline.objectives import OBJECTIVES
-from pipeline.objectives.base import Objective, StepOutput, freeze
+from pipeline.objectives.base import FrozenTeacherObjective, StepOutput
 
 
 @dataclass(frozen=True)
@@ -36,20 +35,9 @@ class FitnetConfig:
         weights_non_negative(self, "ce_weight", "hint_weight")
 
 
-class _FeatureKD(Objective):
-    frozen = ("teacher",)
-
-    def __init__(
-        self, student: nn.Module, teacher: nn.Module | None, cfg: AtConfig | FitnetConfig
-    ) -> None:
-        super().__init__()
-        if not isinstance(teacher, StagedClassifier):
-            raise ConfigError(
-                f"objective {type(self).__name__} needs a pretrained teacher checkpoint"
-            )
-        self.cfg = cfg
-        self.student = student
-        self.teacher = freeze(teacher)
+class _FeatureKD(FrozenTeacherObjective):
+    teacher_kind = StagedClassifier  # the student imitates its last stage's output
+    cfg: AtConfig | FitnetConfig
 
     def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
         with torch.inference_mode():
@@ -64,9 +52,6 @@ class _FeatureKD(Objective):
 
     def feature_parts(self, student: Tensor, teacher: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
-
-    def deployable(self) -> nn.Module:
-        return self.student
 
 
 @OBJECTIVES.register("at")

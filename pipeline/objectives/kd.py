@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pipeline.config import positive_temperature, weights_non_negative
-from pipeline.errors import ConfigError
 from pipeline.losses import cross_entropy, kd_kl
 from pipeline.objectives import OBJECTIVES
-from pipeline.objectives.base import Objective, StepOutput, freeze, logit_view
+from pipeline.objectives.base import FrozenTeacherObjective, StepOutput, logit_view
 
 
 @dataclass(frozen=True)
@@ -29,7 +27,7 @@ class KdConfig:
 
 
 @OBJECTIVES.register("kd")
-class KnowledgeDistillation(Objective):
+class KnowledgeDistillation(FrozenTeacherObjective):
     """Distilling the Knowledge in a Neural Network (Hinton, Vinyals & Dean, 2015).
 
     Student loss: ce_weight·CE(z_S, y) + kd_weight·τ²·KL(p^τ(z_T) ‖ p^τ(z_S)), with the teacher
@@ -37,21 +35,10 @@ class KnowledgeDistillation(Objective):
     """
 
     config = KdConfig
-    frozen = ("teacher",)
-
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: KdConfig) -> None:
-        super().__init__()
-        if teacher is None:
-            raise ConfigError("objective 'kd' needs a pretrained teacher checkpoint")
-        self.cfg = cfg
-        self.student = student
-        self.teacher = freeze(teacher)
+    cfg: KdConfig
 
     def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
-        with torch.inference_mode():
-            teacher_logits = self.teacher(images)  # (B, K)
-        # clone(): a tensor made under inference_mode may not be saved for a backward pass.
-        teacher_logits = teacher_logits.clone()
+        teacher_logits = self.teacher_logits(images)  # (B, K)
         student_logits = self.student(images)  # (B, K)
         z_s, z_t = logit_view(
             student_logits, teacher_logits, standardise_them=self.cfg.logit_standardisation
@@ -63,6 +50,3 @@ class KnowledgeDistillation(Objective):
         return StepOutput(
             loss=parts["student/ce"] + parts["student/kd"], logits=student_logits, parts=parts
         )
-
-    def deployable(self) -> nn.Module:
-        return self.student

@@ -29,7 +29,7 @@ from pipeline.models.staged import (
     tap_channels,
 )
 from pipeline.objectives import OBJECTIVES
-from pipeline.objectives.base import Objective, StepOutput, freeze, logit_view
+from pipeline.objectives.base import FrozenTeacherObjective, StepOutput, logit_view
 
 
 @dataclass(frozen=True)
@@ -81,20 +81,17 @@ class SokdFitnetConfig(SokdConfig):
 
 
 @OBJECTIVES.register("sokd")
-class SemiOnlineKD(Objective):
+class SemiOnlineKD(FrozenTeacherObjective):
     """Semi-Online Knowledge Distillation (Liu et al., BMVC 2021)."""
 
     config: type = SokdConfig
+    cfg: SokdConfig
+    teacher_kind = StagedClassifier  # cut into trunk and head
 
     uses_features = False  # the feature variants also read the last stage of each network
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: SokdConfig) -> None:
-        super().__init__()
-        if not isinstance(teacher, StagedClassifier):
-            raise ConfigError("objective 'sokd' needs a pretrained teacher checkpoint")
-        self.cfg = cfg
-        self.student = student
-        self.teacher = freeze(teacher)
+    def __init__(self, student: nn.Module, teacher: StagedClassifier, cfg: SokdConfig) -> None:
+        super().__init__(student, teacher, cfg)
         # Trunk and head are views sharing the teacher's modules; the bridge is a trainable copy.
         self.teacher_trunk, self.teacher_head = split(teacher, cfg.split)
         self.head_tap = next(iter(self.teacher_head.named_children()))[0]  # e.g. "stage3"
@@ -136,9 +133,6 @@ class SemiOnlineKD(Objective):
     def feature_parts(self, student: Tensor, bridge: Tensor, teacher: Tensor) -> dict[str, Tensor]:
         """Feature terms of the variants: student -> bridge, bridge -> teacher (last-stage maps)."""
         return {}
-
-    def deployable(self) -> nn.Module:
-        return self.student
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         bridge = list(self.bridge.parameters())
