@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import CheckpointError, PipelineError
-from pipeline.files import atomic_path, load_tensors
+from pipeline.files import load_tensors, save_tensors
 from pipeline.inputs import InputSpec
 from pipeline.models import create_model
 from pipeline.models.staged import StagedClassifier
@@ -97,8 +97,7 @@ def save_checkpoint(
         "params": params,
         "metrics": metrics,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_tensors(path, payload)
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from pipeline.config import PrepareConfig
 from pipeline.errors import DataError
-from pipeline.files import atomic_path, load_tensors
+from pipeline.files import load_tensors, save_tensors
 from pipeline.inputs import InputSpec
 from pipeline.registry import Registry
 
@@ -362,8 +362,7 @@ def prepare(raw_dir: Path, cfg: PrepareConfig, seed: int) -> dict[str, Any]:
 
 def save_prepared(path: Path, prepared: dict[str, Any]) -> None:
     """Write the artifact atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(prepared, tmp)
+    save_tensors(path, prepared)
 
 
 @dataclass(frozen=True)

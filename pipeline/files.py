@@ -48,6 +48,17 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def save_tensors(path: Path, obj: Any) -> None:
+    """torch.save `obj` to `path` atomically, the same bytes for the same content.
+
+    torch names the folder inside its zip archive after the file it is given: saved straight to
+    the random temp path, equal content gave different bytes (and DVC hashes) every run. Through
+    a file object the folder is torch's fixed "archive".
+    """
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
+
+
 def sha256_file(path: Path) -> str:
     """Return the hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()

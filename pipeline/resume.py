@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pipeline.errors import CheckpointError
-from pipeline.files import atomic_path, load_tensors
+from pipeline.files import load_tensors, save_tensors
 
 FORMAT = "sokd-resume/1"
 
@@ -45,8 +45,7 @@ def save_state(
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "batches_rng": batches_rng,
     }
-    with atomic_path(where.path) as tmp:
-        torch.save(payload, tmp)
+    save_tensors(where.path, payload)
 
 
 def load_state(where: ResumeFile) -> dict[str, Any] | None:

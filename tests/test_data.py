@@ -16,6 +16,7 @@ from pipeline.data import (
 )
 from pipeline.data import _cifar as read_cifar_unchecked
 from pipeline.errors import DataError
+from pipeline.files import sha256_file
 from tests.conftest import CPU, with_changes
 from tests.helpers import write_cifar, write_image_folder
 
@@ -238,6 +239,16 @@ def test_save_prepared_is_atomic(tmp_path: Path, fashion_raw: Path, tiny_params:
     out = tmp_path / "prepared.pt"
     save_prepared(out, prepare(fashion_raw, tiny_params.prepare, seed=0))
     assert out.is_file() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_preparing_the_same_data_twice_gives_the_same_bytes(
+    tmp_path: Path, fashion_raw: Path, tiny_params: Params
+) -> None:
+    # Equal bytes, equal DVC hash: rerunning prepare does not invalidate the stages after it.
+    first, again = tmp_path / "prepared.pt", tmp_path / "again" / "prepared.pt"
+    for out in (first, again):
+        save_prepared(out, prepare(fashion_raw, tiny_params.prepare, seed=0))
+    assert sha256_file(first) == sha256_file(again)
 
 
 def test_stream_loader_matches_the_device_loader_for_evaluation(prepared_path: Path) -> None:
