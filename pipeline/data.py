@@ -72,14 +72,22 @@ def read_fashion_mnist(raw: Path, cfg: PrepareConfig) -> RawDataset:
     """Fashion-MNIST from torchvision's layout `raw/FashionMNIST/raw/*-ubyte` (never downloads)."""
     from torchvision.datasets import FashionMNIST
 
+    return _on_disk(
+        FashionMNIST,
+        raw,
+        f"cannot read Fashion-MNIST from {raw}/FashionMNIST/raw",
+        "run `make data` (Debian: apt-get install dataset-fashion-mnist)",
+    )
+
+
+def _on_disk(dataset: Any, raw: Path, problem: str, fix: str) -> RawDataset:
+    """Both splits of a torchvision dataset class from `raw` (never downloading); a missing or
+    damaged copy is one DataError: `problem (torchvision's reason); fix`."""
     try:
-        train = FashionMNIST(str(raw), train=True, download=False)
-        test = FashionMNIST(str(raw), train=False, download=False)
+        train = dataset(str(raw), train=True, download=False)
+        test = dataset(str(raw), train=False, download=False)
     except RuntimeError as err:
-        raise DataError(
-            f"cannot read Fashion-MNIST from {raw}/FashionMNIST/raw ({err}); "
-            f"run `make data` (Debian: apt-get install dataset-fashion-mnist)"
-        ) from None
+        raise DataError(f"{problem} ({err}); {fix}") from None
     return _from_torchvision(train, test)
 
 
@@ -88,15 +96,12 @@ def _cifar(variant: str, raw: Path, verify_checksums: bool) -> RawDataset:
 
     base = {"cifar10": CIFAR10, "cifar100": CIFAR100}[variant]
     cls = base if verify_checksums else _without_checksums(base)
-    try:
-        train = cls(str(raw), train=True, download=False)
-        test = cls(str(raw), train=False, download=False)
-    except RuntimeError as err:
-        raise DataError(
-            f"{variant} not found or corrupted under {raw} ({err}); run `make data` online, "
-            f"or copy the extracted '{base.base_folder}' folder there"
-        ) from None
-    return _from_torchvision(train, test)
+    return _on_disk(
+        cls,
+        raw,
+        f"{variant} not found or corrupted under {raw}",
+        f"run `make data` online, or copy the extracted '{base.base_folder}' folder there",
+    )
 
 
 def _without_checksums(base: type) -> type:

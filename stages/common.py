@@ -27,6 +27,9 @@ StateOption = Annotated[
     Path | None,
     typer.Option(help="Training state, rewritten after every epoch; a rerun resumes from it."),
 ]
+LiveOption = Annotated[
+    Path, typer.Option(help="dvclive folder: per-epoch metrics.json and plots, history.png.")
+]
 
 
 def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:

@@ -7,7 +7,7 @@ import typer
 
 from pipeline.errors import ConfigError
 from pipeline.registry import declared_names
-from stages.common import ParamsOption, StateOption, one_line_errors, setup
+from stages.common import LiveOption, ParamsOption, StateOption, one_line_errors, setup
 
 OBJECTIVE_NAMES = declared_names(
     Path(__file__).parents[1] / "pipeline" / "objectives", "OBJECTIVES"
@@ -34,10 +34,7 @@ def distill(
         Path, typer.Option(help="Directory for student.pt (and improved_teacher.pt for sokd).")
     ],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
-    live: Annotated[
-        Path,
-        typer.Option(help="dvclive folder: per-epoch metrics.json and plots, history.png."),
-    ],
+    live: LiveOption,
     state: StateOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import ParamsOption, StateOption, one_line_errors, setup
+from stages.common import LiveOption, ParamsOption, StateOption, one_line_errors, setup
 
 app = typer.Typer()
 
@@ -16,10 +16,7 @@ def train_teacher(
     data: Annotated[Path, typer.Option(help="Prepared dataset (.pt) from `prepare`.")],
     out: Annotated[Path, typer.Option(help="Teacher checkpoint to write (.pt).")],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
-    live: Annotated[
-        Path,
-        typer.Option(help="dvclive folder: per-epoch metrics.json and plots, history.png."),
-    ],
+    live: LiveOption,
     state: StateOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
