@@ -4,11 +4,13 @@ The state holds every network of the objective (a teacher whose BatchNorm statis
 the optimiser, the learning-rate schedule, the loss scaler, the random generators (torch's and the
 batch iterator's), the epoch and the history, so a run killed at any moment and started again ends
 with the same weights as one that was never interrupted. A fingerprint of everything that defines
-the run (params, data and teacher hashes, seed) guards against resuming a different run.
+the run (params, data and teacher hashes, seed, and the library's own source) guards against
+resuming a different run.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,20 @@ from pipeline.errors import CheckpointError
 from pipeline.files import load_tensors, save_tensors
 
 FORMAT = "sokd-resume/1"
+PACKAGE = Path(__file__).resolve().parent  # the pipeline library
+
+
+def code_fingerprint(root: Path = PACKAGE) -> str:
+    """SHA-256 of every .py file under `root` (path and bytes).
+
+    The code defines a run as much as its params: after an edit, `dvc repro` reruns a training
+    stage, and a finished state written by the old code would otherwise be "resumed" into the old
+    results under the new code's name.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -58,7 +74,7 @@ def load_state(where: ResumeFile) -> dict[str, Any] | None:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{where.path} is not a training state; delete it to start afresh")
     if state["fingerprint"] != where.fingerprint:
-        return None  # params, data or teacher changed: this is a new run
+        return None  # params, data, teacher or code changed: this is a new run
     return state
 
 

@@ -30,7 +30,7 @@ from pipeline.objectives import OBJECTIVES, build_objective
 from pipeline.objectives.base import Objective
 from pipeline.pretrained import Imported, import_weights
 from pipeline.reporting import plot_history
-from pipeline.resume import ResumeFile
+from pipeline.resume import ResumeFile, code_fingerprint
 from pipeline.runtime import Runtime, prepare_module, seed_everything
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class Extras:
 def _resume_file(extras: Extras, *identity: object) -> ResumeFile | None:
     if extras.state is None:
         return None
+    identity = (*identity, code_fingerprint())
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
     return ResumeFile(extras.state, digest.hexdigest())
 

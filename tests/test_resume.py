@@ -1,5 +1,7 @@
 """Resume: a run killed with SIGKILL and started again ends with the same weights."""
 
+import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -11,13 +13,15 @@ import pytest
 import torch
 import yaml
 
+from pipeline import training
 from pipeline.batches import make_batches
 from pipeline.data import load_prepared
 from pipeline.engine import FitHooks, fit
 from pipeline.errors import CheckpointError
 from pipeline.models import create_model
 from pipeline.objectives import build_objective
-from pipeline.resume import ResumeFile
+from pipeline.resume import ResumeFile, code_fingerprint
+from pipeline.training import Extras, run_teacher
 from tests.conftest import CPU, TINY_PARAMS, with_changes
 
 SOKD = str(Path(sys.executable).parent / "sokd")
@@ -121,3 +125,41 @@ def test_a_damaged_state_is_one_clear_error(
     val = make_batches(data, "val", cfg.batch_size, None, CPU, 0)
     with pytest.raises(CheckpointError, match=r"cannot read training state .*delete it"):
         fit(objective, train, val, cfg, CPU, "t", FitHooks(resume=ResumeFile(state, "x")))
+
+
+def test_the_code_fingerprint_follows_every_source_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "notes.txt").write_text("not code")
+    first = code_fingerprint(tmp_path)
+    (tmp_path / "notes.txt").write_text("still not code")
+    assert code_fingerprint(tmp_path) == first
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    assert code_fingerprint(tmp_path) != first
+    assert code_fingerprint() == code_fingerprint(Path(training.__file__).parent)
+
+
+def test_a_finished_state_written_by_other_code_is_not_resumed(
+    prepared_path: Path,
+    tiny_params,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # After a code edit `dvc repro` reruns the stage; the old code's finished state must not
+    # stand in for the new code's results.
+    cfg = dataclasses.replace(
+        tiny_params.train_teacher,
+        arch="resnet8",
+        train=dataclasses.replace(tiny_params.train_teacher.train, epochs=1),
+    )
+    extras = Extras(state=tmp_path / "state.pt")
+    caplog.set_level(logging.INFO)
+    run_teacher(prepared_path, cfg, CPU, extras)
+    run_teacher(prepared_path, cfg, CPU, extras)
+    assert "resuming after epoch 1" in caplog.text  # same code: the finished run is reused
+    caplog.clear()
+    monkeypatch.setattr(training, "code_fingerprint", lambda: "the code after an edit")
+    run_teacher(prepared_path, cfg, CPU, extras)
+    assert "resuming" not in caplog.text and "epoch 1/1" in caplog.text  # trained afresh
