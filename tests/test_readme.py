@@ -1,7 +1,8 @@
-"""The README's quickstart figures are the committed metrics' own: a rebuild that changes a
-result fails here until the prose says the same (metrics: `dvc repro` of the committed code)."""
+"""The README's figures are the committed results' own (the quickstart's metrics, the comparison
+benchmark's report): a rebuild that changes a result fails here until the prose says the same."""
 
 import functools
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -89,3 +90,18 @@ def test_the_sentences_under_the_table_quote_the_same_run() -> None:
         f"*{'above' if drop >= 0 else 'below'}* torch",
     ):
         assert sentence in " ".join(_quickstart().split()), sentence
+
+
+def _table(markdown: str) -> list[str]:
+    """The first markdown table in `markdown`, one string per row."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    return list(itertools.takewhile(lambda ln: ln.startswith("|"), lines[start:]))
+
+
+def test_the_comparison_table_is_the_benchmarks_own_report() -> None:
+    section = _committed("README.md").split("## What SOKD buys")[1].split("\n## ")[0]
+    report = _committed("benchmarks/comparison/RESULTS.md")
+    assert _table(section) == _table(report)
+    teacher = _metrics("benchmarks/comparison/teacher.json")
+    assert f"{_percent(teacher['test_top1_last'])} test top-1" in " ".join(section.split())
