@@ -80,12 +80,16 @@ def test_the_sentences_under_the_table_quote_the_same_run() -> None:
     logit = f"{verify['onnx/max_abs_logit_diff']:.1e}".replace("e-0", "e-")
     drop = -100 * verify["int8/top1_drop"]
     before, after = (sokd[f"bn/student/val_top1_{k}"] for k in ("before", "after"))
+    stages = {"teacher": "train_teacher", "vanilla": "distill/vanilla", "sokd": "distill/sokd"}
+    epoch = {k: round(_metrics(f"metrics/{v}.json")["time/epoch_s"]) for k, v in stages.items()}
     for sentence in (
         f"{params:.1f}× fewer parameters and {macs:.1f}× fewer MACs",
         f"SOKD adds {100 * evaluate[f'{student}/gain_over_vanilla']:.2f} points",
         f"validation top-1 {_percent(before)} → {_percent(after)}",
         f"agrees with torch on {100 * verify['onnx/agreement']:.0f} %",
         f"max |Δlogit| {logit}",
+        f"teacher epoch {epoch['teacher']} s, `vanilla` {epoch['vanilla']} s, "
+        f"`sokd` {epoch['sokd']} s",
         f"the INT8 file on {_percent(verify['int8/agreement'])}, {abs(drop):.2f} points of top-1 "
         f"*{'above' if drop >= 0 else 'below'}* torch",
     ):
