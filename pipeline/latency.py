@@ -63,22 +63,27 @@ def session_calls(sessions: dict[str, Any], x: np.ndarray) -> dict[str, Callable
     return {name: (lambda s=s: s.run(None, {INPUT_NAME: x})) for name, s in sessions.items()}
 
 
-def timed_files(
-    files: dict[str, Path], threads: int, x: np.ndarray, rounds: int, repeats: int
-) -> dict[str, list[list[float]]]:
-    """`side_by_side` of ONNX files on the batch `x`, sessions without spinning threads (so the
-    one waiting its turn leaves the cores to the one being timed)."""
+def _file_calls(
+    files: dict[str, Path], threads: int, x: np.ndarray
+) -> dict[str, Callable[[], object]]:
+    """`session_calls` for ONNX files, their sessions without spinning threads (so the one
+    waiting its turn leaves the cores to the one being timed)."""
     from pipeline.verification import open_session
 
     sessions = {name: open_session(path, threads, spinning=False) for name, path in files.items()}
-    return side_by_side(session_calls(sessions, x), rounds, repeats)
+    return session_calls(sessions, x)
+
+
+def timed_files(
+    files: dict[str, Path], threads: int, x: np.ndarray, rounds: int, repeats: int
+) -> dict[str, list[list[float]]]:
+    """`side_by_side` of ONNX files on the batch `x`."""
+    return side_by_side(_file_calls(files, threads, x), rounds, repeats)
 
 
 def _engines(
     model: nn.Module, files: dict[str, Path], threads: int, x: np.ndarray
 ) -> dict[str, Callable[[], object]]:
-    from pipeline.verification import open_session
-
     model = model.eval()
     tensor = torch.from_numpy(x)
 
@@ -86,8 +91,7 @@ def _engines(
         with torch.inference_mode():
             return model(tensor)
 
-    sessions = {name: open_session(path, threads, spinning=False) for name, path in files.items()}
-    return {"torch": torch_call, **session_calls(sessions, x)}
+    return {"torch": torch_call, **_file_calls(files, threads, x)}
 
 
 def _spread(values: list[float]) -> tuple[float, float, float]:
