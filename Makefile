@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test data install lint clean bench-speed bench-accuracy benchmark gpu-check
+.PHONY: repro test data install lint clean params bench-speed bench-accuracy benchmark gpu-check
 
 # `make repro PRESET=presets/<file>.yaml` runs the pipeline as a DVC experiment with that overlay's
 # values set through `dvc exp run -S` (params.yaml then holds exactly the preset's differences:
@@ -28,6 +28,10 @@ data: $(STAMP)
 	python -m pipeline.fetch $(or $(PRESET),params.yaml) data/raw
 
 install: $(STAMP)
+
+# params.yaml written afresh from the defaults in code, keeping its values (after a code change).
+params: $(STAMP)
+	python -m pipeline.params template params.yaml --out params.yaml
 
 # Benchmarks (minutes to an hour on 2 CPU cores); each prints a table and writes JSON.
 bench-speed: $(STAMP)

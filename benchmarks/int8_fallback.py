@@ -27,7 +27,7 @@ import numpy as np
 from benchmarks.speed import machine
 from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint
-from pipeline.config import ExportConfig, QuantizeConfig
+from pipeline.config import ExportConfig, Int8GateConfig, QuantizeConfig
 from pipeline.data import Prepared, load_prepared
 from pipeline.export import export_onnx
 from pipeline.files import sha256_file, write_json
@@ -36,6 +36,7 @@ from pipeline.quantize import CPU, quantize_int8
 from pipeline.verification import open_session, session_logits
 
 METHODS = ("minmax", "entropy", "percentile")
+ANY_INT8 = Int8GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8: no fallback
 
 
 def top1(path: Path, data: Prepared, split: str, spec: Any) -> float:
@@ -61,16 +62,16 @@ def study(student: Path, data_path: Path, max_drop: float, work: Path) -> dict[s
     calibration = []
     for method in METHODS:
         for per_channel in (True, False):
-            cfg = QuantizeConfig(calibrate_method=method, per_channel=per_channel, max_top1_drop=1)
+            cfg = QuantizeConfig(calibrate_method=method, per_channel=per_channel)
             out = work / f"{method}-{per_channel}.onnx"
-            quantize_int8(fp32, out, data, cfg, seed=0)
+            quantize_int8(fp32, out, data, cfg, ANY_INT8, seed=0)
             row = {"calibrate_method": method, "per_channel": per_channel}
             for split in ("val", "test"):
                 row[f"{split}_top1_drop"] = base[split] - top1(out, data, split, ckpt.spec)
             calibration.append(row)
-    cfg = QuantizeConfig(max_top1_drop=max_drop)
+    cfg, gate = QuantizeConfig(), Int8GateConfig(max_top1_drop=max_drop)
     chosen = work / "fallback.onnx"
-    report = quantize_int8(fp32, chosen, data, cfg, seed=0)
+    report = quantize_int8(fp32, chosen, data, cfg, gate, seed=0)
     shape = (data.image_shape[0], *ckpt.spec.size)
     return {
         "student": str(student),
@@ -78,7 +79,7 @@ def study(student: Path, data_path: Path, max_drop: float, work: Path) -> dict[s
         "arch": ckpt.arch,
         "fp32_top1": base,
         "calibration": calibration,
-        "defaults": dataclasses.asdict(cfg),
+        "defaults": dataclasses.asdict(cfg) | dataclasses.asdict(gate),
         "fallback": report,
         "fallback_test_top1_drop": base["test"] - top1(chosen, data, "test", ckpt.spec),
         "fp32_bytes": fp32.stat().st_size,
@@ -114,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", type=Path, action="append", required=True)
     parser.add_argument("--data", type=Path, action="append", required=True)
-    parser.add_argument("--max-drop", type=float, default=QuantizeConfig.max_top1_drop)
+    parser.add_argument("--max-drop", type=float, default=Int8GateConfig.max_top1_drop)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/int8_fallback.json"))
     args = parser.parse_args()
     if len(args.student) != len(args.data):

@@ -105,7 +105,7 @@ def overlay(teacher: str, student: str) -> dict[str, Any]:
         "evaluate": {},
         "export": {"objective": "sokd"},
         "quantize": {},
-        "verify": {"min_top1": MIN_TOP1, "int8_max_top1_drop": 0.05, "int8_min_agreement": 0.9},
+        "verify": {"min_top1": MIN_TOP1, "int8": {"max_top1_drop": 0.05, "min_agreement": 0.9}},
     }
 
 

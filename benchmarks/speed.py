@@ -46,12 +46,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.batches import make_batches
 from pipeline.config import Params, RuntimeConfig
 from pipeline.data import Prepared, Split
-from pipeline.engine import build_optimizer, train_step
+from pipeline.engine import set_up, train_step
 from pipeline.files import write_json
 from pipeline.losses import cross_entropy
 from pipeline.models import create_model
 from pipeline.models.staged import copy_head, split
 from pipeline.objectives import build_objective
+from pipeline.objectives.base import StepOutput
 from pipeline.params import load_params
 from pipeline.runtime import Runtime, cpu_has_native_bf16, prepare_module, resolve_runtime
 
@@ -120,14 +121,11 @@ class Stepper:
         self.objective = build_objective(objective, student, teacher, settings)
         if plain:
             self.objective.frozen = ()  # the reference behaviour: the frozen teacher in train mode
-        prepare_module(self.objective, runtime)
-        if runtime.compile:
-            self.objective.compile_networks()
         train = params.distill.train
-        self.optimizer = build_optimizer(self.objective, train.optim)
-        self.scaler = runtime.grad_scaler()
-        self.runtime, self.plain = runtime, plain
         self.batches = make_batches(data, "train", train.batch_size, train.augment, runtime, 0)
+        # The training loop's own set-up: device, memory layout, compile, optimiser, scaler.
+        self.training = set_up(self.objective, self.batches, train, runtime)
+        self.runtime, self.plain = runtime, plain
         self._iter = iter(self.batches)
 
     def _next(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,10 +139,12 @@ class Stepper:
         """Matrix FLOPs (convolutions, linear layers; forward and backward) of one step."""
         images, labels = self._next()
         with FlopCounterMode(display=False) as counter:
-            train_step(
-                self.objective.step, self.optimizer, self.scaler, images, labels, self.runtime, 0.0
-            )
+            self._step(images, labels)
         return counter.get_total_flops()
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        t = self.training
+        return train_step(t.step, t.optimizer, t.scaler, images, labels, self.runtime, 0.0)
 
     def run(self, steps: int) -> float:
         self.objective.train()
@@ -152,9 +152,7 @@ class Stepper:
         start = time.perf_counter()
         for _ in range(steps):
             images, labels = self._next()
-            out = train_step(
-                self.objective.step, self.optimizer, self.scaler, images, labels, self.runtime, 0.0
-            )
+            out = self._step(images, labels)
             if self.plain:
                 out.loss.item()  # reference loops log the loss every step, a host sync each time
         _sync(self.runtime.device)

@@ -15,8 +15,10 @@ import logging
 import torch
 from torch import nn
 
-from pipeline.batches import make_batches
+from pipeline.batches import BatchSource, make_batches
+from pipeline.config import TrainConfig
 from pipeline.data import Prepared
+from pipeline.inference import predict, topk_accuracy
 from pipeline.inputs import InputSpec
 from pipeline.runtime import Runtime
 
@@ -74,3 +76,48 @@ def near_chance(val_top1: float, train_top1: float, num_classes: int) -> str | N
         f"(keep train.bn_recalibration_images > 0), or evaluation preprocessing that differs "
         f"from training (check prepare.resize and train.input_size)"
     )
+
+
+def val_top1(network: nn.Module, val: BatchSource, runtime: Runtime) -> float:
+    """Top-1 of `network` on the validation batches."""
+    return topk_accuracy(predict(network, val, runtime), val.labels, 1)
+
+
+def recalibrate_all(
+    name: str,
+    networks: dict[str, nn.Module],
+    measured: dict[str, float],
+    data: Prepared,
+    train: TrainConfig,
+    runtime: Runtime,
+    seed: int,
+    spec: InputSpec,
+    val: BatchSource,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Re-estimate BatchNorm statistics of every network that is saved; val top-1 around it.
+
+    `measured`: val top-1 already known for a role as the network stands (the deployable's, from
+    its last epoch), so no pass over val is repeated. Returns the metrics and each role's val
+    top-1 as saved.
+    """
+    metrics: dict[str, float] = {}
+    saved: dict[str, float] = {}
+    for role, network in networks.items():
+        before = measured[role] if role in measured else val_top1(network, val, runtime)
+        saved[role] = before
+        if not has_batchnorm(network) or not train.bn_recalibration_images:
+            continue
+        images, batch = train.bn_recalibration_images, train.batch_size
+        recalibrate(network, data, spec, images, batch, runtime, seed)
+        saved[role] = after = val_top1(network, val, runtime)
+        metrics |= {f"bn/{role}/val_top1_before": before, f"bn/{role}/val_top1_after": after}
+        log.info(
+            "%s: BatchNorm statistics of the %s re-estimated on %d training images: "
+            "val top-1 %.2f%% -> %.2f%%",
+            name,
+            role,
+            min(images, len(data.splits["train"].labels)),
+            100 * before,
+            100 * after,
+        )
+    return metrics, saved

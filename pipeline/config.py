@@ -49,12 +49,12 @@ class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # auto: bf16 where the hardware runs it natively (CUDA, AVX512_BF16/AMX CPUs), else fp32;
     # fp16 (loss-scaled) is CUDA-only
-    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
-    channels_last: bool = True
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # auto | none | bf16 | fp16
+    channels_last: bool = True  # NHWC memory layout for convolutions (faster on CPU and GPU)
     # torch.compile the trained networks: no gain measured (CPU -11..+19 %, H100 0.80-1.09x)
-    compile: bool = False
+    compile: bool = False  # torch.compile the trained networks
     # device: the split in memory, augmented batch-wise | stream: DataLoader with workers
-    loader: Literal["device", "stream"] = "device"
+    loader: Literal["device", "stream"] = "device"  # device: in memory | stream: DataLoader
     workers: int = 2  # DataLoader worker processes for loader=stream
 
     def __post_init__(self) -> None:
@@ -75,7 +75,7 @@ class PrepareConfig:
     storage: Literal["memory", "files"] = "memory"  # files: imagefolder stays on disk, streamed
     # imagefolder with image_size: squash to a square, or keep the aspect ratio (shorter side to
     # image_size, then the centre square)
-    resize: Literal["squash", "shorter_side"] = "squash"
+    resize: Literal["squash", "shorter_side"] = "squash"  # squash | shorter_side (aspect kept)
 
     def __post_init__(self) -> None:
         _require(self.val_size > 0, "val_size", f"must be > 0, got {self.val_size}")
@@ -87,10 +87,10 @@ class PrepareConfig:
 class OptimConfig:
     """SGD with momentum: the optimiser of the CIFAR KD literature."""
 
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5.0e-4
-    nesterov: bool = True
+    lr: float = 0.1  # base learning rate (of every parameter group unless an objective scales it)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5.0e-4  # L2 penalty on every weight
+    nesterov: bool = True  # Nesterov momentum
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
@@ -100,9 +100,9 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    kind: Literal["cosine", "step"] = "cosine"
+    kind: Literal["cosine", "step"] = "cosine"  # cosine decay to 0 | step: x gamma at milestones
     milestones: tuple[int, ...] = ()  # epochs at which `step` multiplies the lr by gamma
-    gamma: float = 0.1
+    gamma: float = 0.1  # step: the lr factor at each milestone
     warmup_epochs: int = 0  # linear warm-up from lr/10, in epochs
 
     def __post_init__(self) -> None:
@@ -121,9 +121,9 @@ class AugmentConfig:
     side and takes a centre crop instead (see `TrainConfig.crop_pct`).
     """
 
-    kind: Literal["pad_crop", "random_resized_crop"] = "pad_crop"
+    kind: Literal["pad_crop", "random_resized_crop"] = "pad_crop"  # small images | natural images
     pad: int = 2  # pad_crop: reflect padding before the random crop; 0: no cropping
-    hflip: bool = True
+    hflip: bool = True  # mirror half of the training images left-right
     scale: tuple[float, ...] = (0.25, 1.0)  # random_resized_crop: area fraction range
     ratio: tuple[float, ...] = (0.75, 1.3333)  # random_resized_crop: aspect ratio range
 
@@ -138,26 +138,26 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 1
+    epochs: int = 1  # passes over the training split (the default: the pipeline on a laptop CPU)
     batch_size: int = 128  # the global batch: under torchrun each process takes its share
     # The share of the training split an epoch visits (a fresh shuffle each epoch): below 1 it
     # stops early and the lr schedule spans the shortened epochs; for splits so large that a
     # full pass is too long between validations and checkpoints.
-    epoch_fraction: float = 1.0
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    epoch_fraction: float = 1.0  # share of the training split an epoch visits (large splits)
+    optim: OptimConfig = field(default_factory=OptimConfig)  # SGD with momentum
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # the lr over the run
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentation
     # The network's input side: 0 takes the pretrained weights' (timm, torchvision) or else the
     # prepared images' size. Evaluation resizes the shorter side to input / crop_pct and
     # centre-crops the input size when the weights come with a crop_pct or augment.kind is
     # random_resized_crop; pad_crop networks read their images as they are.
-    input_size: int = 0
-    crop_pct: float = 0.875
-    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    input_size: int = 0  # the network's input side; 0: the weights' or the images' size
+    crop_pct: float = 0.875  # evaluation: centre crop of input_size from input_size / crop_pct
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"  # of every resize of an image
     # BatchNorm: re-estimate the running statistics of the trained networks on this many seeded
     # training images before they are saved (0: off); statistics that lag behind the weights
     # are what sends an eval-mode network to chance.
-    bn_recalibration_images: int = 2048
+    bn_recalibration_images: int = 2048  # BatchNorm re-estimation images after training; 0 off
 
     def __post_init__(self) -> None:
         # 0 only makes sense for a teacher imported with weights and used as it is.
@@ -175,11 +175,11 @@ class TeacherConfig:
     # Start from: "" random; a torchvision weights enum (IMAGENET1K_V1, DEFAULT) for tv_*;
     # "pretrained" or a tag for timm:<name>; or a file (state_dict .pt/.pth/.safetensors, a
     # checkpoint of this pipeline, or a RepDistiller/mdistiller {"model": ...} file).
-    weights: str = ""
-    train: TrainConfig = field(default_factory=TrainConfig)
+    weights: str = ""  # "" random | torchvision enum | pretrained or a timm tag | a file
+    train: TrainConfig = field(default_factory=TrainConfig)  # the teacher's schedule
     # Initialisation and data order of the teacher's training. Its own key, so a seed study of
     # the students (`distill.seed`) reuses one teacher; the top-level `seed` draws the data split.
-    seed: int = 0
+    seed: int = 0  # the teacher's initialisation and data order
 
 
 @dataclass(frozen=True)
@@ -195,12 +195,12 @@ class DistillConfig:
 
     arch: str = "resnet8"  # student architecture, key into MODELS, or timm:<name>
     weights: str = ""  # the student's starting weights, as train_teacher.weights
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # shared by every objective
     # The student's initialisation and data order (and its side networks'): one seed means the
     # same starting weights and the same batches whatever the objective, so runs pair up.
-    seed: int = 0
+    seed: int = 0  # the students' initialisation and data order, the same for every objective
     # The one list of objectives: each is trained by `distill`, evaluated, plotted and carded.
-    objectives: tuple[str, ...] = ("vanilla", "sokd")
+    objectives: tuple[str, ...] = ("vanilla", "sokd")  # each trains a student (distill@<name>)
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     def objective(self, name: str) -> Any:
@@ -217,68 +217,105 @@ INFERENCE_BATCH = 128
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    batch_size: int = INFERENCE_BATCH
+    batch_size: int = INFERENCE_BATCH  # images per inference batch
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, "batch_size", f"must be > 0, got {self.batch_size}")
 
 
+SHIP_BEST = "best"  # export.objective: the student with the highest validation top-1
+
+
 @dataclass(frozen=True)
 class ExportConfig:
-    objective: str = "sokd"  # which distilled student to ship, key into OBJECTIVES
-    exporter: Literal["dynamo", "torchscript"] = "dynamo"
-    opset: int = 18
+    # Which student ships: best = the objective of distill.objectives with the highest validation
+    # top-1 (ties: the first listed), or one objective by name.
+    objective: str = SHIP_BEST  # best (on validation) | an objective of distill.objectives
+    # Diagnosis: a teacher less than this far above the vanilla student on validation top-1 is
+    # reported as too weak to teach. 3 points: the smallest teacher-student gap of the standard
+    # CIFAR-100 pairs where distillation pays off is 3.3 (resnet56 -> resnet20), and on a
+    # 500-image validation split a gap below ~2-3 points is inside the noise.
+    teacher_margin: float = 0.03  # warn when the teacher leads vanilla by less on validation
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"  # torch.onnx.export's exporter
+    opset: int = 18  # ONNX opset, 13 to 23
 
     def __post_init__(self) -> None:
         _require(13 <= self.opset <= 23, "opset", f"must be in [13, 23], got {self.opset}")
+        _require(0 <= self.teacher_margin <= 1, "teacher_margin", "is a fraction in [0, 1]")
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
     calibration_images: int = 512  # a fixed, seeded sample of training images (never test)
-    calibration_batch: int = 64
+    calibration_batch: int = 64  # images per calibration batch
     per_channel: bool = True  # per-output-channel weight scales
-    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"  # activation ranges
     # qoperator: integer operators (QLinearConv, smaller) | qdq: float ops wrapped in Q/DQ
     format: Literal["qoperator", "qdq"] = "qoperator"
     reduce_range: bool = True  # 7-bit weights: no int16 saturation in u8s8 kernels without VNNI
     fp32_stem: bool = True  # the first convolution (it reads the raw image) stays fp32
-    # Accuracy-controlled INT8: when INT8 loses more than this top-1 on the *validation* split,
-    # the layers whose quantization harms it most stay fp32, one more at a time, up to
+    # Accuracy-controlled INT8: while INT8 misses the gate (verify.int8) on the *validation*
+    # split, the layers whose quantization harms it most stay fp32, one more at a time, up to
     # max_fp32_layers (beyond the stem); past the cap `quantize` fails.
-    max_top1_drop: float = 0.005
-    max_fp32_layers: int = 8
+    max_fp32_layers: int = 8  # at most this many layers kept fp32 to meet the gate
 
     def __post_init__(self) -> None:
         _require(self.calibration_images > 0, "calibration_images", "must be > 0")
         _require(self.calibration_batch > 0, "calibration_batch", "must be > 0")
-        _require(0 <= self.max_top1_drop <= 1, "max_top1_drop", "is a fraction in [0, 1]")
         _require(self.max_fp32_layers >= 0, "max_fp32_layers", "must be >= 0")
 
 
 @dataclass(frozen=True)
+class Int8GateConfig:
+    """What the INT8 file must meet against the fp32 student: `quantize` holds it to this on the
+    validation split (keeping layers fp32 until it does), `verify` checks it on the test split.
+
+    98 % agreement also for weak students: INT8 noise flips images whose top two logits are close,
+    and a weak student has more of them, but the fp32 fallback has so far brought every student
+    measured back above 98 % within a few layers (benchmarks/user_path); a looser default would
+    let through files that disagree with the model they claim to be.
+    """
+
+    max_top1_drop: float = 0.005  # fp32 top-1 minus INT8 top-1 may be at most this
+    min_agreement: float = 0.98  # fraction of images where INT8 and fp32 predict the same class
+
+    def __post_init__(self) -> None:
+        for key in ("max_top1_drop", "min_agreement"):
+            value = getattr(self, key)
+            _require(0 <= value <= 1, key, f"is a fraction in [0, 1], got {value}")
+
+    def failures(self, top1_drop: float, agreement: float, split: str) -> list[str]:
+        """One message per threshold the INT8 file misses on `split` (empty: it passes)."""
+        missed = []
+        if top1_drop > self.max_top1_drop:
+            missed.append(
+                f"INT8 {split} top-1 is {top1_drop:.4f} below fp32 "
+                f"(verify.int8.max_top1_drop {self.max_top1_drop})"
+            )
+        if agreement < self.min_agreement:
+            missed.append(
+                f"INT8 {split} agreement with fp32 {agreement:.4f} < "
+                f"verify.int8.min_agreement {self.min_agreement}"
+            )
+        return missed
+
+
+@dataclass(frozen=True)
 class VerifyConfig:
-    batch_size: int = INFERENCE_BATCH
+    batch_size: int = INFERENCE_BATCH  # images per inference batch
     threads: int = 2  # onnxruntime intra-op threads; 0 lets onnxruntime decide
     min_top1: float = 0.0  # ONNX top-1 on the test set must reach this (fraction, 0..1)
     max_top1_drop: float = 0.002  # torch top-1 minus ONNX top-1 may be at most this
     min_agreement: float = 0.999  # fraction of test images where ONNX and torch agree
-    max_abs_logit_diff: float = 1.0e-4
-    int8_max_top1_drop: float = 0.005  # torch fp32 top-1 minus INT8 top-1 may be at most this
-    int8_min_agreement: float = 0.98  # fraction of test images where INT8 and torch agree
+    max_abs_logit_diff: float = 1.0e-4  # largest |ONNX logit - torch logit| allowed
+    int8: Int8GateConfig = field(default_factory=Int8GateConfig)  # also what `quantize` meets
     latency_runs: int = 200  # timed batch-1 calls per engine for the latency percentiles
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, "batch_size", f"must be > 0, got {self.batch_size}")
         _require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
         _require(self.latency_runs > 0, "latency_runs", f"must be > 0, got {self.latency_runs}")
-        for f in (
-            "min_top1",
-            "max_top1_drop",
-            "min_agreement",
-            "int8_max_top1_drop",
-            "int8_min_agreement",
-        ):
+        for f in ("min_top1", "max_top1_drop", "min_agreement"):
             _require(
                 0 <= getattr(self, f) <= 1, f, f"is a fraction in [0, 1], got {getattr(self, f)}"
             )
@@ -287,7 +324,7 @@ class VerifyConfig:
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 0
+    seed: int = 0  # the validation split carved from train, and the calibration sample
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train_teacher: TeacherConfig = field(default_factory=TeacherConfig)

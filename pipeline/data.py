@@ -149,6 +149,19 @@ def _list_folder(root: Path) -> tuple[list[str], Tensor, tuple[str, ...]]:
     return [path for path, _ in folder.samples], _labels(folder.targets), tuple(folder.classes)
 
 
+def _check_classes(raw: Path, classes: tuple[str, ...], test_classes: tuple[str, ...]) -> None:
+    """At least two classes, and the same ones in train/ and val/."""
+    if len(classes) < 2:
+        raise DataError(
+            f"image folder {raw}/train has {len(classes)} class folder(s) ({', '.join(classes)});"
+            f" a classifier needs at least two: put one sub-folder of images per class there"
+        )
+    if test_classes != classes:
+        raise DataError(
+            f"{raw}/val has classes {list(test_classes)} but {raw}/train has {list(classes)}"
+        )
+
+
 def open_image(path: Path | str, size: int, resize: str = "squash") -> Any:
     """One image file as an RGB PIL image (any mode: L, RGBA, palette, CMYK are converted), made
     size x size unless size is 0: squashed, or with its aspect kept (`shorter_side`: the shorter
@@ -194,10 +207,7 @@ def read_imagefolder(raw: Path, cfg: PrepareConfig) -> RawDataset:
     """The user's own images: `raw/train/<class>/*`, `raw/val/<class>/*`; `val/` is the test set."""
     train_x, train_y, classes = _read_folder(raw / "train", cfg.image_size, cfg.resize)
     test_x, test_y, test_classes = _read_folder(raw / "val", cfg.image_size, cfg.resize)
-    if test_classes != classes:
-        raise DataError(
-            f"{raw}/val has classes {list(test_classes)} but {raw}/train has {list(classes)}"
-        )
+    _check_classes(raw, classes, test_classes)
     if test_x.shape[1:] != train_x.shape[1:]:
         raise DataError(
             f"{raw}/val images are {tuple(test_x.shape[1:])}, train {tuple(train_x.shape[1:])}; "
@@ -323,10 +333,7 @@ def prepare_files(raw: Path, cfg: PrepareConfig, seed: int) -> dict[str, Any]:
         )
     train_files, train_y, classes = _list_folder(raw / "train")
     test_files, test_y, test_classes = _list_folder(raw / "val")
-    if test_classes != classes:
-        raise DataError(
-            f"{raw}/val has classes {list(test_classes)} but {raw}/train has {list(classes)}"
-        )
+    _check_classes(raw, classes, test_classes)
     sizes, digest = _scan_images(train_files + test_files)
     if not cfg.image_size and len(sizes) > 1:
         raise DataError(

@@ -141,7 +141,7 @@ def images_per_epoch(train: BatchSource, steps: int, batch_size: int) -> int:
 
 
 def _train_epoch(
-    t: _Training, train: BatchSource, runtime: Runtime, epoch: int, epochs: int, name: str
+    t: Training, train: BatchSource, runtime: Runtime, epoch: int, epochs: int, name: str
 ) -> dict[str, float]:
     """One epoch (`t.steps` batches of `train`); returns its mean loss parts and training top-1.
 
@@ -182,7 +182,7 @@ def _train_epoch(
 
 
 @dataclass
-class _Training:
+class Training:
     """Everything one `fit` steps: the objective and its optimiser, schedule and loss scaler."""
 
     objective: Objective
@@ -203,9 +203,10 @@ class _Training:
         }
 
 
-def _set_up(
+def set_up(
     objective: Objective, train: BatchSource, cfg: TrainConfig, runtime: Runtime
-) -> _Training:
+) -> Training:
+    """The objective on its device, with its optimiser, lr schedule and loss scaler."""
     prepare_module(objective, runtime)
     objective.epochs = cfg.epochs
     if runtime.compile:
@@ -213,7 +214,7 @@ def _set_up(
     optimizer = build_optimizer(objective, cfg.optim)
     steps = epoch_steps(train, cfg)
     schedule = lr_factor(cfg.schedule, cfg.epochs, steps)
-    return _Training(
+    return Training(
         objective=objective,
         step=step_function(objective, runtime),
         optimizer=optimizer,
@@ -265,7 +266,9 @@ def fit(
     experiment logging); with `hooks.resume`, the full training state is written after every epoch
     and a run that finds its own state there continues from it.
     """
-    t = _set_up(objective, train, cfg, runtime)
+    if cfg.epochs < 1:  # run_teacher and run_distill say which params key; this is the floor
+        raise PipelineError(f"{name}: train.epochs is {cfg.epochs}; fit trains at least 1")
+    t = set_up(objective, train, cfg, runtime)
     first_epoch, history = 0, []
     state = load_state(hooks.resume) if hooks.resume is not None else None
     if state is not None:

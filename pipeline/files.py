@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,12 @@ def write_text(path: Path, text: str) -> None:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as indented JSON, atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def copy_file(source: Path, path: Path) -> None:
+    """Copy `source` to `path` atomically (same bytes, so the same SHA-256)."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def save_tensors(path: Path, obj: Any) -> None:

@@ -7,8 +7,17 @@ normalisation at its own input size, in training, evaluation, calibration and de
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for annotations: this module stays free of torch at import
+    from torch import nn
+
+    from pipeline.config import TrainConfig
+    from pipeline.data import Prepared
+
+log = logging.getLogger(__name__)
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,3 +65,59 @@ class InputSpec:
             else f"resize to {h}x{w} ({self.interpolation}) if needed, "
         )
         return f"{resize}{h}x{w}; x = (uint8 / 255 - [{mean}]) / [{std}] ({self.source})"
+
+
+def run_spec(
+    data: Prepared, train: TrainConfig, weights: InputSpec | None, base: InputSpec | None
+) -> InputSpec:
+    """What the network being trained reads.
+
+    Normalisation: its pretrained weights', else `base` (the teacher's, when distilling), else
+    the data's statistics. Size: `train.input_size`, else the teacher's (teacher and student read
+    one batch), else the weights' native size, else the prepared images'. Evaluation resizes the
+    shorter side and centre-crops when the images are natural (random_resized_crop, or weights
+    or a teacher that expect it); pad_crop networks read their images as they are.
+    """
+    norm = weights or base
+    mean, std, source = (
+        (norm.mean, norm.std, norm.source) if norm else (data.mean, data.std, "dataset")
+    )
+    if train.input_size:
+        size = (train.input_size, train.input_size)
+    elif base is not None:
+        size = base.size
+    elif weights is not None and weights.size != (0, 0):
+        size = weights.size
+    else:
+        size = tuple(data.image_shape[1:])
+    expects_crop = (weights is not None and weights.resize > 0) or (
+        base is not None and base.resize > 0
+    )
+    crop_pct = weights.size[0] / weights.resize if weights and weights.resize else train.crop_pct
+    natural = train.augment.kind == "random_resized_crop" or expects_crop
+    resize = round(size[0] / crop_pct) if natural else 0
+    lead = weights if weights is not None and weights.resize else base
+    interpolation = lead.interpolation if lead is not None and lead.resize else train.interpolation
+    return InputSpec(mean, std, size, resize, interpolation, source)
+
+
+def renormalise_input(network: nn.Module, given: InputSpec, wanted: InputSpec) -> None:
+    """Make `network` (trained on `wanted`'s normalisation) accept batches normalised as `given`:
+    an affine map on its input, as a hook on its first module (shared by trunk views)."""
+    import torch
+
+    if (given.mean, given.std) == (wanted.mean, wanted.std):
+        return
+    g_mean, g_std, w_mean, w_std = (
+        torch.tensor(v).view(1, -1, 1, 1) for v in (given.mean, given.std, wanted.mean, wanted.std)
+    )
+    scale, shift = g_std / w_std, (g_mean - w_mean) / w_std
+
+    def hook(_: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        x = args[0]
+        return (x * scale.to(x) + shift.to(x), *args[1:])
+
+    next(network.children()).register_forward_pre_hook(hook)
+    log.info(
+        "teacher input renormalised from %s to its own %s statistics", given.source, wanted.source
+    )

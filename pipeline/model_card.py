@@ -73,26 +73,38 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
-def read_evaluation(path: Path) -> dict[str, Any]:
-    """metrics/evaluate.json, or one clear error."""
+def read_metrics(path: Path, stage: str) -> dict[str, Any]:
+    """A stage's metrics JSON (metrics/evaluate.json, metrics/export.json), or one clear error."""
     if not path.is_file():
-        raise PipelineError(f"evaluation metrics not found: {path}; run `dvc repro evaluate`")
+        raise PipelineError(f"{stage} metrics not found: {path}; run `dvc repro {stage}`")
     return json.loads(path.read_text())
 
 
-def _students_table(evaluation: dict[str, Any]) -> str:
-    """Every student the run trained (one per objective of distill.objectives), torch fp32."""
-    rows = [
-        f"| `{key.split('/')[0]}` | {_pct(value)} | "
-        f"{_pct(evaluation.get(key.replace('/top1', '/agreement_with_teacher'), float('nan')))} |"
-        for key, value in evaluation.items()
-        if key.endswith("/student/top1")
-    ]
-    header = "| objective | student top-1 | agreement with the teacher |\n|---|---|---|\n"
+def _students_table(evaluation: dict[str, Any], selection: dict[str, Any]) -> str:
+    """Every student the run trained (one per objective of distill.objectives): validation top-1
+    (what chose the shipped one), test top-1 and agreement with the teacher, torch fp32."""
+    shipped = selection.get("selection/objective")
+    rows = []
+    for key, value in selection.items():
+        if not (key.startswith("selection/") and key.endswith("/val_top1")):
+            continue
+        name = key.split("/")[1]
+        if name == "teacher":
+            continue
+        test = evaluation.get(f"{name}/student/top1", float("nan"))
+        agree = evaluation.get(f"{name}/student/agreement_with_teacher", float("nan"))
+        mark = " **shipped**" if name == shipped else ""
+        rows.append(f"| `{name}`{mark} | {_pct(value)} | {_pct(test)} | {_pct(agree)} |")
+    header = (
+        "| objective | validation top-1 | test top-1 | agreement with the teacher |\n"
+        "|---|---|---|---|\n"
+    )
+    notes = [n for n in str(selection.get("selection/notes", "")).split(" | ") if n]
+    warnings = "".join(f"\n**Warning:** {note}.\n" for note in notes)
     return (
-        "Every student this run trained, same architecture and schedule:\n\n"
-        + header
-        + ("\n".join(rows) + "\n")
+        f"**Why this student.** {selection.get('selection/reason', 'not recorded')}. Every "
+        f"student this run trained, same architecture and schedule (validation chooses; test "
+        f"only reports):\n\n{header}" + "\n".join(rows) + "\n" + warnings
     )
 
 
@@ -117,6 +129,7 @@ def render(
     ckpt: Checkpoint,
     report: dict[str, Any],
     evaluation: dict[str, Any],
+    selection: dict[str, Any],
     files: dict[str, Path],
     data_path: Path,
     dataset: str,
@@ -153,7 +166,7 @@ dataset `{dataset}`; the params below; {versions}.
 | this student, ONNX fp32 (onnxruntime) | {_pct(report["onnx/top1"])} |
 | this student, ONNX INT8 (onnxruntime) | {_pct(report["int8/top1"])} |
 
-{_students_table(evaluation)}
+{_students_table(evaluation, selection)}
 Agreement with the teacher's predictions: {_pct(evaluation[f"{key}/agreement_with_teacher"])}.
 ONNX fp32 vs torch: same prediction on {_pct(report["onnx/agreement"])} of images, max |Δlogit|
 {report["onnx/max_abs_logit_diff"]:.1e}. INT8 vs torch: same prediction on

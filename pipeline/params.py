@@ -2,6 +2,7 @@
 
     python -m pipeline.params show [FILE]        the effective params (defaults + FILE) as YAML
     python -m pipeline.params overrides PRESET   DVC `-S` overrides that make params.yaml PRESET
+    python -m pipeline.params template [FILE]    a complete params file keeping FILE's values
 
 A params file is an overlay onto the documented defaults (`pipeline/config.py` and each
 objective's config class). `load_params` reads it strictly, merges it onto the defaults, validates
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -22,8 +25,16 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import DistillConfig, Params, as_dict, from_mapping, read_yaml
+from pipeline.config import (
+    SHIP_BEST,
+    DistillConfig,
+    Params,
+    as_dict,
+    from_mapping,
+    read_yaml,
+)
 from pipeline.errors import ConfigError
+from pipeline.files import write_text
 
 
 def _resolve_objectives(distill: DistillConfig) -> DistillConfig:
@@ -61,20 +72,19 @@ def _check_names(p: Params) -> None:
 
     check_model_name(p.train_teacher.arch, "params.train_teacher.arch")
     check_model_name(p.distill.arch, "params.distill.arch")
-    checks = [
-        ("params.prepare.dataset", DATASETS, p.prepare.dataset),
-        ("params.export.objective", OBJECTIVES, p.export.objective),
-    ]
+    checks = [("params.prepare.dataset", DATASETS, p.prepare.dataset)]
+    if p.export.objective != SHIP_BEST:
+        checks.append(("params.export.objective", OBJECTIVES, p.export.objective))
     for where, registry, name in checks:
         if name not in registry:
             raise ConfigError(
                 f"{where}: unknown {registry.kind} {name!r}; "
                 f"choose one of {', '.join(registry.names())}"
             )
-    if p.export.objective not in p.distill.objectives:
+    if p.export.objective not in (SHIP_BEST, *p.distill.objectives):
         raise ConfigError(
             f"params.export.objective: {p.export.objective!r} is not trained; add it to "
-            f"distill.objectives ({', '.join(p.distill.objectives)})"
+            f"distill.objectives ({', '.join(p.distill.objectives)}) or ship the best: best"
         )
 
 
@@ -108,12 +118,6 @@ def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix.removesuffix("."), tree
 
 
-def _lookup(tree: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        tree = tree[key]
-    return tree
-
-
 def _hydra_value(value: Any) -> str:
     """A value in Hydra's override grammar, which `dvc exp run -S` speaks."""
     if isinstance(value, bool):
@@ -129,27 +133,133 @@ def _hydra_value(value: Any) -> str:
     raise ConfigError(f"cannot write {value!r} as a DVC parameter override")
 
 
-def preset_overrides(preset: Path, current: Path) -> list[str]:
-    """`-S` overrides that turn `current` (params.yaml) into an overlay equal to `preset`.
+def complete(params: Params) -> dict[str, Any]:
+    """Every key of `params` as plain data, objective sections under `distill` by name."""
+    tree = as_dict(params)
+    tree["distill"].update(tree["distill"].pop("settings"))
+    return tree
 
-    Every key the preset sets is set; every key `current` sets that the preset does not goes back
-    to its default; every objective the preset trains gets a (possibly empty) section, which DVC
-    needs for `distill.<objective>`. `dvc params diff` then shows exactly what the preset changes.
+
+def preset_overrides(preset: Path, current: Path) -> list[str]:
+    """`-S` overrides that turn `current` (params.yaml) into the defaults + `preset`.
+
+    Only keys whose value changes are set, so `dvc params diff` shows exactly what the preset
+    changes; a key `current` lacks is added (`++key=value`).
     """
-    target, now = read_yaml(preset) or {}, read_yaml(current) or {}
-    parse_params(target)  # a bad preset fails here, before DVC runs anything
-    base = as_dict(defaults())
-    base["distill"].update(base["distill"].pop("settings"))
-    wanted = dict(_leaves(target))
-    for key, value in _leaves(now):
-        covered = any(key.startswith(f"{w}.") or w.startswith(f"{key}.") for w in wanted)
-        if key not in wanted and not covered:
-            wanted[key] = value if value == {} else _lookup(base, key)
-    objectives = wanted.get("distill.objectives", base["distill"]["objectives"])
-    for name in objectives:
-        if not any(k == f"distill.{name}" or k.startswith(f"distill.{name}.") for k in wanted):
-            wanted[f"distill.{name}"] = {}
-    return [f"++{key}={_hydra_value(value)}" for key, value in wanted.items()]
+    target, now = read_yaml(preset) or {}, dict(_leaves(read_yaml(current) or {}))
+    wanted = _leaves(complete(parse_params(target)))  # a bad preset fails here, before DVC runs
+    return [
+        f"{'' if key in now else '++'}{key}={_hydra_value(value)}"
+        for key, value in wanted
+        if key not in now or now[key] != value
+    ]
+
+
+# --- the complete params file: every key, its comment, the quickstart's choices ---------------
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Each dataclass field's comment in `cls`'s source: the one on its line, else the block of
+    comment lines just above it (joined), else ""."""
+    lines = [
+        line
+        for base in cls.__mro__  # a subclass's own fields first, then the inherited ones
+        if dataclasses.is_dataclass(base)
+        for line in inspect.getsource(base).splitlines()
+    ]
+    comments: dict[str, str] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    for i, line in enumerate(lines):
+        match = re.match(r"\s+(\w+):[^=]*=.*?(?:#\s*(.*))?$", line)
+        if not match or match.group(1) not in names or match.group(1) in comments:
+            continue
+        above = []
+        for previous in reversed(lines[:i]):
+            if not previous.strip().startswith("#"):
+                break
+            above.insert(0, previous.strip().lstrip("#").strip())
+        first_sentence = " ".join(above).split(". ")[0].rstrip(".")
+        comments[match.group(1)] = match.group(2) or first_sentence
+    return comments
+
+
+def _section_classes(p: Params) -> dict[str, type]:
+    """Dotted section -> the dataclass that documents it (objective sections included)."""
+    from pipeline.objectives import OBJECTIVES
+
+    classes: dict[str, type] = {"": Params}
+
+    def walk(prefix: str, value: Any) -> None:
+        for f in dataclasses.fields(value):
+            child = getattr(value, f.name)
+            if dataclasses.is_dataclass(child):
+                classes[f"{prefix}{f.name}"] = type(child)
+                walk(f"{prefix}{f.name}.", child)
+
+    walk("", p)
+    for name in OBJECTIVES.names():
+        classes[f"distill.{name}"] = OBJECTIVES.get(name).config
+    return classes
+
+
+def _objective_notes() -> dict[str, str]:
+    """distill.<objective> -> the first line of the objective's docstring (its paper)."""
+    from pipeline.objectives import OBJECTIVES
+
+    return {
+        f"distill.{name}": (OBJECTIVES.get(name).__doc__ or name).strip().splitlines()[0]
+        for name in OBJECTIVES.names()
+    }
+
+
+def _yaml_scalar(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+TEMPLATE_HEADER = """\
+# Every knob of the pipeline, one line each, with the default from the code (pipeline/config.py,
+# and each objective's config class in pipeline/objectives/); where this file departs from a
+# default, its comment names the default. `dvc exp run -S section.key=value` changes any of them,
+# `dvc params diff` shows what changed. Sections are named after the dvc.yaml stages that read them.
+# Regenerated from the code (keeping these values) by `make params`.
+"""
+
+SECTION_NOTES = {
+    "runtime": "how to compute (never what): device, precision, memory layout",
+    "prepare": "the data split (stage prepare)",
+    "train_teacher": "the teacher and its pretraining (stage train_teacher)",
+    "distill": "the students: one per objective, same architecture and schedule",
+    "evaluate": "test-set numbers of every network (stage evaluate)",
+    "export": "which student ships, as ONNX (stage export)",
+    "quantize": "the INT8 file (stage quantize)",
+    "verify": "the gate (stage verify): exit 1 when a threshold is missed",
+}
+
+
+def template(overlay: Any = None) -> str:
+    """A complete params file: every key with its documented default (or `overlay`'s value, the
+    default then named in the comment) and one comment line per key and section."""
+    chosen = parse_params(overlay or {})
+    base, values = complete(defaults()), complete(chosen)
+    classes, notes = _section_classes(chosen), SECTION_NOTES | _objective_notes()
+    out: list[str] = []
+
+    def emit(section: str, tree: dict[str, Any], default: dict[str, Any], depth: int) -> None:
+        comments = field_comments(classes[section]) if section in classes else {}
+        for key, value in tree.items():
+            dotted, pad = f"{section}.{key}".lstrip("."), "  " * depth
+            note = notes.get(dotted) or comments.get(key, "")
+            if isinstance(value, dict) and value:
+                out.append(f"{pad}{key}:" + (f"  # {note}" if note else ""))
+                emit(dotted, value, default.get(key, {}), depth + 1)
+                continue
+            if key in default and value != default[key]:
+                note = f"{note.rstrip('.')}; default {_yaml_scalar(default[key])}".lstrip("; ")
+            out.append(f"{pad}{key}: {_yaml_scalar(value)}" + (f"  # {note}" if note else ""))
+
+    emit("", values, base, 0)
+    return TEMPLATE_HEADER + "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,12 +267,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="print the effective params (defaults + FILE) as YAML")
     show.add_argument("file", type=Path, nargs="?", help="a params file (none: the defaults)")
+    full = sub.add_parser("template", help="print a complete params file (every key, commented)")
+    full.add_argument("overlay", type=Path, nargs="?", help="values to keep (e.g. params.yaml)")
+    full.add_argument("--out", type=Path, help="write here (atomically) instead of stdout")
     over = sub.add_parser("overrides", help="print `-S` arguments for `dvc exp run`")
     over.add_argument("preset", type=Path)
     over.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     try:
-        if args.command == "show":
+        if args.command == "template":
+            text = template(read_yaml(args.overlay) if args.overlay else None)
+            if args.out:
+                write_text(args.out, text)
+            else:
+                print(text, end="")
+        elif args.command == "show":
             params = load_params(args.file) if args.file else defaults()
             print(yaml.safe_dump(json.loads(json.dumps(as_dict(params))), sort_keys=False))
         else:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline.data import Prepared
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.files import load_tensors, sha256_file
 from pipeline.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec
@@ -270,6 +271,27 @@ def import_weights(model: nn.Module, arch: str, source: str, num_classes: int) -
     return Imported(origin, sha, spec, kept, tuple(notes))
 
 
-def describe(imported: Imported) -> dict[str, Any]:
-    """Flat metrics about imported weights."""
-    return {"origin": imported.origin, "sha256": imported.sha256, "kept": imported.kept}
+def start_network(
+    arch: str, weights: str, data: Prepared, section: str
+) -> tuple[nn.Module, Imported | None]:
+    """A fresh network for the data, loaded from `weights` when given."""
+    from pipeline.models import create_model
+
+    network = create_model(arch, data.num_classes, data.image_shape[0])
+    if not weights:
+        return network, None
+    try:
+        return network, import_weights(network, arch, weights, data.num_classes)
+    except ConfigError as err:
+        raise ConfigError(f"params.{section}.weights: {err}") from None
+
+
+def imported_metrics(imported: Imported | None) -> dict[str, Any]:
+    if imported is None:
+        return {}
+    return {
+        "weights/origin": imported.origin,
+        "weights/sha256": imported.sha256,
+        "weights/tensors_kept": imported.kept,
+        "weights/reinitialised": "; ".join(imported.notes),
+    }

@@ -10,25 +10,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from pipeline.batches import BatchSource, make_batches
-from pipeline.batchnorm import has_batchnorm, near_chance, recalibrate
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.batches import make_batches
+from pipeline.batchnorm import near_chance, recalibrate_all, val_top1
+from pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from pipeline.config import DistillConfig, TeacherConfig, TrainConfig, as_dict
 from pipeline.data import Prepared, load_prepared
 from pipeline.distributed import world
 from pipeline.engine import FitHooks, FitResult, fit
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.files import sha256_file, write_json
-from pipeline.inference import predict, topk_accuracy
-from pipeline.inputs import InputSpec
-from pipeline.models import create_model
+from pipeline.inputs import InputSpec, renormalise_input, run_spec
 from pipeline.models.staged import count_parameters
 from pipeline.objectives import OBJECTIVES, build_objective
 from pipeline.objectives.base import Objective
-from pipeline.pretrained import Imported, import_weights
+from pipeline.pretrained import imported_metrics, start_network
 from pipeline.reporting import plot_history
 from pipeline.resume import ResumeFile, code_fingerprint
 from pipeline.runtime import Runtime, prepare_module, seed_everything
@@ -76,129 +73,7 @@ def check_batch_size(data: Prepared, train: TrainConfig, section: str) -> None:
         )
 
 
-def run_spec(
-    data: Prepared, train: TrainConfig, weights: InputSpec | None, base: InputSpec | None
-) -> InputSpec:
-    """What the network being trained reads.
-
-    Normalisation: its pretrained weights', else `base` (the teacher's, when distilling), else
-    the data's statistics. Size: `train.input_size`, else the teacher's (teacher and student read
-    one batch), else the weights' native size, else the prepared images'. Evaluation resizes the
-    shorter side and centre-crops when the images are natural (random_resized_crop, or weights
-    or a teacher that expect it); pad_crop networks read their images as they are.
-    """
-    norm = weights or base
-    mean, std, source = (
-        (norm.mean, norm.std, norm.source) if norm else (data.mean, data.std, "dataset")
-    )
-    if train.input_size:
-        size = (train.input_size, train.input_size)
-    elif base is not None:
-        size = base.size
-    elif weights is not None and weights.size != (0, 0):
-        size = weights.size
-    else:
-        size = tuple(data.image_shape[1:])
-    expects_crop = (weights is not None and weights.resize > 0) or (
-        base is not None and base.resize > 0
-    )
-    crop_pct = weights.size[0] / weights.resize if weights and weights.resize else train.crop_pct
-    natural = train.augment.kind == "random_resized_crop" or expects_crop
-    resize = round(size[0] / crop_pct) if natural else 0
-    lead = weights if weights is not None and weights.resize else base
-    interpolation = lead.interpolation if lead is not None and lead.resize else train.interpolation
-    return InputSpec(mean, std, size, resize, interpolation, source)
-
-
-def renormalise_input(network: nn.Module, given: InputSpec, wanted: InputSpec) -> None:
-    """Make `network` (trained on `wanted`'s normalisation) accept batches normalised as `given`:
-    an affine map on its input, as a hook on its first module (shared by trunk views)."""
-    if (given.mean, given.std) == (wanted.mean, wanted.std):
-        return
-    g_mean, g_std, w_mean, w_std = (
-        torch.tensor(v).view(1, -1, 1, 1) for v in (given.mean, given.std, wanted.mean, wanted.std)
-    )
-    scale, shift = g_std / w_std, (g_mean - w_mean) / w_std
-
-    def hook(_: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        x = args[0]
-        return (x * scale.to(x) + shift.to(x), *args[1:])
-
-    next(network.children()).register_forward_pre_hook(hook)
-    log.info(
-        "teacher input renormalised from %s to its own %s statistics", given.source, wanted.source
-    )
-
-
-def start_network(
-    arch: str, weights: str, data: Prepared, section: str
-) -> tuple[nn.Module, Imported | None]:
-    """A fresh network for the data, loaded from `weights` when given."""
-    network = create_model(arch, data.num_classes, data.image_shape[0])
-    if not weights:
-        return network, None
-    try:
-        return network, import_weights(network, arch, weights, data.num_classes)
-    except ConfigError as err:
-        raise ConfigError(f"params.{section}.weights: {err}") from None
-
-
-def _imported_metrics(imported: Imported | None) -> dict[str, Any]:
-    if imported is None:
-        return {}
-    return {
-        "weights/origin": imported.origin,
-        "weights/sha256": imported.sha256,
-        "weights/tensors_kept": imported.kept,
-        "weights/reinitialised": "; ".join(imported.notes),
-    }
-
-
-def _val_top1(network: nn.Module, val: BatchSource, runtime: Runtime) -> float:
-    return topk_accuracy(predict(network, val, runtime), val.labels, 1)
-
-
-def _recalibrate_all(
-    name: str,
-    networks: dict[str, nn.Module],
-    measured: dict[str, float],
-    data: Prepared,
-    train: TrainConfig,
-    runtime: Runtime,
-    seed: int,
-    spec: InputSpec,
-    val: BatchSource,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Re-estimate BatchNorm statistics of every network that is saved; val top-1 around it.
-
-    `measured`: val top-1 already known for a role as the network stands (the deployable's, from
-    its last epoch), so no pass over val is repeated. Returns the metrics and each role's val
-    top-1 as saved.
-    """
-    metrics: dict[str, float] = {}
-    saved: dict[str, float] = {}
-    for role, network in networks.items():
-        before = measured[role] if role in measured else _val_top1(network, val, runtime)
-        saved[role] = before
-        if not has_batchnorm(network) or not train.bn_recalibration_images:
-            continue
-        images, batch = train.bn_recalibration_images, train.batch_size
-        recalibrate(network, data, spec, images, batch, runtime, seed)
-        saved[role] = after = _val_top1(network, val, runtime)
-        metrics |= {f"bn/{role}/val_top1_before": before, f"bn/{role}/val_top1_after": after}
-        log.info(
-            "%s: BatchNorm statistics of the %s re-estimated on %d training images: "
-            "val top-1 %.2f%% -> %.2f%%",
-            name,
-            role,
-            min(images, len(data.splits["train"].labels)),
-            100 * before,
-            100 * after,
-        )
-    return metrics, saved
-
-
-def _fit(
+def fit_and_measure(
     name: str,
     objective: Objective,
     data: Prepared,
@@ -217,10 +92,10 @@ def _fit(
     hooks = FitHooks(on_epoch=extras.on_epoch, on_row=extras.on_row, resume=resume)
     result = fit(objective, train_batches, val, train, runtime, name, hooks)
     role = "teacher" if name == "teacher" else "student"
-    extra = {r: net for r, (net, _) in objective.extra_networks().items()}
+    extra = {role: e.network for role, e in objective.extra_networks().items()}
     networks = {role: objective.deployable(), **extra}
     # fit validated the deployable after its last epoch, and nothing has changed it since.
-    metrics, saved = _recalibrate_all(
+    metrics, saved = recalibrate_all(
         name, networks, {role: result.last_val_top1}, data, train, runtime, seed, spec, val
     )
     metrics["val/top1_final"] = saved[role]  # the saved network, after BatchNorm re-estimation
@@ -260,11 +135,11 @@ def run_teacher(
     check_batch_size(data, cfg.train, "train_teacher")
     teacher, imported = start_network(cfg.arch, cfg.weights, data, "train_teacher")
     spec = run_spec(data, cfg.train, imported.spec if imported else None, None)
-    metrics: dict[str, Any] = _imported_metrics(imported)
+    metrics: dict[str, Any] = imported_metrics(imported)
     if imported is not None:
         val = make_batches(data, "val", cfg.train.batch_size, None, runtime, seed, spec)
         prepare_module(teacher, runtime)
-        metrics["val/top1_imported"] = _val_top1(teacher, val, runtime)
+        metrics["val/top1_imported"] = val_top1(teacher, val, runtime)
         log.info("teacher: val top-1 %.2f%% before training", 100 * metrics["val/top1_imported"])
     if cfg.train.epochs == 0:
         if imported is None or any("classes" in note for note in imported.notes):
@@ -281,12 +156,20 @@ def run_teacher(
         resume = _resume_file(
             extras, "teacher", as_dict(cfg), sha256_file(data_path), seed, runtime.describe()
         )
-        result, fitted = _fit(
+        result, fitted = fit_and_measure(
             "teacher", objective, data, cfg.train, runtime, seed, extras, resume, spec
         )
         metrics |= _summary(result, count_parameters(teacher)) | fitted
     networks = {"teacher": (cfg.arch, teacher)}
     return TrainedRun("teacher", data, result, networks, as_dict(cfg), metrics, {"teacher": spec})
+
+
+def _check_student_epochs(train: TrainConfig) -> None:
+    """Zero epochs make sense for an imported teacher used as it is, never for a student."""
+    if train.epochs == 0:
+        raise ConfigError(
+            "params.distill.train.epochs is 0: every objective trains its student; set at least 1"
+        )
 
 
 def _load_teacher(teacher_path: Path, data: Prepared) -> tuple[Any, nn.Module]:
@@ -313,6 +196,7 @@ def run_distill(
     `cfg.seed` fixes the student's initialisation and data order whatever the objective.
     """
     OBJECTIVES.get(objective_name)  # an unknown name fails here, listing the valid ones
+    _check_student_epochs(cfg.train)
     seed = cfg.seed
     seed_everything(seed)
     data = load_prepared(data_path, ("train", "val"))
@@ -335,23 +219,17 @@ def run_distill(
         seed,
         runtime.describe(),
     )
-    result, fitted = _fit(
+    result, fitted = fit_and_measure(
         objective_name, objective, data, cfg.train, runtime, seed, extras, resume, spec
     )
     trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
     metrics = {
-        **_imported_metrics(imported),
+        **imported_metrics(imported),
         **_summary(result, trainable),
         **fitted,
         "params/student": count_parameters(student),
         "params/teacher": count_parameters(teacher),
     }
-    networks = {"student": (cfg.arch, student)}
-    archs = {"teacher": ckpt.arch, "student": cfg.arch}
-    specs = {"student": spec}
-    for role, (net, arch_of) in objective.extra_networks().items():
-        networks[role] = (archs[arch_of], net)
-        specs[role] = ckpt.spec if arch_of == "teacher" else spec
     params = {
         "arch": cfg.arch,
         "weights": cfg.weights,
@@ -361,7 +239,20 @@ def run_distill(
         "teacher_arch": ckpt.arch,
         "seed": seed,
     }
+    networks, specs = _saved_networks(objective, cfg.arch, spec, ckpt)
     return TrainedRun(objective_name, data, result, networks, params, metrics, specs)
+
+
+def _saved_networks(
+    objective: Objective, arch: str, spec: InputSpec, teacher: Checkpoint
+) -> tuple[dict[str, tuple[str, nn.Module]], dict[str, InputSpec]]:
+    """Every network a distillation run saves, by role: its architecture and what it reads."""
+    networks = {"student": (arch, objective.deployable())}
+    archs, specs = {"teacher": teacher.arch, "student": arch}, {"student": spec}
+    for role, extra in objective.extra_networks().items():
+        networks[role] = (archs[extra.arch_of], extra.network)
+        specs[role] = teacher.spec if extra.arch_of == "teacher" else spec
+    return networks, specs
 
 
 def save_run(

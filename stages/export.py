@@ -13,21 +13,34 @@ app = typer.Typer()
 @app.command("export")
 @one_line_errors
 def export(
-    checkpoint: Annotated[Path, typer.Option(help="Student checkpoint to export.")],
+    runs: Annotated[
+        Path, typer.Option(help="Folder of `distill` outputs: <runs>/<objective>/student.pt.")
+    ],
+    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint (its validation top-1).")],
+    student: Annotated[Path, typer.Option(help="Where the shipped student's checkpoint goes.")],
     out: Annotated[Path, typer.Option(help="ONNX file to write.")],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Export the student alone to ONNX (named input/output, dynamic batch) and run onnx.checker."""
+    """Ship the best student on validation (or the one named): its checkpoint and ONNX file."""
     from pipeline.checkpoint import load_checkpoint
     from pipeline.export import export_onnx
-    from pipeline.files import write_json
+    from pipeline.files import copy_file, write_json
+    from pipeline.selection import choose_student
 
     p, _ = setup(params)
-    report = export_onnx(load_checkpoint(checkpoint), out, p.export)
-    write_json(metrics, report)
+    selection, chosen = choose_student(runs, p.distill.objectives, teacher, p.export)
+    for note in selection.notes:
+        log.warning("warning: %s", note)
+    # ONNX first: a student that must not ship (NaN weights, not a student) leaves no copy.
+    report = export_onnx(load_checkpoint(chosen), out, p.export)
+    copy_file(chosen, student)  # the same bytes: the ONNX file's recorded SHA-256 holds for it
+    write_json(metrics, selection.metrics() | report)
     log.info(
-        "wrote %s (%d bytes, %s exporter, opset %d)",
+        "shipping %s: %s; wrote %s and %s (%d bytes, %s exporter, opset %d)",
+        selection.objective,
+        selection.reason,
+        student,
         out,
         report["onnx/file_bytes"],
         p.export.exporter,

@@ -22,20 +22,23 @@ def quantize(
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Static INT8 calibrated on training images; layers that cost val accuracy stay fp32."""
+    """Static INT8 calibrated on training images; layers stay fp32 until val meets the gate."""
     from pipeline.data import load_prepared
     from pipeline.files import write_json
     from pipeline.quantize import quantize_int8
 
     p, _ = setup(params)
-    report = quantize_int8(onnx, out, load_prepared(data, ("train", "val")), p.quantize, p.seed)
+    data_splits = load_prepared(data, ("train", "val"))
+    report = quantize_int8(onnx, out, data_splits, p.quantize, p.verify.int8, p.seed)
     write_json(metrics, report)
     log.info(
-        "wrote %s (%d bytes, %.1fx smaller; val top-1 drop %.4f, %d layer(s) fp32: %s)",
+        "wrote %s (%d bytes, %.1fx smaller; val top-1 drop %.4f, agreement %.4f; %d layer(s) "
+        "fp32: %s)",
         out,
         report["int8/file_bytes"],
         report["int8/size_ratio"],
         report["int8/val_top1_drop"],
+        report["int8/val_agreement"],
         report["int8/fp32_layer_count"],
         report["int8/fp32_layers"] or "none",
     )

@@ -20,6 +20,9 @@ def verify(
         Path, typer.Option(help="Prepared dataset (.pt); only its test split is read.")
     ],
     evaluation: Annotated[Path, typer.Option(help="metrics/evaluate.json, for the model card.")],
+    selection: Annotated[
+        Path, typer.Option(help="metrics/export.json: which student ships and why, for the card.")
+    ],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON to write (written on failure too).")],
     card: Annotated[Path, typer.Option(help="Model card (Markdown) to write.")],
     params: ParamsOption = Path("params.yaml"),
@@ -30,11 +33,12 @@ def verify(
     from pipeline.errors import GateError
     from pipeline.files import write_json, write_text
     from pipeline.latency import measure
-    from pipeline.model_card import library_versions, read_evaluation, render
+    from pipeline.model_card import library_versions, read_metrics, render
     from pipeline.verification import verify as verify_onnx
 
     p, _ = setup(params)
-    ckpt, evaluated = load_checkpoint(checkpoint), read_evaluation(evaluation)
+    ckpt, evaluated = load_checkpoint(checkpoint), read_metrics(evaluation, "evaluate")
+    chosen = read_metrics(selection, "export")
     test = load_prepared(data, ("test",))
     report, _ = verify_onnx(onnx, int8, ckpt, test, p.verify)
     shape = (ckpt.in_channels, *ckpt.image_size)
@@ -45,7 +49,7 @@ def verify(
     if not report["gate/passed"]:
         raise GateError(f"verify failed: {report['gate/failures']}")
     files = {"checkpoint": checkpoint, "onnx": onnx, "int8": int8}
-    write_text(card, render(ckpt, report, evaluated, files, data, test.dataset))
+    write_text(card, render(ckpt, report, evaluated, chosen, files, data, test.dataset))
     log.info(
         "verify passed: top-1 torch %.2f%%, ONNX %.2f%%, INT8 %.2f%%; agreement %.4f, "
         "max |Δlogit| %.1e; wrote %s",

@@ -56,6 +56,14 @@ class Kit:
             node = node[part]
         del node[key]
 
+    def student(self, source: Path | None = None) -> Path:
+        """The checkpoint `export` reads (STUDENT), copied from `source` when given."""
+        path = self.folder / STUDENT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if source is not None:
+            shutil.copy(source, path)
+        return path
+
     def truncate(self, name: str, keep: int) -> None:
         path = self.folder / name
         path.write_bytes(path.read_bytes()[:keep])
@@ -105,7 +113,22 @@ DISTILL = [
     "--live",
     "plots",
 ]
-EXPORT = ["export", "--checkpoint", "student.pt", "--out", "student.onnx", "--metrics", "m.json"]
+# export picks among runs/<objective>/student.pt: the tiny profile's objectives are set to [sokd]
+# for these cases, so the checkpoint under test is runs/sokd/student.pt (STUDENT).
+EXPORT = [
+    "export",
+    "--runs",
+    "runs",
+    "--teacher",
+    "teacher3.pt",
+    "--student",
+    "shipped.pt",
+    "--out",
+    "student.onnx",
+    "--metrics",
+    "m.json",
+]
+STUDENT = "runs/sokd/student.pt"
 VERIFY = [
     "verify",
     "--onnx",
@@ -118,12 +141,21 @@ VERIFY = [
     "data.pt",
     "--evaluation",
     "evaluate.json",
+    "--selection",
+    "export.json",
     "--metrics",
     "v.json",
     "--card",
     "card.md",
 ]
-ARTIFACTS = ("data.pt", "student.pt", "student.onnx", "student.int8.onnx", "evaluate.json")
+ARTIFACTS = (
+    "data.pt",
+    "student.pt",
+    "student.onnx",
+    "student.int8.onnx",
+    "evaluate.json",
+    "export.json",
+)
 
 
 def _evil(kit: Kit) -> None:
@@ -132,9 +164,7 @@ def _evil(kit: Kit) -> None:
             return (Path.touch, (kit.folder / "PWNED",))
 
     torch.save(
-        {"format": "sokd-checkpoint/1", "arch": Payload()},
-        kit.folder / "student.pt",
-        pickle_module=pickle,
+        {"format": "sokd-checkpoint/1", "arch": Payload()}, kit.student(), pickle_module=pickle
     )
 
 
@@ -217,6 +247,13 @@ CASES = [
         "data.pt",
     ),
     Case(
+        "shipping an objective that was not trained",
+        lambda k: k.set("export.objective", "dkd"),
+        PREPARE,
+        "params.export.objective: 'dkd' is not trained",
+        "data.pt",
+    ),
+    Case(
         "GPU asked for, none there",
         lambda k: k.set("runtime.device", "cuda"),
         TEACHER,
@@ -275,6 +312,13 @@ CASES = [
         "data.pt",
     ),
     Case(
+        "image folder with one class",
+        lambda k: [shutil.rmtree(raw / s / "b") for raw in [k.folders()] for s in ("train", "val")],
+        PREPARE,
+        "a classifier needs at least two",
+        "data.pt",
+    ),
+    Case(
         "test classes differ",
         lambda k: shutil.rmtree(k.folders() / "val" / "b"),
         PREPARE,
@@ -313,17 +357,17 @@ CASES = [
         "sokd",
     ),
     # checkpoints
-    Case("missing checkpoint", lambda k: None, EXPORT, "checkpoint not found", "student.onnx"),
+    Case("missing student", lambda k: None, EXPORT, "student not found: runs/sokd", "student.onnx"),
     Case(
         "random bytes as checkpoint",
-        lambda k: (k.folder / "student.pt").write_bytes(b"\0junk" * 9),
+        lambda k: k.student().write_bytes(b"\0junk" * 9),
         EXPORT,
         "cannot read checkpoint",
         "student.onnx",
     ),
     Case(
         "truncated checkpoint",
-        lambda k: (k.copy("student.pt"), k.truncate("student.pt", 9000)),
+        lambda k: (k.student(k.built / "student.pt"), k.truncate(STUDENT, 9000)),
         EXPORT,
         "cannot read checkpoint",
         "student.onnx",
@@ -331,28 +375,35 @@ CASES = [
     Case("pickle that would run code", _evil, EXPORT, "cannot read checkpoint", "student.onnx"),
     Case(
         "a torch file that is not a checkpoint",
-        lambda k: shutil.copy(k.built / "data.pt", k.folder / "student.pt"),
+        lambda k: k.student(k.built / "data.pt"),
         EXPORT,
         "is not a sokd-checkpoint/1 checkpoint",
         "student.onnx",
     ),
     Case(
         "weights of another architecture",
-        lambda k: shutil.copy(k.built / "wrong-arch.pt", k.folder / "student.pt"),
+        lambda k: k.student(k.built / "wrong-arch.pt"),
         EXPORT,
         "weights do not fit architecture 'resnet8'",
         "student.onnx",
     ),
     Case(
         "weights that are NaN",
-        lambda k: shutil.copy(k.built / "nan-student.pt", k.folder / "student.pt"),
+        lambda k: k.student(k.built / "nan-student.pt"),
         EXPORT,
         "has non-finite weights (NaN or inf in",
         "student.onnx",
     ),
     Case(
+        "a student that records no validation top-1",
+        lambda k: k.student(k.built / "unmeasured.pt"),
+        EXPORT,
+        "records no validation top-1",
+        "student.onnx",
+    ),
+    Case(
         "a teacher exported as the student",
-        lambda k: shutil.copy(k.built / "teacher3.pt", k.folder / "student.pt"),
+        lambda k: k.student(k.built / "teacher3.pt"),
         EXPORT,
         "holds a teacher (resnet8), not a student",
         "student.onnx",
@@ -371,6 +422,13 @@ CASES = [
         TEACHER,
         "training loss became NaN or infinite",
         "teacher.pt",
+    ),
+    Case(
+        "students trained for zero epochs",
+        lambda k: (k.copy("data.pt", "teacher3.pt"), k.set("distill.train.epochs", 0)),
+        DISTILL,
+        "params.distill.train.epochs is 0",
+        "sokd",
     ),
     Case(
         "damaged training state",
@@ -395,10 +453,17 @@ CASES = [
         "v.json",
     ),
     Case(
+        "missing selection metrics",
+        lambda k: (k.copy(*ARTIFACTS), (k.folder / "export.json").unlink()),
+        VERIFY,
+        "export metrics not found",
+        "v.json",
+    ),
+    Case(
         "missing evaluation metrics",
         lambda k: (k.copy(*ARTIFACTS), (k.folder / "evaluate.json").unlink()),
         VERIFY,
-        "evaluation metrics not found",
+        "evaluate metrics not found",
         "v.json",
     ),
 ]
@@ -412,9 +477,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_fashion_mnist(root / "raw", n_train=300, n_test=60)
     save_prepared(root / "data.pt", prepare(root / "raw", params.prepare, 0))
     data = load_prepared(root / "data.pt", ("train", "val"))
-    for name, arch, source in (
-        ("student.pt", "resnet8", "resnet8"),
-        ("wrong-arch.pt", "resnet8", "resnet20"),
+    trained = {"val/top1_final": 0.5}  # what `export` compares students by
+    for name, arch, source, metrics in (
+        ("student.pt", "resnet8", "resnet8", trained),
+        ("wrong-arch.pt", "resnet8", "resnet20", trained),
+        ("unmeasured.pt", "resnet8", "resnet8", {}),
     ):
         save_checkpoint(
             root / name,
@@ -423,7 +490,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
             role="student",
             data=data,
             params={"objective": "sokd"},
-            metrics={},
+            metrics=metrics,
         )
     broken = create_model("resnet8", 10, 1)
     with torch.no_grad():
@@ -435,7 +502,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         role="student",
         data=data,
         params={"objective": "sokd"},
-        metrics={},
+        metrics=trained,
     )
     three = Prepared(data.dataset, ("x", "y", "z"), data.mean, data.std, data.splits)
     save_checkpoint(
@@ -445,11 +512,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         role="teacher",
         data=three,
         params={},
-        metrics={},
+        metrics=trained,
     )
     export_onnx(load_checkpoint(root / "student.pt"), root / "student.onnx", params.export)
-    quantize_int8(root / "student.onnx", root / "student.int8.onnx", data, params.quantize, 0)
+    int8 = root / "student.int8.onnx"
+    quantize_int8(root / "student.onnx", int8, data, params.quantize, params.verify.int8, 0)
     (root / "evaluate.json").write_text("{}")
+    (root / "export.json").write_text('{"selection/objective": "sokd"}')
     return root
 
 
@@ -462,6 +531,9 @@ def test_bad_input_is_one_line_exit_2_and_keeps_earlier_output(
     case: Case, built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kit = Kit(tmp_path, yaml.safe_load(TINY_PARAMS.read_text()), built)
+    if case.args is EXPORT:  # one candidate, runs/sokd/student.pt, and a teacher to compare
+        kit.set("distill.objectives", ["sokd"])
+        kit.copy("teacher3.pt")
     case.setup(kit)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(kit.params))
     earlier = tmp_path / case.output
@@ -476,6 +548,8 @@ def test_bad_input_is_one_line_exit_2_and_keeps_earlier_output(
     assert len(errors) == 1 and case.message in errors[0], result.output
     if earlier.suffix:
         assert earlier.read_bytes() == EARLIER
+        if case.args is EXPORT:
+            assert not (tmp_path / "shipped.pt").exists()  # nothing shipped either
     else:
         assert not any(earlier.glob("*.pt"))
     assert not (tmp_path / "PWNED").exists()

@@ -12,7 +12,7 @@ import torch
 
 from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import Params, VerifyConfig
+from pipeline.config import Int8GateConfig, Params, VerifyConfig
 from pipeline.data import Split, load_prepared
 from pipeline.errors import ModelFileError
 from pipeline.export import export_onnx
@@ -86,7 +86,7 @@ def test_export_records_provenance(exported: Path, student_ckpt: Path) -> None:
 def quantized(exported: Path, prepared_path: Path, tiny_params: Params) -> Path:
     out = exported.with_name("student.int8.onnx")
     data = load_prepared(prepared_path, ("train", "val"))
-    quantize_int8(exported, out, data, tiny_params.quantize, seed=0)
+    quantize_int8(exported, out, data, tiny_params.quantize, tiny_params.verify.int8, seed=0)
     return out
 
 
@@ -122,14 +122,15 @@ def test_verify_fails_an_int8_file_calibrated_on_the_wrong_images(
     blank = Split(torch.zeros_like(train.images), train.labels)  # black images only
     badly_calibrated = exported.with_name("student.badcal.int8.onnx")
     sample = dataclasses.replace(data, splits={"train": blank, "val": data.splits["val"]})
-    plain = with_changes(tiny_params, "quantize", max_top1_drop=1.0).quantize  # no fallback
-    quantize_int8(exported, badly_calibrated, sample, plain, seed=0)
+    any_int8 = Int8GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8, no fallback
+    quantize_int8(exported, badly_calibrated, sample, tiny_params.quantize, any_int8, seed=0)
     # The gate set at what the properly calibrated file reaches passes it and fails the other.
     good = _verify(exported, quantized, student_ckpt, prepared_path, tiny_params.verify)
-    cfg = with_changes(tiny_params, "verify", int8_min_agreement=good["int8/agreement"]).verify
+    gate = Int8GateConfig(tiny_params.verify.int8.max_top1_drop, good["int8/agreement"])
+    cfg = with_changes(tiny_params, "verify", int8=gate).verify
     assert _verify(exported, quantized, student_ckpt, prepared_path, cfg)["gate/passed"] is True
     bad = _verify(exported, badly_calibrated, student_ckpt, prepared_path, cfg)
-    assert bad["gate/passed"] is False and "int8_min_agreement" in bad["gate/failures"]
+    assert bad["gate/passed"] is False and "verify.int8.min_agreement" in bad["gate/failures"]
 
 
 @pytest.mark.parametrize("which", ["fp32", "int8"])

@@ -129,7 +129,7 @@ def test_a_stale_batchnorm_student_triggers_the_warning(
 ) -> None:
     """Constructed case: running statistics far from the data's, no re-estimation."""
     from pipeline.objectives import build_objective
-    from pipeline.training import Extras, _fit
+    from pipeline.training import Extras, fit_and_measure
 
     data = load_prepared(prepared_path, ("train", "val"))
     model = create_model("resnet8", 10, 1)
@@ -140,7 +140,7 @@ def test_a_stale_batchnorm_student_triggers_the_warning(
     train = dataclasses.replace(tiny_params.distill.train, epochs=3, bn_recalibration_images=0)
     objective = build_objective("vanilla", model, None, None)
     with caplog.at_level(logging.WARNING, logger="pipeline.training"):
-        result, metrics = _fit(
+        result, metrics = fit_and_measure(
             "stale", objective, data, train, CPU, 0, Extras(), None, data.input_spec()
         )
     assert result.history[-1]["train/top1"] > 0.3
@@ -177,7 +177,7 @@ def test_the_figures_around_batchnorm_reestimation_are_each_networks_own(
     from pipeline.batches import make_batches
     from pipeline.inference import predict, topk_accuracy
     from pipeline.objectives import build_objective
-    from pipeline.training import Extras, _fit
+    from pipeline.training import Extras, fit_and_measure
 
     data = load_prepared(prepared_path, ("train", "val"))
     torch.manual_seed(0)
@@ -185,10 +185,10 @@ def test_the_figures_around_batchnorm_reestimation_are_each_networks_own(
     train = dataclasses.replace(tiny_params.distill.train, epochs=1, bn_recalibration_images=64)
     objective = build_objective("sokd", student, teacher, tiny_params.distill.objective("sokd"))
     spec = data.input_spec()
-    result, metrics = _fit("sokd", objective, data, train, CPU, 0, Extras(), None, spec)
+    result, metrics = fit_and_measure("sokd", objective, data, train, CPU, 0, Extras(), None, spec)
     assert metrics["bn/student/val_top1_before"] == result.last_val_top1
     val = make_batches(data, "val", train.batch_size, None, CPU, 0, spec)
-    improved = objective.extra_networks()["improved_teacher"][0]
+    improved = objective.extra_networks()["improved_teacher"].network
     for network, key, after in (
         (objective.deployable(), "val/top1_final", "bn/student/val_top1_after"),
         (improved, "improved_teacher/val_top1", "bn/improved_teacher/val_top1_after"),

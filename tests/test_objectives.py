@@ -9,6 +9,7 @@ from pipeline.config import Params
 from pipeline.errors import ConfigError
 from pipeline.models import create_model
 from pipeline.objectives import OBJECTIVES, build_objective
+from pipeline.objectives.base import linear_warmup
 
 
 def _networks() -> tuple[nn.Module, nn.Module]:
@@ -105,7 +106,8 @@ def test_sokd_improved_teacher_loads_into_the_teacher_architecture(tiny_params: 
     student, teacher = _networks()
     objective = build_objective("sokd", student, teacher, tiny_params.distill.objective("sokd"))
     _step(objective)
-    improved, arch_of = objective.extra_networks()["improved_teacher"]
+    extra = objective.extra_networks()["improved_teacher"]
+    improved, arch_of = extra.network, extra.arch_of
     assert arch_of == "teacher"
     rebuilt = create_model("resnet20", 10, 1)
     rebuilt.load_state_dict(improved.state_dict())  # strict: every key matches
@@ -195,27 +197,39 @@ def test_dml_peer_starts_from_scratch_with_the_teacher_architecture(tiny_params:
     peer_state, teacher_state = objective.peer.state_dict(), teacher.state_dict()
     assert set(peer_state) == set(teacher_state)
     assert not torch.equal(peer_state["stem.0.weight"], teacher_state["stem.0.weight"])
-    assert objective.extra_networks()["peer"][1] == "teacher"
+    assert objective.extra_networks()["peer"].arch_of == "teacher"
     kd_dml = build_objective("kd_dml", student, teacher, tiny_params.distill.objective("kd_dml"))
     assert set(kd_dml.peer.state_dict()) == set(student.state_dict())
-    assert kd_dml.extra_networks()["peer"][1] == "student"
+    assert kd_dml.extra_networks()["peer"].arch_of == "student"
 
 
-def test_dkd_warms_up_linearly_over_its_epochs(tiny_params: Params) -> None:
+def test_the_warmup_ramps_linearly_over_its_epochs() -> None:
+    assert [linear_warmup(p, 10, 5.0) for p in (0.0, 0.25, 0.5, 0.9)] == [0.0, 0.5, 1.0, 1.0]
+    assert linear_warmup(0.0, 10, 0.0) == 1.0  # no warm-up: full weight from the first step
+
+
+@pytest.mark.parametrize(
+    ("name", "ramped", "constant"),
+    [
+        ("dkd", ("student/tckd", "student/nckd"), ("student/ce",)),
+        ("sokd", ("student/kl_bridge", "bridge/kl_student"), ("bridge/kl_teacher", "bridge/ce")),
+    ],
+)
+def test_warmup_scales_only_the_terms_it_names(
+    tiny_params: Params, name: str, ramped: tuple[str, ...], constant: tuple[str, ...]
+) -> None:
     student, teacher = _networks()
-    cfg = dataclasses.replace(tiny_params.distill.objective("dkd"), warmup_epochs=5.0)
-    objective = build_objective("dkd", student, teacher, cfg)
+    cfg = dataclasses.replace(tiny_params.distill.objective(name), warmup_epochs=5.0)
+    objective = build_objective(name, student, teacher, cfg)
     objective.epochs = 10
-    assert [objective.warmup(p) for p in (0.0, 0.25, 0.5, 0.9)] == [0.0, 0.5, 1.0, 1.0]
     images, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    torch.manual_seed(0)
-    half = objective.eval().step(images, labels, 0.25).parts
+    half = objective.eval().step(images, labels, 0.25).parts  # eval: no BatchNorm update
     full = objective.eval().step(images, labels, 0.75).parts
-    for key in ("student/tckd", "student/nckd"):
+    for key in ramped:
         assert full[key].item() > 0
         torch.testing.assert_close(half[key], 0.5 * full[key])
-    no_warmup = build_objective("dkd", student, teacher, dataclasses.replace(cfg, warmup_epochs=0))
-    assert no_warmup.warmup(0.0) == 1.0
+    for key in constant:
+        torch.testing.assert_close(half[key], full[key])
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import torch
 from onnx import helper, numpy_helper, shape_inference
 
 from pipeline.batches import make_batches
-from pipeline.config import Params
+from pipeline.config import Int8GateConfig, Params
 from pipeline.data import Split, load_prepared
 from pipeline.errors import GateError
 from pipeline.quantize import CPU, quantize_int8
@@ -69,7 +69,11 @@ def hostile(exported: Path) -> Path:  # noqa: F811
 
 
 def _cfg(tiny_params: Params, **changes: object) -> object:
-    return with_changes(tiny_params, "quantize", **{"max_top1_drop": 0.02, **changes}).quantize
+    return with_changes(tiny_params, "quantize", **changes).quantize
+
+
+def _gate(max_top1_drop: float = 0.02, min_agreement: float = 0.0) -> Int8GateConfig:
+    return Int8GateConfig(max_top1_drop=max_top1_drop, min_agreement=min_agreement)
 
 
 def test_the_hostile_pair_changes_nothing_in_fp32(hostile: Path, exported: Path) -> None:  # noqa: F811
@@ -89,7 +93,7 @@ def test_fallback_keeps_the_harmful_layers_fp32_until_the_drop_holds(
     # Only train and val are loaded: the test split cannot take part in any choice.
     data = load_prepared(prepared_path, ("train", "val"))
     out = tmp_path / "int8.onnx"
-    report = quantize_int8(hostile, out, data, _cfg(tiny_params), seed=0)
+    report = quantize_int8(hostile, out, data, _cfg(tiny_params), _gate(), 0)
     assert report["int8/val_top1_drop_plain"] > 0.1  # plain INT8 misses the budget by far
     assert report["int8/val_top1_drop"] <= 0.02
     kept = report["int8/fp32_layers"].split("; ")
@@ -99,8 +103,20 @@ def test_fallback_keeps_the_harmful_layers_fp32_until_the_drop_holds(
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert "fp32 fallback" in meta["quantization"] and HOSTILE[0] in meta["quantization"]
     # Deterministic for a seed: the same choice again.
-    again = quantize_int8(hostile, tmp_path / "again.onnx", data, _cfg(tiny_params), seed=0)
+    again = quantize_int8(hostile, tmp_path / "again.onnx", data, _cfg(tiny_params), _gate(), 0)
     assert again["int8/fp32_layers"] == report["int8/fp32_layers"]
+
+
+def test_agreement_alone_also_keeps_layers_fp32(
+    hostile: Path, prepared_path: Path, tiny_params: Params, tmp_path: Path
+) -> None:
+    # Any top-1 drop allowed, but INT8 must predict what fp32 predicts on 97 % of validation:
+    # the file is accepted only once it does (the verify gate's agreement, met on validation).
+    data = load_prepared(prepared_path, ("train", "val"))
+    gate = _gate(max_top1_drop=1.0, min_agreement=0.97)
+    report = quantize_int8(hostile, tmp_path / "int8.onnx", data, _cfg(tiny_params), gate, 0)
+    assert report["int8/val_agreement_plain"] < 0.97 <= report["int8/val_agreement"]
+    assert report["int8/fallback_layers"] >= 1
 
 
 def test_the_cap_fails_in_one_line_and_writes_nothing(
@@ -108,8 +124,8 @@ def test_the_cap_fails_in_one_line_and_writes_nothing(
 ) -> None:
     data = load_prepared(prepared_path, ("train", "val"))
     out = tmp_path / "int8.onnx"
-    with pytest.raises(GateError, match=r"max_fp32_layers 1\); raise either") as err:
-        quantize_int8(hostile, out, data, _cfg(tiny_params, max_fp32_layers=1), seed=0)
+    with pytest.raises(GateError, match=r"max_fp32_layers 1\): INT8 validation top-1") as err:
+        quantize_int8(hostile, out, data, _cfg(tiny_params, max_fp32_layers=1), _gate(), seed=0)
     assert "\n" not in str(err.value)
     assert not out.exists() and not list(tmp_path.glob(".quantize-*"))
 
@@ -123,7 +139,7 @@ def test_the_validation_split_drives_the_choice(
 
     data = load_prepared(prepared_path, ("train", "val"))
     plain = tmp_path / "plain.onnx"
-    quantize_int8(hostile, plain, data, _cfg(tiny_params, max_top1_drop=1.0), seed=0)
+    quantize_int8(hostile, plain, data, _cfg(tiny_params), _gate(max_top1_drop=1.0), seed=0)
     session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
     val = data.splits["val"]
     batches = make_batches(data, "val", 64, None, CPU, 0)  # in split order, as quantize reads it
@@ -131,5 +147,5 @@ def test_the_validation_split_drives_the_choice(
     predicted = predicted.argmax(1)
     relabelled = Split(val.images, torch.from_numpy(predicted))
     data = dataclasses.replace(data, splits={**data.splits, "val": relabelled})
-    report = quantize_int8(hostile, tmp_path / "int8.onnx", data, _cfg(tiny_params), seed=0)
+    report = quantize_int8(hostile, tmp_path / "int8.onnx", data, _cfg(tiny_params), _gate(), 0)
     assert report["int8/val_top1_drop_plain"] <= 0 and report["int8/fallback_layers"] == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +11,14 @@ from torch import Tensor, nn
 from pipeline.losses import standardise
 
 COMPILED_GRAPHS = 128  # dynamo's recompile limit while objectives are compiled (default 8)
+
+
+@dataclass(frozen=True)
+class ExtraNetwork:
+    """A trained network besides the deployable one, worth saving (e.g. SOKD's improved teacher)."""
+
+    network: nn.Module
+    arch_of: Literal["teacher", "student"]  # whose architecture (and input spec) it has
 
 
 @dataclass(frozen=True)
@@ -43,9 +51,8 @@ class Objective(nn.Module):
             {"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "all"}
         ]
 
-    def extra_networks(self) -> dict[str, tuple[nn.Module, str]]:
-        """Other trained networks worth keeping: role -> (network, "teacher" | "student"), the
-        second naming whose architecture it has (e.g. SOKD's improved teacher: "teacher")."""
+    def extra_networks(self) -> dict[str, ExtraNetwork]:
+        """Other trained networks worth keeping, by role (e.g. SOKD's "improved_teacher")."""
         return {}
 
     def compile_networks(self) -> None:
@@ -90,6 +97,14 @@ class FrozenTeacherObjective(Objective):
 
     def deployable(self) -> nn.Module:
         return self.student
+
+
+def linear_warmup(progress: float, epochs: int, warmup_epochs: float) -> float:
+    """A loss weight ramping linearly from 0 to 1 over the first `warmup_epochs` of `epochs`
+    (`progress` is the fraction of training done); 1 throughout when `warmup_epochs` is 0."""
+    if warmup_epochs == 0:
+        return 1.0
+    return min(progress * epochs / warmup_epochs, 1.0)
 
 
 def logit_view(*logits: Tensor, standardise_them: bool) -> tuple[Tensor, ...]:

@@ -16,10 +16,10 @@ from pipeline.objectives.base import FrozenTeacherObjective, StepOutput
 class DistConfig:
     """The paper's CIFAR-100 setting (β = γ = 2, τ = 4); on ImageNet it uses 1, 1, 1."""
 
-    ce_weight: float = 1.0
+    ce_weight: float = 1.0  # cross-entropy on the labels
     beta: float = 2.0  # inter-class relation (each image's class distribution)
     gamma: float = 2.0  # intra-class relation (each class across the batch)
-    temperature: float = 4.0
+    temperature: float = 4.0  # τ of the softened predictions
 
     def __post_init__(self) -> None:
         positive_temperature(self)

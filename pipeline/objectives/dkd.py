@@ -10,20 +10,25 @@ from pipeline.config import positive_temperature, weights_non_negative
 from pipeline.errors import ConfigError
 from pipeline.losses import cross_entropy, decoupled_kd
 from pipeline.objectives import OBJECTIVES
-from pipeline.objectives.base import FrozenTeacherObjective, StepOutput, logit_view
+from pipeline.objectives.base import (
+    FrozenTeacherObjective,
+    StepOutput,
+    linear_warmup,
+    logit_view,
+)
 
 
 @dataclass(frozen=True)
 class DkdConfig:
     """The paper's CIFAR-100 defaults (mdistiller): β is per pair, 2 to 8 (see the presets)."""
 
-    ce_weight: float = 1.0
+    ce_weight: float = 1.0  # cross-entropy on the labels
     alpha: float = 1.0  # weight of TCKD (target vs the rest)
     beta: float = 8.0  # weight of NCKD (among the non-target classes)
-    temperature: float = 4.0
+    temperature: float = 4.0  # τ of both decoupled terms
     # The distillation terms ramp up linearly over this many epochs (fractions allowed): 20 of
     # the paper's 240. Short runs should scale it (e.g. 1/12 of the run).
-    warmup_epochs: float = 20.0
+    warmup_epochs: float = 20.0  # epochs over which TCKD and NCKD ramp up from 0
     logit_standardisation: bool = False  # z-score both logits before τ (Sun et al., CVPR 2024)
 
     def __post_init__(self) -> None:
@@ -44,11 +49,6 @@ class DecoupledKD(FrozenTeacherObjective):
     config = DkdConfig
     cfg: DkdConfig
 
-    def warmup(self, progress: float) -> float:
-        if self.cfg.warmup_epochs == 0:
-            return 1.0
-        return min(progress * self.epochs / self.cfg.warmup_epochs, 1.0)
-
     def step(self, images: Tensor, labels: Tensor, progress: float) -> StepOutput:
         c = self.cfg
         teacher_logits = self.teacher_logits(images)  # (B, K)
@@ -57,7 +57,7 @@ class DecoupledKD(FrozenTeacherObjective):
             student_logits, teacher_logits, standardise_them=c.logit_standardisation
         )
         tckd, nckd = decoupled_kd(z_s, z_t, labels, c.temperature)
-        ramp = self.warmup(progress)
+        ramp = linear_warmup(progress, self.epochs, c.warmup_epochs)
         parts = {
             "student/ce": c.ce_weight * cross_entropy(student_logits, labels),
             "student/tckd": ramp * c.alpha * tckd,

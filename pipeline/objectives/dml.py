@@ -13,7 +13,7 @@ from pipeline.errors import ConfigError
 from pipeline.losses import cross_entropy, kd_kl
 from pipeline.models.staged import init_weights
 from pipeline.objectives import OBJECTIVES
-from pipeline.objectives.base import FrozenTeacherObjective, Objective, StepOutput
+from pipeline.objectives.base import ExtraNetwork, FrozenTeacherObjective, Objective, StepOutput
 
 
 def fresh_copy(network: nn.Module) -> nn.Module:
@@ -26,8 +26,8 @@ def fresh_copy(network: nn.Module) -> nn.Module:
 @dataclass(frozen=True)
 class DmlConfig:
     temperature: float = 1.0  # 1 in the DML paper
-    ce_weight: float = 1.0
-    kl_weight: float = 1.0
+    ce_weight: float = 1.0  # cross-entropy on the labels, each network
+    kl_weight: float = 1.0  # KL to the other network's predictions
 
     def __post_init__(self) -> None:
         positive_temperature(self)
@@ -37,9 +37,9 @@ class DmlConfig:
 @dataclass(frozen=True)
 class KdDmlConfig:
     temperature: float = 4.0  # of the KD term; the mutual term runs at 1 as in DML
-    ce_weight: float = 1.0
-    kd_weight: float = 1.0
-    dml_weight: float = 1.0
+    ce_weight: float = 1.0  # cross-entropy on the labels, each network
+    kd_weight: float = 1.0  # the student's KD term from the frozen teacher
+    dml_weight: float = 1.0  # the mutual KL between student and peer
 
     def __post_init__(self) -> None:
         positive_temperature(self)
@@ -84,8 +84,8 @@ class DeepMutualLearning(Objective):
     def deployable(self) -> nn.Module:
         return self.student
 
-    def extra_networks(self) -> dict[str, tuple[nn.Module, str]]:
-        return {"peer": (self.peer, "teacher")}
+    def extra_networks(self) -> dict[str, ExtraNetwork]:
+        return {"peer": ExtraNetwork(self.peer, "teacher")}
 
 
 @OBJECTIVES.register("kd_dml")
@@ -125,5 +125,5 @@ class KdWithMutualLearning(FrozenTeacherObjective):
         }
         return StepOutput(torch.stack(list(parts.values())).sum(), student_logits, parts)
 
-    def extra_networks(self) -> dict[str, tuple[nn.Module, str]]:
-        return {"peer": (self.peer, "student")}
+    def extra_networks(self) -> dict[str, ExtraNetwork]:
+        return {"peer": ExtraNetwork(self.peer, "student")}

@@ -19,7 +19,7 @@ from pipeline.objectives.base import FrozenTeacherObjective, StepOutput
 
 @dataclass(frozen=True)
 class AtConfig:
-    ce_weight: float = 1.0
+    ce_weight: float = 1.0  # cross-entropy on the labels
     at_weight: float = 1000.0  # β of attention transfer (CIFAR KD zoo: 1000)
 
     def __post_init__(self) -> None:
@@ -28,7 +28,7 @@ class AtConfig:
 
 @dataclass(frozen=True)
 class FitnetConfig:
-    ce_weight: float = 1.0
+    ce_weight: float = 1.0  # cross-entropy on the labels
     hint_weight: float = 100.0  # β of the hint loss (CIFAR KD zoo: 100)
 
     def __post_init__(self) -> None:

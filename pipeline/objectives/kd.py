@@ -14,12 +14,12 @@ from pipeline.objectives.base import FrozenTeacherObjective, StepOutput, logit_v
 
 @dataclass(frozen=True)
 class KdConfig:
-    temperature: float = 4.0
+    temperature: float = 4.0  # τ of the softened predictions
     ce_weight: float = 0.1  # RepDistiller's CIFAR-100 weights
-    kd_weight: float = 0.9
+    kd_weight: float = 0.9  # τ²·KL to the frozen teacher
     # z-score both logit vectors before τ (Sun et al., CVPR 2024); their CIFAR-100 setting with
     # it is τ = 2, kd_weight = 9 (ce_weight 0.1 as here)
-    logit_standardisation: bool = False
+    logit_standardisation: bool = False  # z-score both logit vectors before τ
 
     def __post_init__(self) -> None:
         positive_temperature(self)

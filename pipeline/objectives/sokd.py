@@ -29,29 +29,43 @@ from pipeline.models.staged import (
     tap_channels,
 )
 from pipeline.objectives import OBJECTIVES
-from pipeline.objectives.base import FrozenTeacherObjective, StepOutput, logit_view
+from pipeline.objectives.base import (
+    ExtraNetwork,
+    FrozenTeacherObjective,
+    StepOutput,
+    linear_warmup,
+    logit_view,
+)
 
 
 @dataclass(frozen=True)
 class SokdConfig:
-    temperature: float = 4.0
-    student_ce: float = 1.0  # λ1
-    student_kl_bridge: float = 1.0  # λ2
-    bridge_ce: float = 1.0  # α1
-    bridge_kl_teacher: float = 1.0  # α2
-    bridge_kl_student: float = 1.0  # α3
-    bridge_init: Literal["random", "teacher"] = "teacher"  # random: the reference code
-    teacher_bn: Literal["eval", "train"] = "eval"  # train: the reference code
+    temperature: float = 4.0  # τ of the three KL terms
+    student_ce: float = 1.0  # λ1: the student's cross-entropy on the labels
+    student_kl_bridge: float = 1.0  # λ2: the student's τ²·KL to the bridge
+    bridge_ce: float = 1.0  # α1: the bridge's cross-entropy on the labels
+    bridge_kl_teacher: float = 1.0  # α2: the bridge's τ²·KL to the frozen teacher
+    bridge_kl_student: float = 1.0  # α3: the bridge's τ²·KL to the student
+    # teacher: a copy of the teacher's head | random: as the reference code
+    bridge_init: Literal["random", "teacher"] = "teacher"  # teacher | random (reference code)
+    # eval: frozen BatchNorm statistics | train: batch statistics, as the reference code
+    teacher_bn: Literal["eval", "train"] = "eval"  # eval | train (reference code)
     # bridge lr = bridge_lr_mult x train.optim.lr (reference: 1.0 in its config, 0.5 in its code)
-    bridge_lr_mult: float = 1.0
+    bridge_lr_mult: float = 1.0  # the bridge's lr as a multiple of train.optim.lr
     split: str = ""  # the teacher's first head module; "" picks the architecture's default
     # z-score every logit vector before τ in the three KL terms (Sun et al., CVPR 2024)
-    logit_standardisation: bool = False
+    logit_standardisation: bool = False  # z-score every logit vector before τ
+    # The two terms that learn from a network still in training (the student's KL to the bridge,
+    # the bridge's KL to the student) ramp up linearly from 0 over this many epochs (fractions
+    # allowed), as DKD warms up its loss; 0: full weight from the first step (the paper).
+    warmup_epochs: float = 0.0  # epochs over which the two online KL terms ramp up from 0
 
     def __post_init__(self) -> None:
         positive_temperature(self)
         if self.bridge_lr_mult <= 0:
             raise ConfigError(f"bridge_lr_mult: must be > 0, got {self.bridge_lr_mult}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs: must be >= 0, got {self.warmup_epochs}")
         weights_non_negative(
             self,
             "student_ce",
@@ -118,12 +132,17 @@ class SemiOnlineKD(FrozenTeacherObjective):
         )
         # Every cross term is detached: each network treats its peer's output as a fixed target
         # this step, so one backward of the sum optimises each network on its own loss.
+        ramp = linear_warmup(progress, self.epochs, c.warmup_epochs)  # the online KL terms
         parts = {
             "student/ce": c.student_ce * cross_entropy(student_logits, labels),
-            "student/kl_bridge": c.student_kl_bridge * kd_kl(z_s, z_b.detach(), c.temperature),
+            "student/kl_bridge": ramp
+            * c.student_kl_bridge
+            * kd_kl(z_s, z_b.detach(), c.temperature),
             "bridge/ce": c.bridge_ce * cross_entropy(bridge_logits, labels),
             "bridge/kl_teacher": c.bridge_kl_teacher * kd_kl(z_b, z_t, c.temperature),
-            "bridge/kl_student": c.bridge_kl_student * kd_kl(z_b, z_s.detach(), c.temperature),
+            "bridge/kl_student": ramp
+            * c.bridge_kl_student
+            * kd_kl(z_b, z_s.detach(), c.temperature),
         }
         if self.uses_features:
             parts.update(self.feature_parts(student_feat, bridge_feat, teacher_feat.clone()))
@@ -143,10 +162,11 @@ class SemiOnlineKD(FrozenTeacherObjective):
             {"params": bridge, "lr": lr * self.cfg.bridge_lr_mult, "name": "bridge"},
         ]
 
-    def extra_networks(self) -> dict[str, tuple[nn.Module, str]]:
+    def extra_networks(self) -> dict[str, ExtraNetwork]:
         # Trunk + bridge carry the teacher's module names: their weights load into its arch.
         trunk_and_bridge = [*self.teacher_trunk.named_children(), *self.bridge.named_children()]
-        return {"improved_teacher": (nn.Sequential(OrderedDict(trunk_and_bridge)), "teacher")}
+        improved = nn.Sequential(OrderedDict(trunk_and_bridge))
+        return {"improved_teacher": ExtraNetwork(improved, "teacher")}
 
 
 @OBJECTIVES.register("sokd_at")

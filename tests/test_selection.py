@@ -1,0 +1,100 @@
+"""Which student ships: the best on validation, ties to the first listed, and the diagnoses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.config import ExportConfig
+from pipeline.data import load_prepared
+from pipeline.errors import CheckpointError, ConfigError
+from pipeline.models import create_model
+from pipeline.selection import choose_student, diagnose, pick, select_student
+
+
+def test_best_ships_the_highest_validation_top1() -> None:
+    name, reason = pick("best", {"vanilla": 0.71, "kd": 0.70, "sokd": 0.74})
+    assert name == "sokd"
+    assert "74.00 %" in reason and "vanilla 71.00 %" in reason and "kd 70.00 %" in reason
+
+
+def test_a_tie_goes_to_the_first_objective_listed() -> None:
+    assert pick("best", {"kd": 0.7, "sokd": 0.7, "vanilla": 0.7})[0] == "kd"
+    assert pick("best", {"sokd": 0.7, "kd": 0.7})[0] == "sokd"
+
+
+def test_naming_an_objective_still_ships_it() -> None:
+    name, reason = pick("sokd", {"vanilla": 0.8, "sokd": 0.7})
+    assert name == "sokd" and "export.objective: sokd" in reason
+    with pytest.raises(ConfigError, match="'dkd' was not trained"):
+        pick("dkd", {"vanilla": 0.8, "sokd": 0.7})
+
+
+def test_a_weak_teacher_is_named_with_its_fix() -> None:
+    notes = diagnose({"vanilla": 0.70, "sokd": 0.72}, 0.715, "sokd", 0.03, 3)
+    assert len(notes) == 1
+    assert "not clearly above the vanilla student" in notes[0]
+    assert "train_teacher.train.epochs" in notes[0] and "train_teacher.weights" in notes[0]
+    assert diagnose({"vanilla": 0.70, "sokd": 0.72}, 0.74, "sokd", 0.03, 3) == []
+
+
+def test_distillation_that_did_not_pay_off_says_so_and_why() -> None:
+    val = {"vanilla": 0.715, "kd": 0.702, "sokd": 0.686}
+    strong = diagnose(val, 0.80, "vanilla", 0.03, 3)
+    assert len(strong) == 1 and "every distilled student ended below vanilla" in strong[0]
+    assert "kd 70.20 %, sokd 68.60 %" in strong[0] and "3 student epoch(s)" in strong[0]
+    assert "distill.train.epochs" in strong[0]
+    weak = diagnose(val, 0.72, "vanilla", 0.03, 3)  # the teacher is the likelier cause
+    assert len(weak) == 2 and "teacher this close" in weak[1]
+
+
+def test_a_named_objective_below_vanilla_is_flagged() -> None:
+    notes = diagnose({"vanilla": 0.72, "kd": 0.74, "sokd": 0.70}, 0.85, "sokd", 0.03, 3)
+    assert len(notes) == 1 and "export.objective ships sokd" in notes[0]
+
+
+def test_without_a_vanilla_student_nothing_is_diagnosed() -> None:
+    assert diagnose({"kd": 0.5, "sokd": 0.4}, 0.45, "kd", 0.03, 3) == []
+
+
+def test_selection_metrics_name_every_candidate() -> None:
+    s = select_student("best", {"vanilla": 0.7, "sokd": 0.75}, 0.8, 0.03, 2)
+    m = s.metrics()
+    assert m["selection/objective"] == "sokd" and m["selection/notes"] == ""
+    assert m["selection/vanilla/val_top1"] == 0.7 and m["selection/teacher/val_top1"] == 0.8
+
+
+def _checkpoint(path: Path, role: str, data, metrics: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(
+        path,
+        create_model("resnet8", 10, 1),
+        arch="resnet8",
+        role=role,
+        data=data,
+        params={"train": {"epochs": 2}},
+        metrics=metrics,
+    )
+
+
+def test_choose_student_reads_each_runs_recorded_validation_top1(
+    prepared_path: Path, tmp_path: Path
+) -> None:
+    data = load_prepared(prepared_path, ("train", "val"))
+    _checkpoint(tmp_path / "teacher.pt", "teacher", data, {"val/top1_final": 0.9})
+    for name, top1 in (("vanilla", 0.8), ("kd", 0.78), ("sokd", 0.83)):
+        _checkpoint(
+            tmp_path / "runs" / name / "student.pt", "student", data, {"val/top1_final": top1}
+        )
+    runs, teacher = tmp_path / "runs", tmp_path / "teacher.pt"
+    selection, chosen = choose_student(runs, ["vanilla", "kd", "sokd"], teacher, ExportConfig())
+    assert selection.objective == "sokd" and chosen == runs / "sokd" / "student.pt"
+    assert selection.teacher_val_top1 == 0.9 and selection.notes == []
+    # Only the listed objectives compete: sokd left out of the list cannot ship.
+    selection, _ = choose_student(runs, ["vanilla", "kd"], teacher, ExportConfig())
+    assert selection.objective == "vanilla" and "every distilled student" in selection.notes[0]
+    assert load_checkpoint(chosen).role == "student"
+    with pytest.raises(CheckpointError, match="student not found"):
+        choose_student(runs, ["vanilla", "dkd"], teacher, ExportConfig())
