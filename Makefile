@@ -7,16 +7,19 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test data install lint clean params bench-speed bench-accuracy benchmark gpu-check
+.PHONY: repro test data install lint clean params bench-speed bench-accuracy benchmark bench-user-path gpu-check
 
 # `make repro PRESET=presets/<file>.yaml` runs the pipeline as a DVC experiment with that overlay's
 # values set through `dvc exp run -S` (params.yaml then holds exactly the preset's differences:
 # `dvc params diff` lists them); without PRESET it is `dvc repro` of params.yaml.
+# Every section of the params is checked first (each stage checks only its own), so a typo stops
+# the run before the first stage instead of at the stage that reads it.
 ifdef PRESET
 repro: data
-	eval "dvc exp run $$($(PYTHON) -m pipeline.params overrides $(PRESET))"
+	eval "dvc exp run $$(python -m pipeline.params overrides $(PRESET))"
 else
 repro: data
+	python -m pipeline.params show params.yaml > /dev/null
 	dvc repro
 endif
 
@@ -47,6 +50,11 @@ gpu-check:
 # The comparison (benchmarks/comparison, a DVC project of its own): methods x seeds, ~75 min here.
 benchmark: data
 	cd benchmarks/comparison && dvc repro
+
+# The user path (benchmarks/user_path): photo folders, torchvision and timm pairs, two student
+# budgets, 3 seeds, the shipped student's INT8 gate; about an hour here.
+bench-user-path: data
+	cd benchmarks/user_path && dvc repro
 
 # Re-install only when the dependency list changes; a second `make` skips this.
 $(STAMP): pyproject.toml

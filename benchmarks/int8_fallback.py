@@ -27,21 +27,21 @@ import numpy as np
 from benchmarks.speed import machine
 from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint
-from pipeline.config import ExportConfig, Int8GateConfig, QuantizeConfig
+from pipeline.config import ExportConfig, GateConfig, QuantizeConfig, VerifyConfig
 from pipeline.data import Prepared, load_prepared
-from pipeline.export import export_onnx
 from pipeline.files import sha256_file, write_json
 from pipeline.latency import round_ratios, timed_files
-from pipeline.quantize import CPU, quantize_int8
-from pipeline.verification import open_session, session_logits
+from pipeline.targets.int8 import CPU, quantize_int8
+from pipeline.targets.onnx import export_onnx
+from pipeline.targets.runtime import open_engine
 
 METHODS = ("minmax", "entropy", "percentile")
-ANY_INT8 = Int8GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8: no fallback
+ANY_INT8 = GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8: no fallback
 
 
 def top1(path: Path, data: Prepared, split: str, spec: Any) -> float:
     batches = make_batches(data, split, 256, None, CPU, 0, spec)
-    logits = session_logits(open_session(path, 2), batches)
+    logits = open_engine(path, 2).batch_logits(batches)
     return float((logits.argmax(1) == batches.labels.numpy()).mean())
 
 
@@ -69,7 +69,7 @@ def study(student: Path, data_path: Path, max_drop: float, work: Path) -> dict[s
             for split in ("val", "test"):
                 row[f"{split}_top1_drop"] = base[split] - top1(out, data, split, ckpt.spec)
             calibration.append(row)
-    cfg, gate = QuantizeConfig(), Int8GateConfig(max_top1_drop=max_drop)
+    cfg, gate = QuantizeConfig(), dataclasses.replace(VerifyConfig().int8, max_top1_drop=max_drop)
     chosen = work / "fallback.onnx"
     report = quantize_int8(fp32, chosen, data, cfg, gate, seed=0)
     shape = (data.image_shape[0], *ckpt.spec.size)
@@ -115,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", type=Path, action="append", required=True)
     parser.add_argument("--data", type=Path, action="append", required=True)
-    parser.add_argument("--max-drop", type=float, default=Int8GateConfig.max_top1_drop)
+    parser.add_argument("--max-drop", type=float, default=VerifyConfig().int8.max_top1_drop)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/int8_fallback.json"))
     args = parser.parse_args()
     if len(args.student) != len(args.data):

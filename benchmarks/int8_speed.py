@@ -25,10 +25,9 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.speed import machine
-from pipeline.export import INPUT_NAME
 from pipeline.files import write_json
-from pipeline.latency import session_calls, side_by_side
-from pipeline.verification import open_session
+from pipeline.latency import side_by_side
+from pipeline.targets.runtime import INPUT_NAME, Engine, engine_calls, open_engine
 
 BATCHES = (1, 64)
 
@@ -38,14 +37,12 @@ def _input_shape(session: ort.InferenceSession) -> tuple[int, int, int]:
     return int(c), int(h), int(w)
 
 
-def timed_rounds(
-    sessions: dict[str, ort.InferenceSession], batch: int, rounds: int
-) -> dict[str, list[float]]:
-    """Seconds per call of each session in each round (the card's method: pipeline.latency)."""
-    shape = _input_shape(next(iter(sessions.values())))
+def timed_rounds(engines: dict[str, Engine], batch: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each engine in each round (the card's method: pipeline.latency)."""
+    shape = _input_shape(next(iter(engines.values())).session)
     x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
     repeats = max(1, 256 // batch)  # enough calls per round to be well above the timer's noise
-    times = side_by_side(session_calls(sessions, x), rounds, repeats)
+    times = side_by_side(engine_calls(engines, x), rounds, repeats)
     return {name: [statistics.median(r) for r in per_round] for name, per_round in times.items()}
 
 
@@ -87,11 +84,9 @@ def main() -> None:
     )
     for threads in args.threads:
         # The sessions take turns: without spinning, the idle one leaves the cores to the other.
-        sessions = {
-            name: open_session(path, threads, spinning=False) for name, path in files.items()
-        }
+        engines = {name: open_engine(path, threads, spinning=False) for name, path in files.items()}
         for batch in BATCHES:
-            sec = timed_rounds(sessions, batch, args.rounds)
+            sec = timed_rounds(engines, batch, args.rounds)
             # Both files ran back to back in each round: their ratio there is what drift spares.
             ratios = [f / q for f, q in zip(sec["fp32"], sec["int8"], strict=True)]
             fp32, int8 = statistics.median(sec["fp32"]), statistics.median(sec["int8"])

@@ -78,32 +78,28 @@ def _from_checkpoint(path: Path) -> Student:
 
 
 def _from_onnx(path: Path, threads: int) -> Student:
-    from pipeline.verification import open_session
+    from pipeline.targets.runtime import open_engine
 
-    session = open_session(path, threads)
-    meta = dict(session.get_modelmeta().custom_metadata_map)
+    engine = open_engine(path, threads)
+    meta = engine.metadata
     missing = [k for k in ("classes", "mean", "std") if k not in meta]
     if missing:
         raise CheckpointError(
             f"{path} carries no {', '.join(missing)} metadata; export it with `sokd export`"
         )
-    inputs = session.get_inputs()[0]
-    channels, height, width = (int(d) for d in inputs.shape[1:])
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {inputs.name: x})[0]
+    channels, height, width = (int(d) for d in engine.session.get_inputs()[0].shape[1:])
 
     if "input_spec" in meta:
         spec = InputSpec.from_dict(json.loads(meta["input_spec"]))
     else:  # files exported before the spec was recorded: the size is the graph's
         mean, std = (tuple(json.loads(meta[k])) for k in ("mean", "std"))
         spec = InputSpec(mean, std, (height, width))
-    return Student(tuple(json.loads(meta["classes"])), spec, channels, run)
+    return Student(tuple(json.loads(meta["classes"])), spec, channels, engine.logits)
 
 
 def load_student(path: Path | str, threads: int = 1) -> Student:
-    """A student from `path`: an ONNX file (fp32 or INT8, run by onnxruntime on the CPU with
-    `threads` threads) or a `sokd-checkpoint/1` .pt file (run by torch on the CPU)."""
+    """A student from `path`: a target's ONNX file (fp32, INT8, ...: run by onnxruntime on the
+    CPU with `threads` threads) or a `sokd-checkpoint/1` .pt file (run by torch on the CPU)."""
     path = Path(path)
     if path.suffix == ".onnx":
         return _from_onnx(path, threads)

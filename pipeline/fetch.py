@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pipeline.fetch PARAMS_YAML RAW_ROOT", file=sys.stderr)
         return 2
     try:
-        dataset = load_params(Path(argv[0])).prepare.dataset
+        dataset = load_params(Path(argv[0]), "prepare").prepare.dataset
         print(fetch(dataset, Path(argv[1]) / dataset))
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""CPU latency and throughput of the deployable artifacts: torch eager, ONNX fp32, ONNX INT8.
+"""CPU latency and throughput of the deployable artifacts: torch eager and every target's file.
 
 One pass per engine is not a measurement on a shared machine: load drifts by tens of percent from
 second to second, and whichever engine runs during a slow second looks slow (the quickstart's card
@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.export import INPUT_NAME
+from pipeline.targets.runtime import engine_calls, open_engine
 
 THROUGHPUT_BATCH = 64
+FP32 = "onnx"  # the target every other file's speed is compared with
 ROUNDS = 7  # alternating rounds; medians and ratios over these
 
 
@@ -58,20 +59,13 @@ def round_ratios(times: dict[str, list[list[float]]], slower: str, faster: str) 
     ]
 
 
-def session_calls(sessions: dict[str, Any], x: np.ndarray) -> dict[str, Callable[[], object]]:
-    """For `side_by_side`: one call per onnxruntime session, each running the batch `x`."""
-    return {name: (lambda s=s: s.run(None, {INPUT_NAME: x})) for name, s in sessions.items()}
-
-
 def _file_calls(
     files: dict[str, Path], threads: int, x: np.ndarray
 ) -> dict[str, Callable[[], object]]:
-    """`session_calls` for ONNX files, their sessions without spinning threads (so the one
-    waiting its turn leaves the cores to the one being timed)."""
-    from pipeline.verification import open_session
-
-    sessions = {name: open_session(path, threads, spinning=False) for name, path in files.items()}
-    return session_calls(sessions, x)
+    """One call per ONNX file running the batch `x`, its session without spinning threads (so
+    the one waiting its turn leaves the cores to the one being timed)."""
+    engines = {name: open_engine(path, threads, spinning=False) for name, path in files.items()}
+    return engine_calls(engines, x)
 
 
 def timed_files(
@@ -107,7 +101,8 @@ def measure(
 ) -> dict[str, Any]:
     """Batch-1 latency and batch-64 throughput of torch and each ONNX file, in ROUNDS rounds.
 
-    `files`: {"onnx": fp32 file, "int8": INT8 file}. `threads` intra-op threads for every engine
+    `files`: target name -> file ({"onnx": fp32, "int8": INT8}); each file other than the fp32
+    one also gets its speed relative to fp32, per round. `threads` intra-op threads for every engine
     (0: each library's default); `runs` batch-1 calls per engine in all. Inputs are random: the
     cost of these networks does not depend on pixel values.
     """
@@ -134,32 +129,34 @@ def measure(
             f"throughput/{name}_b64_images_per_s_low": low,
             f"throughput/{name}_b64_images_per_s_high": high,
         }
-    for batch, times in (("b1", single), (f"b{THROUGHPUT_BATCH}", batched)):
-        median, low, high = _spread(round_ratios(times, "onnx", "int8"))
-        report |= {
-            f"speed/int8_vs_fp32_{batch}": median,
-            f"speed/int8_vs_fp32_{batch}_low": low,
-            f"speed/int8_vs_fp32_{batch}_high": high,
-        }
+    for name in [n for n in files if n != FP32 and FP32 in files]:  # each file against fp32
+        for batch, times in (("b1", single), (f"b{THROUGHPUT_BATCH}", batched)):
+            median, low, high = _spread(round_ratios(times, FP32, name))
+            report |= {
+                f"speed/{name}_vs_fp32_{batch}": median,
+                f"speed/{name}_vs_fp32_{batch}_low": low,
+                f"speed/{name}_vs_fp32_{batch}_high": high,
+            }
     return report
 
 
-def speed_in_words(report: dict[str, Any]) -> str:
-    """One sentence on INT8 against ONNX fp32 on this machine, from `measure`'s ratios."""
-    ratio, low, high = (report[f"speed/int8_vs_fp32_b64{k}"] for k in ("", "_low", "_high"))
-    one = report["speed/int8_vs_fp32_b1"]
+def speed_in_words(report: dict[str, Any], name: str = "int8", title: str = "INT8") -> str:
+    """One sentence on target `name` against ONNX fp32 on this machine, from `measure`'s ratios."""
+    key = f"speed/{name}_vs_fp32"
+    ratio, low, high = (report[f"{key}_b64{k}"] for k in ("", "_low", "_high"))
+    one = report[f"{key}_b1"]
     figures = (
         f"batch 64: {ratio:.2f}x fp32's speed (rounds {low:.2f}-{high:.2f}), batch 1: {one:.2f}x"
     )
     if high < 1:
         return (
-            f"**INT8 is slower than fp32 on the machine that built this card** ({figures}): "
-            "take the fp32 file for speed here; INT8 still saves memory and may be faster on "
+            f"**{title} is slower than fp32 on the machine that built this card** ({figures}): "
+            f"take the fp32 file for speed here; {title} still saves memory and may be faster on "
             "CPUs with VNNI/AMX integer instructions."
         )
     if low <= 1:
         return (
-            f"**INT8 is not reliably faster than fp32 on the machine that built this card** "
-            f"({figures}): the rounds straddle 1x; INT8 saves memory, not time, here."
+            f"**{title} is not reliably faster than fp32 on the machine that built this card** "
+            f"({figures}): the rounds straddle 1x; {title} saves memory, not time, here."
         )
-    return f"INT8 is faster than fp32 on the machine that built this card ({figures})."
+    return f"{title} is faster than fp32 on the machine that built this card ({figures})."

@@ -108,14 +108,17 @@ def _students_table(evaluation: dict[str, Any], selection: dict[str, Any]) -> st
     )
 
 
-def _latency_table(report: dict[str, Any]) -> str:
+def _title(name: str) -> str:
+    from pipeline.targets import TARGETS
+
+    return TARGETS.get(name).title
+
+
+def _latency_table(report: dict[str, Any], targets: list[str]) -> str:
     lat = "| engine | batch-1 median ms | batch-1 p95 ms | batch-64 images/s (rounds) |\n"
     lat += "|---|---|---|---|\n"
-    for engine, label in (
-        ("torch", "torch eager fp32"),
-        ("onnx", "onnxruntime fp32"),
-        ("int8", "onnxruntime INT8"),
-    ):
+    labels = {"torch": "torch eager fp32"} | {name: _title(name) for name in targets}
+    for engine, label in labels.items():
         rate = f"throughput/{engine}_b64_images_per_s"
         lat += (
             f"| {label} | {report[f'latency/{engine}_b1_median_ms']:.2f} | "
@@ -123,6 +126,67 @@ def _latency_table(report: dict[str, Any]) -> str:
             f"({report[rate + '_low']:.0f}-{report[rate + '_high']:.0f}) |\n"
         )
     return lat
+
+
+def _accuracy(
+    report: dict[str, Any], evaluation: dict[str, Any], teacher: str, targets: list[str]
+) -> str:
+    rows = [
+        f"| teacher (`{teacher}`, torch) | {_pct(evaluation['teacher/top1'])} | |",
+        f"| this student, torch fp32 | {_pct(report['torch/top1'])} | |",
+    ]
+    rows += [
+        f"| this student, {_title(name)} | {_pct(report[f'{name}/top1'])} | "
+        f"{_pct(report[f'{name}/agreement'])}, max \\|Δlogit\\| "
+        f"{report[f'{name}/max_abs_logit_diff']:.1e} |"
+        for name in targets
+    ]
+    return "| | top-1 | same prediction as torch fp32 |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
+def _size_and_speed(
+    report: dict[str, Any], evaluation: dict[str, Any], key: str, targets: list[str]
+) -> str:
+    files = "; ".join(
+        f"{_title(name)}: {report[f'{name}/how']}"
+        + (
+            f", {report[f'{name}/size_ratio']:.1f}x smaller than fp32"
+            if f"{name}/size_ratio" in report
+            else ""
+        )
+        for name in targets
+    )
+    words = "\n".join(
+        speed_in_words(report, name, _title(name))
+        for name in targets
+        if f"speed/{name}_vs_fp32_b1" in report
+    )
+    params, macs = evaluation[f"{key}/params"], evaluation[f"{key}/macs"] / 1e6
+    return (
+        f"{params:,} parameters ({evaluation[f'{key}/compression']:.1f}x fewer than the teacher), "
+        f"{macs:.1f} M multiply-accumulates per image. {files}. CPU, "
+        f"{int(report['latency/threads'])} threads, the engines taking turns in "
+        f"{int(report['latency/rounds'])} rounds (medians; throughput from the slowest to the "
+        f"fastest round):\n\n{_latency_table(report, targets)}\n{words}\n"
+    )
+
+
+def _run_it(ckpt: Checkpoint, path: Path) -> str:
+    c, h, w = ckpt.in_channels, *ckpt.image_size
+    return f"""```python
+import json, numpy as np, onnxruntime as ort
+session = ort.InferenceSession("{path}", providers=["CPUExecutionProvider"])
+meta = session.get_modelmeta().custom_metadata_map
+mean, std = (np.array(json.loads(meta[k]), np.float32)[:, None, None] for k in ("mean", "std"))
+images = np.zeros((1, {c}, {h}, {w}), np.uint8)              # your uint8 images, NCHW
+x = ((images / 255 - mean) / std).astype(np.float32)
+logits = session.run(None, {{"images": x}})[0]
+print(json.loads(meta["classes"])[int(logits[0].argmax())])
+```
+
+With this project installed, one call does the same from the ONNX file or the checkpoint:
+`from pipeline.deploy import load_student; load_student("{path}").predict(images)`.
+"""
 
 
 def render(
@@ -134,13 +198,12 @@ def render(
     data_path: Path,
     dataset: str,
 ) -> str:
-    """The card's Markdown text."""
+    """The card's Markdown text. `files`: "checkpoint" and each verified target's file."""
     objective = ckpt.params.get("objective", "?")
-    key = f"{objective}/student"
+    key, targets = f"{objective}/student", [name for name in files if name != "checkpoint"]
     c, h, w = ckpt.in_channels, *ckpt.image_size
     teacher, k = ckpt.params.get("teacher_arch", "?"), len(ckpt.classes)
     mean, std = [round(m, 4) for m in ckpt.mean], [round(s, 4) for s in ckpt.std]
-    lat = _latency_table(report)
     versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
     hashes = "".join(
         f"| `{path}` | {path.stat().st_size:,} | `{sha256_file(path)}` |\n"
@@ -159,49 +222,19 @@ dataset `{dataset}`; the params below; {versions}.
 
 ## Accuracy on {report["test/images"]:,} test images
 
-| | top-1 |
-|---|---|
-| teacher (`{teacher}`, torch) | {_pct(evaluation["teacher/top1"])} |
-| this student, torch fp32 | {_pct(report["torch/top1"])} |
-| this student, ONNX fp32 (onnxruntime) | {_pct(report["onnx/top1"])} |
-| this student, ONNX INT8 (onnxruntime) | {_pct(report["int8/top1"])} |
-
+{_accuracy(report, evaluation, teacher, targets)}
 {_students_table(evaluation, selection)}
 Agreement with the teacher's predictions: {_pct(evaluation[f"{key}/agreement_with_teacher"])}.
-ONNX fp32 vs torch: same prediction on {_pct(report["onnx/agreement"])} of images, max |Δlogit|
-{report["onnx/max_abs_logit_diff"]:.1e}. INT8 vs torch: same prediction on
-{_pct(report["int8/agreement"])}.
 
 ## Size and speed
 
-{evaluation[f"{key}/params"]:,} parameters ({evaluation[f"{key}/compression"]:.1f}x fewer than the
-teacher), {evaluation[f"{key}/macs"] / 1e6:.1f} M multiply-accumulates per image. INT8 file
-{report["int8/size_ratio"]:.1f}x smaller than fp32; {report.get("int8/quantization", "")}.
-CPU, {int(report["latency/threads"])} threads, the engines taking turns in
-{int(report["latency/rounds"])} rounds (medians; throughput from the slowest to the fastest round):
-
-{lat}
-{speed_in_words(report)}
-
+{_size_and_speed(report, evaluation, key, targets)}
 | file | bytes | sha256 |
 |---|---|---|
 {hashes}
 ## Run it
 
-```python
-import json, numpy as np, onnxruntime as ort
-session = ort.InferenceSession("{files["int8"]}", providers=["CPUExecutionProvider"])
-meta = session.get_modelmeta().custom_metadata_map
-mean, std = (np.array(json.loads(meta[k]), np.float32)[:, None, None] for k in ("mean", "std"))
-images = np.zeros((1, {c}, {h}, {w}), np.uint8)              # your uint8 images, NCHW
-x = ((images / 255 - mean) / std).astype(np.float32)
-logits = session.run(None, {{"images": x}})[0]
-print(json.loads(meta["classes"])[int(logits[0].argmax())])
-```
-
-With this project installed, one call does the same from the ONNX file or the checkpoint:
-`from pipeline.deploy import load_student; load_student("{files["int8"]}").predict(images)`.
-
+{_run_it(ckpt, files[targets[-1]])}
 ## Params that made it
 
 ```yaml

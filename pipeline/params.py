@@ -19,7 +19,7 @@ import json
 import re
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,12 @@ from pipeline.errors import ConfigError
 from pipeline.files import write_text
 
 
-def _resolve_objectives(distill: DistillConfig) -> DistillConfig:
-    """Every registered objective's config object: its section merged onto its defaults."""
+def _resolve_objectives(distill: DistillConfig, wanted: Sequence[str] | None) -> DistillConfig:
+    """Check the objective names, and resolve the config objects of `wanted` (None: every
+    registered objective): each section merged onto its objective's defaults."""
     from pipeline.objectives import OBJECTIVES
 
-    names = OBJECTIVES.names()
+    names = OBJECTIVES.names()  # read from the source: no objective module is imported
     for key in distill.settings:
         if key not in OBJECTIVES:
             raise ConfigError(
@@ -60,27 +61,27 @@ def _resolve_objectives(distill: DistillConfig) -> DistillConfig:
         name: from_mapping(
             OBJECTIVES.get(name).config, distill.settings.get(name), f"params.distill.{name}"
         )
-        for name in names
+        for name in (names if wanted is None else wanted)
     }
     return dataclasses.replace(distill, settings=settings)
 
 
-def _check_names(p: Params) -> None:
-    from pipeline.data import DATASETS
-    from pipeline.models import check_model_name
-    from pipeline.objectives import OBJECTIVES
+def _check_names(p: Params, stage: str | None) -> None:
+    """The registry names `stage` uses (every name when `stage` is None)."""
+    if stage in (None, "prepare"):
+        from pipeline.data import DATASETS
 
-    check_model_name(p.train_teacher.arch, "params.train_teacher.arch")
-    check_model_name(p.distill.arch, "params.distill.arch")
-    checks = [("params.prepare.dataset", DATASETS, p.prepare.dataset)]
-    if p.export.objective != SHIP_BEST:
-        checks.append(("params.export.objective", OBJECTIVES, p.export.objective))
-    for where, registry, name in checks:
-        if name not in registry:
+        if p.prepare.dataset not in DATASETS:
             raise ConfigError(
-                f"{where}: unknown {registry.kind} {name!r}; "
-                f"choose one of {', '.join(registry.names())}"
+                f"params.prepare.dataset: unknown dataset {p.prepare.dataset!r}; "
+                f"choose one of {', '.join(DATASETS.names())}"
             )
+    archs = {"train_teacher": p.train_teacher.arch, "distill": p.distill.arch}
+    for section, arch in archs.items():
+        if stage in (None, section):
+            from pipeline.models import check_model_name
+
+            check_model_name(arch, f"params.{section}.arch")
     if p.export.objective not in (SHIP_BEST, *p.distill.objectives):
         raise ConfigError(
             f"params.export.objective: {p.export.objective!r} is not trained; add it to "
@@ -88,17 +89,32 @@ def _check_names(p: Params) -> None:
         )
 
 
-def parse_params(raw: Any) -> Params:
-    """Plain data (a params file's content) -> validated `Params` on the defaults."""
+def parse_params(
+    raw: Any, stage: str | None = None, objectives: Sequence[str] | None = None
+) -> Params:
+    """Plain data (a params file's content) -> validated `Params` on the defaults.
+
+    Every section's keys, types and ranges are checked. Registry names and objective sections
+    are checked where they are used: for `stage` (a dvc.yaml stage) only its own names, and only
+    the objective sections in `objectives`; with neither, every name and every objective, as
+    for a params file, a preset or the template.
+    """
     params = from_mapping(Params, raw, "params")
-    params = dataclasses.replace(params, distill=_resolve_objectives(params.distill))
-    _check_names(params)
+    wanted = objectives if stage is not None else None
+    params = dataclasses.replace(params, distill=_resolve_objectives(params.distill, wanted))
+    _check_names(params, stage)
     return params
 
 
-def load_params(path: Path | str) -> Params:
-    """Read a params file strictly onto the defaults; raise ConfigError naming the dotted key."""
-    return parse_params(read_yaml(Path(path)))
+def load_params(
+    path: Path | str, stage: str | None = None, objectives: Sequence[str] = ()
+) -> Params:
+    """Read a params file strictly onto the defaults; raise ConfigError naming the dotted key.
+
+    `stage`: check only what that stage uses (see `parse_params`); `objectives`: the objective
+    sections it needs resolved.
+    """
+    return parse_params(read_yaml(Path(path)), stage, objectives)
 
 
 def defaults() -> Params:
@@ -170,7 +186,7 @@ def field_comments(cls: type) -> dict[str, str]:
     comments: dict[str, str] = {}
     names = {f.name for f in dataclasses.fields(cls)}
     for i, line in enumerate(lines):
-        match = re.match(r"\s+(\w+):[^=]*=.*?(?:#\s*(.*))?$", line)
+        match = re.match(r"\s+(\w+):[^#=]+(?:=[^#]*)?(?:#\s*(.*))?$", line)
         if not match or match.group(1) not in names or match.group(1) in comments:
             continue
         above = []

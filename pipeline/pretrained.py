@@ -20,6 +20,7 @@ re-initialised, and the file's SHA-256 is returned. Weights that come with their
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline import models
 from pipeline.data import Prepared
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.files import load_tensors, sha256_file
@@ -108,8 +110,7 @@ def _torchvision(arch: str, name: str) -> tuple[dict[str, Tensor], InputSpec, st
 
 
 def _timm(arch: str, tag: str) -> tuple[dict[str, Tensor], InputSpec, str]:
-    from pipeline.models import timm_zoo
-
+    timm_zoo = models.timm_models()
     timm = timm_zoo.timm_module()
     name = arch.removeprefix(timm_zoo.PREFIX)
     full = name if tag == "pretrained" else f"{name}.{tag}"
@@ -136,23 +137,19 @@ def content_sha256(state: dict[str, Tensor]) -> str:
 
 
 def _timm_spec(name: str, source: str) -> InputSpec:
-    from pipeline.models import timm_zoo
-
-    cfg = timm_zoo.pretrained_config(name)
+    cfg = models.timm_models().pretrained_config(name)
     resize = round(cfg.input_size[0] / cfg.crop_pct)
     return InputSpec(cfg.mean, cfg.std, cfg.input_size, resize, cfg.interpolation, source)
 
 
 def _names_for(arch: str, num_classes: int) -> dict[str, str] | None:
     """The weights' key -> this zoo's key, for architectures wrapped from another library."""
-    if arch.startswith("tv_"):
-        from pipeline.models.torchvision_zoo import torchvision_key_map
-
-        return torchvision_key_map(arch, num_classes)
+    if arch.startswith("tv_"):  # the architecture's own module, imported as the model was
+        return importlib.import_module(models.module_of(arch)).torchvision_key_map(
+            arch, num_classes
+        )
     if arch.startswith("timm:"):
-        from pipeline.models import timm_zoo
-
-        return timm_zoo.key_map(arch, num_classes, 3)
+        return models.timm_models().key_map(arch, num_classes, 3)
     return None
 
 
@@ -275,9 +272,7 @@ def start_network(
     arch: str, weights: str, data: Prepared, section: str
 ) -> tuple[nn.Module, Imported | None]:
     """A fresh network for the data, loaded from `weights` when given."""
-    from pipeline.models import create_model
-
-    network = create_model(arch, data.num_classes, data.image_shape[0])
+    network = models.create_model(arch, data.num_classes, data.image_shape[0])
     if not weights:
         return network, None
     try:

@@ -11,6 +11,8 @@ resuming a different run.
 from __future__ import annotations
 
 import hashlib
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +26,27 @@ FORMAT = "sokd-resume/1"
 PACKAGE = Path(__file__).resolve().parent  # the pipeline library
 
 
-def code_fingerprint(root: Path = PACKAGE) -> str:
-    """SHA-256 of every .py file under `root` (path and bytes).
+def loaded_sources(root: Path = PACKAGE) -> list[Path]:
+    """The source files under `root` of every module this process has imported, sorted."""
+    files = {
+        Path(module.__file__).resolve()
+        for module in list(sys.modules.values())
+        if getattr(module, "__file__", None)
+    }
+    return sorted(f for f in files if f.suffix == ".py" and f.is_relative_to(root))
 
-    The code defines a run as much as its params: after an edit, `dvc repro` reruns a training
-    stage, and a finished state written by the old code would otherwise be "resumed" into the old
-    results under the new code's name.
+
+def code_fingerprint(files: Iterable[Path] | None = None, root: Path = PACKAGE) -> str:
+    """SHA-256 of the code a run imported (path and bytes): by default every module of `root`
+    loaded in this process, which after set-up is everything the run executes.
+
+    The code defines a run as much as its params: after an edit to it, `dvc repro` reruns the
+    training stage, and a finished state written by the old code would otherwise be "resumed"
+    into the old results under the new code's name. An edit to a module the run never imports
+    (another objective, another architecture) leaves the state valid.
     """
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted(loaded_sources(root) if files is None else files):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

@@ -49,13 +49,16 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def setup(params_path: Path) -> tuple[Params, Runtime]:
-    """Load params strictly, seed every generator, and resolve the compute runtime."""
+def setup(
+    params_path: Path, stage: str, objectives: tuple[str, ...] = ()
+) -> tuple[Params, Runtime]:
+    """Load params strictly (checking the names `stage` uses and the sections of `objectives`),
+    seed every generator, and resolve the compute runtime."""
     from pipeline.distributed import init_from_env
     from pipeline.params import load_params
     from pipeline.runtime import resolve_runtime, seed_everything
 
-    params = load_params(params_path)
+    params = load_params(params_path, stage, objectives)
     if not init_from_env().is_main:  # under torchrun, the main process alone speaks
         for name in ("pipeline", "stages"):
             logging.getLogger(name).setLevel(logging.WARNING)

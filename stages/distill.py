@@ -46,7 +46,7 @@ def distill(
     from pipeline.live import EpochLog
     from pipeline.training import Extras, run_distill, save_run
 
-    p, runtime = setup(params)
+    p, runtime = setup(params, "distill", (objective,))
     epoch_log = EpochLog(live)
     run = run_distill(
         objective, data, teacher, p.distill, runtime, Extras(on_row=epoch_log, state=state)

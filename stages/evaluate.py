@@ -34,7 +34,7 @@ def evaluate(
     from pipeline.evaluation import evaluate_all
     from pipeline.files import write_json
 
-    p, runtime = setup(params)
+    p, runtime = setup(params, "evaluate")
     run_dirs = [runs / name for name in p.distill.objectives]
     result = evaluate_all(data, teacher, run_dirs, p.evaluate, runtime, plots)
     write_json(metrics, result)

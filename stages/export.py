@@ -24,11 +24,11 @@ def export(
 ) -> None:
     """Ship the best student on validation (or the one named): its checkpoint and ONNX file."""
     from pipeline.checkpoint import load_checkpoint
-    from pipeline.export import export_onnx
     from pipeline.files import copy_file, write_json
     from pipeline.selection import choose_student
+    from pipeline.targets.onnx import export_onnx
 
-    p, _ = setup(params)
+    p, _ = setup(params, "export")
     selection, chosen = choose_student(runs, p.distill.objectives, teacher, p.export)
     for note in selection.notes:
         log.warning("warning: %s", note)

@@ -23,7 +23,7 @@ def prepare(
     from pipeline.data import prepare as prepare_data
     from pipeline.files import sha256_file, write_json
 
-    p, _ = setup(params)
+    p, _ = setup(params, "prepare")
     prepared = prepare_data(raw, p.prepare, p.seed)
     save_prepared(out, prepared)
     counts = {

@@ -25,9 +25,9 @@ def quantize(
     """Static INT8 calibrated on training images; layers stay fp32 until val meets the gate."""
     from pipeline.data import load_prepared
     from pipeline.files import write_json
-    from pipeline.quantize import quantize_int8
+    from pipeline.targets.int8 import quantize_int8
 
-    p, _ = setup(params)
+    p, _ = setup(params, "quantize")
     data_splits = load_prepared(data, ("train", "val"))
     report = quantize_int8(onnx, out, data_splits, p.quantize, p.verify.int8, p.seed)
     write_json(metrics, report)

@@ -24,7 +24,7 @@ def train_teacher(
     from pipeline.live import EpochLog
     from pipeline.training import Extras, run_teacher, save_run
 
-    p, runtime = setup(params)
+    p, runtime = setup(params, "train_teacher")
     epoch_log = EpochLog(live)
     run = run_teacher(data, p.train_teacher, runtime, Extras(on_row=epoch_log, state=state))
     save_run(run, {"teacher": out}, metrics, live)

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import ExportConfig
 from pipeline.data import Prepared, load_prepared, prepare, save_prepared
-from pipeline.export import export_onnx
 from pipeline.models import create_model
 from pipeline.params import load_params
-from pipeline.quantize import quantize_int8
+from pipeline.targets.int8 import quantize_int8
+from pipeline.targets.onnx import export_onnx
 from stages.cli import app
 from tests.conftest import TINY_PARAMS
 from tests.helpers import write_fashion_mnist, write_image_folder
@@ -131,9 +131,9 @@ EXPORT = [
 STUDENT = "runs/sokd/student.pt"
 VERIFY = [
     "verify",
-    "--onnx",
+    "--artifact",
     "student.onnx",
-    "--int8",
+    "--artifact",
     "student.int8.onnx",
     "--checkpoint",
     "student.pt",
@@ -179,9 +179,9 @@ CASES = [
     Case(
         "unknown key",
         lambda k: k.set("distill.sokd.temprature", 4.0),
-        PREPARE,
+        DISTILL,  # an objective's section is checked by the stage that trains it
         "params.distill.sokd.temprature: unknown key",
-        "data.pt",
+        "sokd",
     ),
     Case(
         "unknown objective in the list",
@@ -214,16 +214,16 @@ CASES = [
     Case(
         "temperature of zero",
         lambda k: k.set("distill.sokd.temperature", 0.0),
-        PREPARE,
+        DISTILL,
         "params.distill.sokd.temperature: must be > 0",
-        "data.pt",
+        "sokd",
     ),
     Case(
         "unknown model",
         lambda k: k.set("distill.arch", "resnet9"),
-        PREPARE,
+        DISTILL,
         "params.distill.arch: unknown model 'resnet9'; choose one of",
-        "data.pt",
+        "sokd",
     ),
     Case(
         "unknown dataset",
@@ -235,15 +235,15 @@ CASES = [
     Case(
         "value not among the choices",
         lambda k: k.set("distill.sokd.teacher_bn", "frozen"),
-        PREPARE,
+        DISTILL,
         "teacher_bn: expected one of eval, train, got 'frozen'",
-        "data.pt",
+        "sokd",
     ),
     Case(
         "fraction out of range",
-        lambda k: k.set("verify.min_agreement", 2.0),
+        lambda k: k.set("verify.int8", {"min_agreement": 2.0}),
         PREPARE,
-        "params.verify.min_agreement: is a fraction in [0, 1]",
+        "params.verify.int8.min_agreement: is a fraction in [0, 1]",
         "data.pt",
     ),
     Case(

@@ -154,10 +154,10 @@ def _set(section: str, key: str, value: object):
             r"params\.distill\.arch: unknown model 'resnet9'; choose one of",
         ),
         (_set("prepare", "dataset", "mnist"), r"params\.prepare\.dataset: unknown dataset 'mnist'"),
-        (_set("export", "objective", "crd"), r"params\.export\.objective: unknown objective 'crd'"),
+        (_set("export", "objective", "crd"), r"params\.export\.objective: 'crd' is not trained"),
         (_set("export", "objective", "kd"), r"params\.export\.objective: 'kd' is not trained"),
         (_set("runtime", "device", "gpu"), r"params\.runtime\.device: expected auto, cpu, cuda"),
-        (_set("verify", "min_agreement", 1.5), r"params\.verify\.min_agreement: is a fraction"),
+        (_set("verify", "onnx", {"min_agreement": 1.5}), r"params\.verify\.onnx\.min_agreement"),
         (_set("", "verify", [1, 2]), r"params\.verify: expected a mapping, got list"),
     ],
 )

@@ -1,66 +1,28 @@
-"""No stale outputs: every project file a stage's command imports is one of that stage's deps.
+"""No stale outputs, no needless reruns: each stage's code deps are exactly what it runs.
 
-The walk is static (every `import` in a module, function-level ones included, followed through the
-project's packages), so it sees the lazy imports a subprocess's `sys.modules` would miss until the
-code path runs. It starts at `stages/<stage>.py`: `stages/cli.py` only dispatches to the stage and
-configures logging, so it is not a dep (a change there cannot change a stage's outputs).
+`pipeline.stage_deps` walks each stage's imports statically (function-level ones included) and adds
+the registry members the params make it use; `dvc.yaml` must list exactly those files: a missing
+one leaves stale outputs after an edit, an extra one reruns a stage an edit cannot change.
 """
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline.params import load_params
+from pipeline.stage_deps import OBJECTIVE_ITEM, code_deps, project_files
 from tests.conftest import ROOT
 
-PACKAGES = ("pipeline", "stages", "benchmarks")
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAMS = load_params(ROOT / "params.yaml")
 
 
-def _module_file(module: str) -> Path | None:
-    base = ROOT.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _with_parents(module: str) -> list[str]:
-    """`a.b.c` imports run `a/__init__.py` and `a/b/__init__.py` first."""
-    parts = module.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def _imported_modules(path: Path) -> set[str]:
-    modules: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            modules.add(node.module)
-            # `from pipeline.models import wrn` imports the submodule pipeline.models.wrn
-            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {m for m in modules if m.split(".")[0] in PACKAGES}
-
-
-def project_files(start: Path) -> set[Path]:
-    """Every project source file that importing `start` can execute."""
-    seen: set[Path] = set()
-    todo = [start]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for module in _imported_modules(path):
-            for name in _with_parents(module):
-                found = _module_file(name)
-                if found is not None and found not in seen:
-                    todo.append(found)
-    return seen
+def listed_code(stage: str) -> set[str]:
+    return {str(d) for d in STAGES[stage]["deps"] if str(d).startswith(("pipeline", "stages"))}
 
 
 def _covered(path: Path, deps: list[str]) -> bool:
@@ -68,33 +30,43 @@ def _covered(path: Path, deps: list[str]) -> bool:
     return any(rel == Path(dep) or Path(dep) in rel.parents for dep in deps)
 
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-
-def missing_deps(stage: str) -> list[str]:
-    deps = [str(d) for d in STAGES[stage]["deps"]]
-    files = project_files(ROOT / "stages" / f"{stage}.py")
-    return sorted(str(f.relative_to(ROOT)) for f in files if not _covered(f, deps))
-
-
 @pytest.mark.parametrize("stage", list(STAGES))
-def test_every_imported_project_file_is_a_dep_of_the_stage(stage: str) -> None:
-    missing = missing_deps(stage)
-    assert not missing, f"dvc.yaml stage {stage!r} runs these files but does not depend on them"
+def test_each_stage_lists_exactly_the_code_it_runs(stage: str) -> None:
+    wanted, listed = code_deps(stage, PARAMS), listed_code(stage)
+    assert not wanted - listed, f"{stage!r} runs these files but does not depend on them"
+    assert not listed - wanted, f"{stage!r} depends on these files but never runs them"
 
 
-def test_the_walk_sees_function_level_and_package_imports() -> None:
+def test_no_quickstart_stage_depends_on_a_model_or_objective_it_does_not_use() -> None:
+    indexes = {"pipeline/models/__init__.py", "pipeline/objectives/__init__.py"}
+    for stage in STAGES:
+        code = listed_code(stage)
+        assert not {"pipeline/models/vgg.py", "pipeline/objectives/dkd.py"} & code, stage
+        objectives = {d for d in code if d.startswith("pipeline/objectives/")}
+        assert objectives <= {*indexes, "pipeline/objectives/base.py", OBJECTIVE_ITEM}, stage
+    # The registries' indexes only: prepare depends on no model and no objective.
+    assert {d for d in listed_code("prepare") if "/models/" in d or "/objectives/" in d} == indexes
+
+
+def test_the_walk_sees_function_level_imports_and_skips_annotation_only_ones() -> None:
     files = {str(f.relative_to(ROOT)) for f in project_files(ROOT / "stages" / "distill.py")}
-    # stages/common.py imports pipeline.config; the objectives package imports its modules.
-    assert {"stages/common.py", "pipeline/config.py", "pipeline/__init__.py"} <= files
-    assert "pipeline/objectives/sokd.py" in files and "pipeline/quantize.py" not in files
+    # stages/common.py imports pipeline.config at module level, the stage its pipeline modules in
+    # its function; objectives are imported by name, so no objective module is in the walk.
+    assert {"stages/common.py", "pipeline/config.py", "pipeline/training.py"} <= files
+    assert "pipeline/objectives/sokd.py" not in files and "pipeline/targets/int8.py" not in files
+    index = project_files(ROOT / "pipeline" / "models" / "__init__.py")
+    assert ROOT / "pipeline" / "models" / "staged.py" not in index  # under TYPE_CHECKING only
 
 
-def test_a_removed_dep_is_caught(tmp_path: Path) -> None:
-    stage = STAGES["evaluate"]
-    deps = [d for d in stage["deps"] if d != "pipeline/batches.py"]
-    files = project_files(ROOT / "stages" / "evaluate.py")
-    assert any(not _covered(f, deps) for f in files)
+def test_a_changed_list_of_objectives_changes_the_deps() -> None:
+    import dataclasses
+
+    with_fitnet = dataclasses.replace(PARAMS.distill, objectives=("vanilla", "sokd_fitnet"))
+    deps = code_deps("distill", dataclasses.replace(PARAMS, distill=with_fitnet))
+    # sokd_fitnet's own module is the templated item; the SOKD core it builds on is common.
+    assert (
+        "pipeline/objectives/sokd.py" in deps and "pipeline/objectives/sokd_fitnet.py" not in deps
+    )
 
 
 @pytest.mark.parametrize("stage", list(STAGES))

@@ -12,12 +12,12 @@ import torch
 
 from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import Int8GateConfig, Params, VerifyConfig
+from pipeline.config import GateConfig, Params, VerifyConfig
 from pipeline.data import Split, load_prepared
 from pipeline.errors import ModelFileError
-from pipeline.export import export_onnx
 from pipeline.models import create_model
-from pipeline.quantize import calibration_batches, quantize_int8
+from pipeline.targets.int8 import calibration_batches, quantize_int8
+from pipeline.targets.onnx import export_onnx
 from pipeline.verification import verify
 from tests.conftest import CPU, ROOT, with_changes
 
@@ -92,7 +92,7 @@ def quantized(exported: Path, prepared_path: Path, tiny_params: Params) -> Path:
 
 def _verify(fp32: Path, int8: Path, ckpt: Path, prepared_path: Path, cfg: VerifyConfig) -> dict:
     test = load_prepared(prepared_path, ("test",))
-    return verify(fp32, int8, load_checkpoint(ckpt), test, cfg)[0]
+    return verify(load_checkpoint(ckpt), [fp32, int8], test, cfg)[0]
 
 
 def test_verify_passes_on_the_exported_student(
@@ -122,11 +122,11 @@ def test_verify_fails_an_int8_file_calibrated_on_the_wrong_images(
     blank = Split(torch.zeros_like(train.images), train.labels)  # black images only
     badly_calibrated = exported.with_name("student.badcal.int8.onnx")
     sample = dataclasses.replace(data, splits={"train": blank, "val": data.splits["val"]})
-    any_int8 = Int8GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8, no fallback
+    any_int8 = GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8, no fallback
     quantize_int8(exported, badly_calibrated, sample, tiny_params.quantize, any_int8, seed=0)
     # The gate set at what the properly calibrated file reaches passes it and fails the other.
     good = _verify(exported, quantized, student_ckpt, prepared_path, tiny_params.verify)
-    gate = Int8GateConfig(tiny_params.verify.int8.max_top1_drop, good["int8/agreement"])
+    gate = GateConfig(tiny_params.verify.int8.max_top1_drop, good["int8/agreement"])
     cfg = with_changes(tiny_params, "verify", int8=gate).verify
     assert _verify(exported, quantized, student_ckpt, prepared_path, cfg)["gate/passed"] is True
     bad = _verify(exported, badly_calibrated, student_ckpt, prepared_path, cfg)
@@ -192,6 +192,19 @@ def test_verify_rejects_int8_quantized_from_another_onnx_file(
         _verify(other, quantized, student_ckpt, prepared_path, tiny_params.verify)
 
 
+def test_verify_needs_each_files_source_and_one_file_per_target(
+    exported: Path, quantized: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
+) -> None:
+    ckpt, test = load_checkpoint(student_ckpt), load_prepared(prepared_path, ("test",))
+    with pytest.raises(ModelFileError, match=r"built from a onnx file; list that file too"):
+        verify(ckpt, [quantized], test, tiny_params.verify)
+    with pytest.raises(ModelFileError, match=r"are both onnx"):
+        verify(ckpt, [exported, exported], test, tiny_params.verify)
+    # Each file names its target: the order of the list does not matter.
+    report, engines = verify(ckpt, [quantized, exported], test, tiny_params.verify)
+    assert set(engines) == {"onnx", "int8"} and report["gate/passed"] is True
+
+
 def test_verify_rejects_an_input_signature_that_does_not_fit_the_data(
     student_ckpt: Path, prepared_path: Path, tmp_path: Path, tiny_params: Params
 ) -> None:
@@ -206,12 +219,12 @@ def test_verify_rejects_an_input_signature_that_does_not_fit_the_data(
     out = tmp_path / "rgb.onnx"
     export_onnx(rgb, out, tiny_params.export)
     with pytest.raises(ModelFileError, match=r"reads 3-channel images, the data has 1"):
-        verify(out, out, rgb, load_prepared(prepared_path, ("test",)), tiny_params.verify)
+        verify(rgb, [out], load_prepared(prepared_path, ("test",)), tiny_params.verify)
     # The 1-channel 28x28 checkpoint against the 3-channel 32x32 file.
     with pytest.raises(
         ModelFileError, match=r"expects input shape .*the checkpoint reads \[batch, 1, 28, 28\]"
     ):
-        verify(out, out, ckpt, load_prepared(prepared_path, ("test",)), tiny_params.verify)
+        verify(ckpt, [out], load_prepared(prepared_path, ("test",)), tiny_params.verify)
 
 
 def test_int8_model_runs_at_any_batch_size_and_tracks_fp32(

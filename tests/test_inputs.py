@@ -154,7 +154,7 @@ def test_the_spec_reaches_the_onnx_metadata_and_the_card(
     import onnx
 
     from pipeline.checkpoint import load_checkpoint, save_checkpoint
-    from pipeline.export import export_onnx
+    from pipeline.targets.onnx import export_onnx
 
     data = load_prepared(prepared_path, ("train",))
     spec = InputSpec((0.4,), (0.3,), (24, 24), resize=28, interpolation="bicubic", source="timm x")

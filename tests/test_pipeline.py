@@ -124,7 +124,7 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     assert (
         f"in\n{verify['latency/rounds']} rounds" in card and "machine that built this card" in card
     )
-    assert verify["int8/quantization"] in card.replace("\n", " ")
+    assert verify["int8/how"] in card.replace("\n", " ") and "opset" in verify["onnx/how"]
     shipped = json.loads((repo / "metrics/export.json").read_text())["selection/objective"]
     assert f"resnet8 student ({shipped})" in card and "resnet20" in card
     assert "onnxruntime INT8" in card and "**Why this student.**" in card

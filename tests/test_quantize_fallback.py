@@ -10,10 +10,10 @@ import torch
 from onnx import helper, numpy_helper, shape_inference
 
 from pipeline.batches import make_batches
-from pipeline.config import Int8GateConfig, Params
+from pipeline.config import GateConfig, Params
 from pipeline.data import Split, load_prepared
 from pipeline.errors import GateError
-from pipeline.quantize import CPU, quantize_int8
+from pipeline.targets.int8 import CPU, quantize_int8
 from tests.conftest import with_changes
 from tests.test_export import exported, student_ckpt  # noqa: F401  (module fixtures)
 
@@ -72,8 +72,8 @@ def _cfg(tiny_params: Params, **changes: object) -> object:
     return with_changes(tiny_params, "quantize", **changes).quantize
 
 
-def _gate(max_top1_drop: float = 0.02, min_agreement: float = 0.0) -> Int8GateConfig:
-    return Int8GateConfig(max_top1_drop=max_top1_drop, min_agreement=min_agreement)
+def _gate(max_top1_drop: float = 0.02, min_agreement: float = 0.0) -> GateConfig:
+    return GateConfig(max_top1_drop=max_top1_drop, min_agreement=min_agreement)
 
 
 def test_the_hostile_pair_changes_nothing_in_fp32(hostile: Path, exported: Path) -> None:  # noqa: F811

@@ -20,7 +20,7 @@ from pipeline.engine import FitHooks, fit
 from pipeline.errors import CheckpointError
 from pipeline.models import create_model
 from pipeline.objectives import build_objective
-from pipeline.resume import ResumeFile, code_fingerprint
+from pipeline.resume import ResumeFile, code_fingerprint, loaded_sources
 from pipeline.training import Extras, run_teacher
 from tests.conftest import CPU, TINY_PARAMS, with_changes
 
@@ -127,17 +127,21 @@ def test_a_damaged_state_is_one_clear_error(
         fit(objective, train, val, cfg, CPU, "t", FitHooks(resume=ResumeFile(state, "x")))
 
 
-def test_the_code_fingerprint_follows_every_source_file(tmp_path: Path) -> None:
+def test_the_code_fingerprint_follows_the_files_the_run_imports(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
-    (tmp_path / "a.py").write_text("x = 1\n")
-    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
-    (tmp_path / "notes.txt").write_text("not code")
-    first = code_fingerprint(tmp_path)
-    (tmp_path / "notes.txt").write_text("still not code")
-    assert code_fingerprint(tmp_path) == first
-    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
-    assert code_fingerprint(tmp_path) != first
-    assert code_fingerprint() == code_fingerprint(Path(training.__file__).parent)
+    used, unused = tmp_path / "a.py", tmp_path / "sub" / "b.py"
+    used.write_text("x = 1\n")
+    unused.write_text("y = 2\n")
+    first = code_fingerprint([used], tmp_path)
+    unused.write_text("y = 3\n")  # a module the run never imported: the state stays valid
+    assert code_fingerprint([used], tmp_path) == first
+    used.write_text("x = 2\n")
+    assert code_fingerprint([used], tmp_path) != first
+    # By default: the pipeline modules this process has loaded, training among them.
+    loaded = loaded_sources()
+    assert Path(training.__file__).resolve() in loaded
+    assert all(p.is_relative_to(Path(training.__file__).resolve().parent) for p in loaded)
+    assert code_fingerprint() == code_fingerprint(loaded)
 
 
 def test_a_finished_state_written_by_other_code_is_not_resumed(

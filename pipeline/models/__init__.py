@@ -1,21 +1,43 @@
-"""MODELS registry: name in params.yaml -> factory(num_classes, in_channels) -> StagedClassifier."""
+"""MODELS registry: name in params.yaml -> factory(num_classes, in_channels) -> StagedClassifier.
 
+Lazy: the module that registers a name is imported when that name is first built, and timm:<name>
+goes to `timm_zoo.py` only then; so this index imports no network, and a stage imports only the
+architectures it builds.
+"""
+
+from __future__ import annotations
+
+import importlib
 from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from pipeline.models.staged import StagedClassifier
 from pipeline.registry import Registry
 
-ModelFactory = Callable[[int, int], StagedClassifier]
-MODELS: Registry[ModelFactory] = Registry("model")
+if TYPE_CHECKING:
+    from pipeline.models.staged import StagedClassifier
+
+ModelFactory = Callable[[int, int], "StagedClassifier"]
+MODELS: Registry[ModelFactory] = Registry("model", package=__name__, variable="MODELS")
+TIMM_PREFIX = "timm:"
+
+
+def timm_models() -> ModuleType:
+    """The timm adapter `timm_zoo` (timm is an optional extra), imported on first use. (Not
+    named after the module: importing it sets that name on this package.)"""
+    return importlib.import_module(f"{__name__}.timm_zoo")
+
+
+def module_of(name: str) -> str:
+    """The dotted module that builds architecture `name` (for imports and dvc.yaml deps)."""
+    return f"{__name__}.timm_zoo" if name.startswith(TIMM_PREFIX) else MODELS.module(name)
 
 
 def create_model(name: str, num_classes: int, in_channels: int) -> StagedClassifier:
     """Build model `name` for `num_classes` classes and `in_channels` input channels: a
     registered name, or `timm:<name>` for any timm CNN (timm is an optional extra)."""
-    if name.startswith("timm:"):
-        from pipeline.models import timm_zoo
-
-        return timm_zoo.build(name, num_classes, in_channels)
+    if name.startswith(TIMM_PREFIX):
+        return timm_models().build(name, num_classes, in_channels)
     return MODELS.get(name)(num_classes, in_channels)
 
 
@@ -24,23 +46,9 @@ def check_model_name(name: str, where: str) -> None:
     from pipeline.errors import ConfigError
 
     try:
-        if name.startswith("timm:"):
-            from pipeline.models import timm_zoo
-
-            timm_zoo.check_name(name.removeprefix("timm:"))
+        if name.startswith(TIMM_PREFIX):
+            timm_models().check_name(name.removeprefix(TIMM_PREFIX))
         else:
             MODELS.get(name)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
-
-
-# Registration happens on import; these imports must come after MODELS exists.
-from pipeline.models import (  # noqa: E402, F401
-    cifar_resnet,
-    lenet,
-    mobilenetv2,
-    shufflenetv2,
-    torchvision_zoo,
-    vgg,
-    wrn,
-)

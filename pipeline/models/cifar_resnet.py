@@ -83,16 +83,13 @@ def _factory(
     return build
 
 
-_BASE, _X4 = (16, 16, 32, 64), (32, 64, 128, 256)
-for _name, _depth, _widths in [
-    ("resnet8", 8, _BASE),
-    ("resnet14", 14, _BASE),
-    ("resnet20", 20, _BASE),
-    ("resnet32", 32, _BASE),
-    ("resnet44", 44, _BASE),
-    ("resnet56", 56, _BASE),
-    ("resnet110", 110, _BASE),
-    ("resnet8x4", 8, _X4),
-    ("resnet32x4", 32, _X4),
-]:
-    MODELS.register(_name)(_factory(_depth, _widths))
+_BASE, _X4 = (16, 16, 32, 64), (32, 64, 128, 256)  # stem and stage widths; x4: four times wider
+MODELS.register("resnet8")(_factory(8, _BASE))
+MODELS.register("resnet14")(_factory(14, _BASE))
+MODELS.register("resnet20")(_factory(20, _BASE))
+MODELS.register("resnet32")(_factory(32, _BASE))
+MODELS.register("resnet44")(_factory(44, _BASE))
+MODELS.register("resnet56")(_factory(56, _BASE))
+MODELS.register("resnet110")(_factory(110, _BASE))
+MODELS.register("resnet8x4")(_factory(8, _X4))
+MODELS.register("resnet32x4")(_factory(32, _X4))

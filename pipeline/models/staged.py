@@ -144,3 +144,10 @@ def tap_channels(chain: nn.Sequential, tap: str) -> int:
         return forward_with_tap(chain.eval(), tap, probe)[0].shape[1]
     finally:
         chain.train(was_training)
+
+
+def fresh_copy(network: nn.Module) -> nn.Module:
+    """The same architecture, re-initialised and trainable: a peer that starts from scratch."""
+    peer = copy.deepcopy(network).requires_grad_(True)
+    init_weights(peer)
+    return peer

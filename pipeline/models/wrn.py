@@ -71,13 +71,10 @@ def _factory(depth: int, width: int) -> Callable[[int, int], StagedClassifier]:
     return build
 
 
-for _name, _depth, _width in [
-    ("wrn_10_1", 10, 1),
-    ("wrn_16_1", 16, 1),
-    ("wrn_16_2", 16, 2),
-    ("wrn_16_4", 16, 4),
-    ("wrn_28_10", 28, 10),
-    ("wrn_40_1", 40, 1),
-    ("wrn_40_2", 40, 2),
-]:
-    MODELS.register(_name)(_factory(_depth, _width))
+MODELS.register("wrn_10_1")(_factory(10, 1))
+MODELS.register("wrn_16_1")(_factory(16, 1))
+MODELS.register("wrn_16_2")(_factory(16, 2))
+MODELS.register("wrn_16_4")(_factory(16, 4))
+MODELS.register("wrn_28_10")(_factory(28, 10))
+MODELS.register("wrn_40_1")(_factory(40, 1))
+MODELS.register("wrn_40_2")(_factory(40, 2))

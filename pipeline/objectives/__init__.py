@@ -1,16 +1,24 @@
-"""OBJECTIVES registry: name in params.yaml -> Objective class called as (student, teacher, cfg)."""
+"""OBJECTIVES registry: name in params.yaml -> Objective class called as (student, teacher, cfg).
+
+One module per objective, named after it (`objectives/<name>.py`); the registry is lazy, so this
+package's index imports no objective, and a stage imports only the objective it trains.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
-from pipeline.objectives.base import Objective
 from pipeline.registry import Registry
 
+if TYPE_CHECKING:  # annotations only: listing or checking names imports no torch module
+    from torch import nn
+
+    from pipeline.objectives.base import Objective
+
 OBJECTIVES: Registry[Callable[[nn.Module, nn.Module | None, Any], Objective]] = Registry(
-    "objective"
+    "objective", package=__name__, variable="OBJECTIVES"
 )
 
 
@@ -23,7 +31,3 @@ def build_objective(
     if needs is not None and not isinstance(teacher, needs):
         raise ConfigError(f"objective {name!r} needs a pretrained teacher checkpoint")
     return build(student, teacher, cfg)
-
-
-# Registration happens on import; these imports must come after OBJECTIVES exists.
-from pipeline.objectives import dist, dkd, dml, features, kd, sokd, vanilla  # noqa: E402, F401

@@ -5,8 +5,9 @@ head, reads the teacher's trunk features and learns online from the labels, the 
 and the student (DML); the student learns from the labels and from the bridge only. Trunk +
 bridge is afterwards an "improved teacher" with the teacher's architecture.
 
-The feature-based variants add one feature term per network to the logit terms: the student
-imitates the bridge's stage output, and the bridge stays anchored to the teacher's.
+The feature-based variants (`sokd_at.py`, `sokd_fitnet.py`) add one feature term per network to
+the logit terms through `feature_parts`: the student imitates the bridge's stage output, and the
+bridge stays anchored to the teacher's.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from torch import Tensor, nn
 
 from pipeline.config import positive_temperature, weights_non_negative
 from pipeline.errors import ConfigError
-from pipeline.losses import attention_transfer, cross_entropy, hint_regression, kd_kl
+from pipeline.losses import cross_entropy, kd_kl
 from pipeline.models.staged import (
     StagedClassifier,
     copy_head,
     forward_with_tap,
     split,
-    tap_channels,
 )
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import (
@@ -74,24 +74,6 @@ class SokdConfig:
             "bridge_kl_teacher",
             "bridge_kl_student",
         )
-
-
-@dataclass(frozen=True)
-class SokdAtConfig(SokdConfig):
-    at_weight: float = 1000.0  # β of attention transfer (CIFAR KD zoo: 1000)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        weights_non_negative(self, "at_weight")
-
-
-@dataclass(frozen=True)
-class SokdFitnetConfig(SokdConfig):
-    hint_weight: float = 100.0  # β of the FitNet hint loss (CIFAR KD zoo: 100)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        weights_non_negative(self, "hint_weight")
 
 
 @OBJECTIVES.register("sokd")
@@ -167,52 +149,3 @@ class SemiOnlineKD(FrozenTeacherObjective):
         trunk_and_bridge = [*self.teacher_trunk.named_children(), *self.bridge.named_children()]
         improved = nn.Sequential(OrderedDict(trunk_and_bridge))
         return {"improved_teacher": ExtraNetwork(improved, "teacher")}
-
-
-@OBJECTIVES.register("sokd_at")
-class SokdAttention(SemiOnlineKD):
-    """SOKD + attention transfer (Liu et al., BMVC 2021; AT: Zagoruyko & Komodakis, ICLR 2017).
-
-    Added terms: at_weight·AT(student, sg bridge) for the student and at_weight·AT(bridge, teacher)
-    for the bridge, on the last-stage feature maps. Attention maps are channel-free: no adapter.
-    """
-
-    config = SokdAtConfig
-    uses_features = True
-    cfg: SokdAtConfig
-
-    def feature_parts(self, student: Tensor, bridge: Tensor, teacher: Tensor) -> dict[str, Tensor]:
-        w = self.cfg.at_weight
-        return {
-            "student/at_bridge": w * attention_transfer(student, bridge.detach()),
-            "bridge/at_teacher": w * attention_transfer(bridge, teacher),
-        }
-
-
-@OBJECTIVES.register("sokd_fitnet")
-class SokdFitNet(SemiOnlineKD):
-    """SOKD + FitNet hints (Liu et al., BMVC 2021; FitNets: Romero et al., ICLR 2015).
-
-    Added terms: hint_weight·MSE(regressor(student), sg bridge) for the student, through a trainable
-    1x1 conv + BN regressor (trained with the student, never deployed), and hint_weight·MSE(bridge,
-    teacher) for the bridge, on the last-stage feature maps.
-    """
-
-    config = SokdFitnetConfig
-    uses_features = True
-    cfg: SokdFitnetConfig
-
-    def __init__(
-        self, student: nn.Module, teacher: nn.Module | None, cfg: SokdFitnetConfig
-    ) -> None:
-        super().__init__(student, teacher, cfg)
-        c_in = tap_channels(student, student.split_point)
-        c_out = tap_channels(self.teacher_head, self.head_tap)
-        self.regressor = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
-
-    def feature_parts(self, student: Tensor, bridge: Tensor, teacher: Tensor) -> dict[str, Tensor]:
-        w = self.cfg.hint_weight
-        return {
-            "student/hint_bridge": w * hint_regression(self.regressor(student), bridge.detach()),
-            "bridge/hint_teacher": w * hint_regression(bridge, teacher),
-        }

@@ -1,4 +1,4 @@
-"""INT8 static quantization of the exported student with onnxruntime.
+"""The INT8 target: static quantization of the fp32 ONNX student with onnxruntime.
 
 Static, not dynamic: `quantize_dynamic` quantizes activations at run time and leaves convolutions
 in fp32, which makes conv nets several times *slower*. Static quantization calibrates activation
@@ -36,15 +36,17 @@ import numpy as np
 import torch
 
 from pipeline.batches import make_batches
-from pipeline.config import Int8GateConfig, QuantizeConfig
+from pipeline.config import GateConfig, QuantizeConfig
 from pipeline.data import Prepared
 from pipeline.errors import GateError, ModelFileError
-from pipeline.export import INPUT_NAME
 from pipeline.files import atomic_path, sha256_file
 from pipeline.inputs import InputSpec
 from pipeline.latency import THROUGHPUT_BATCH, round_ratios, timed_files
 from pipeline.runtime import Runtime
-from pipeline.verification import open_session, session_logits
+from pipeline.targets import TARGET_KEY, TARGETS, Target
+from pipeline.targets.runtime import INPUT_NAME, open_engine
+
+INT8 = TARGETS.register("int8")(Target("int8", "ONNX INT8 (onnxruntime)", "onnx"))
 
 CPU = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
 log = logging.getLogger(__name__)
@@ -145,7 +147,7 @@ class _Reader:
 
 
 def _val_logits(path: Path, val: Any) -> np.ndarray:
-    return session_logits(open_session(path, threads=0), val)
+    return open_engine(path, threads=0).batch_logits(val)
 
 
 @dataclass(frozen=True)
@@ -158,12 +160,13 @@ class _Measured:
     missed: list[str]  # the gate's thresholds it misses (empty: accepted)
 
 
-def _measure(path: Path, val: Any, fp32: np.ndarray, gate: Int8GateConfig) -> _Measured:
+def _measure(path: Path, val: Any, fp32: np.ndarray, gate: GateConfig) -> _Measured:
     labels = val.labels.numpy()
     logits = _val_logits(path, val)
     drop = float((fp32.argmax(1) == labels).mean() - (logits.argmax(1) == labels).mean())
     agreement = float((logits.argmax(1) == fp32.argmax(1)).mean())
-    return _Measured(path, drop, agreement, gate.failures(drop, agreement, "validation"))
+    missed = gate.failures("verify.int8", "INT8 validation", drop, agreement)
+    return _Measured(path, drop, agreement, missed)
 
 
 def rank_layers(q: _Quantizer, candidates: list[str], val: Any, fp32: np.ndarray) -> list[str]:
@@ -181,7 +184,7 @@ def _fallback(
     candidates: list[str],
     val: Any,
     fp32: np.ndarray,
-    gate: Int8GateConfig,
+    gate: GateConfig,
 ) -> tuple[_Measured, list[str]]:
     """Keep the most harmful layers in fp32, one more at a time, until the gate holds."""
     ranking = rank_layers(q, candidates, val, fp32)
@@ -214,7 +217,7 @@ def _speed_cost(plain: Path, chosen: Path, shape: tuple[int, ...]) -> float:
 
 
 def _accuracy_controlled(
-    q: _Quantizer, nodes: list[Any], stem: list[str], val: Any, gate: Int8GateConfig
+    q: _Quantizer, nodes: list[Any], stem: list[str], val: Any, gate: GateConfig
 ) -> tuple[_Measured, list[str], dict[str, Any]]:
     """Plain INT8 if it meets the gate on validation, else the fp32 fallback; and a report."""
     fp32 = _val_logits(q.pre, val)
@@ -243,7 +246,7 @@ def quantize_int8(
     out: Path,
     data: Prepared,
     cfg: QuantizeConfig,
-    gate: Int8GateConfig,
+    gate: GateConfig,
     seed: int,
 ) -> dict[str, Any]:
     """Write `out`, the INT8 version of `fp32_path` calibrated on training images; report.
@@ -297,6 +300,7 @@ def _stamp(proto: Any, fp32_path: Path, cfg: QuantizeConfig, seed: int, kept: li
     source = {p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props}
     provenance = {
         **source,
+        TARGET_KEY: INT8.name,
         "source_onnx_sha256": sha256_file(fp32_path),
         "quantization": f"static int8 {cfg.format}, {cfg.calibrate_method} calibration on "
         f"{cfg.calibration_images} training images (seed {seed}), "
@@ -305,6 +309,7 @@ def _stamp(proto: Any, fp32_path: Path, cfg: QuantizeConfig, seed: int, kept: li
         f"{', first convolution in fp32' if cfg.fp32_stem else ''}"
         f"{f', fp32 fallback for {len(kept)} layer(s): ' + ', '.join(kept) if kept else ''}",
     }
+    provenance["how"] = provenance["quantization"]
     del proto.metadata_props[:]
     for key, value in provenance.items():
         entry = proto.metadata_props.add()

@@ -1,4 +1,5 @@
-"""ONNX export of a student checkpoint: named I/O, dynamic batch axis, checked, with provenance."""
+"""The fp32 ONNX target: the student checkpoint exported with named I/O and a dynamic batch
+axis, checked by onnx.checker, stamped with its provenance and preprocessing."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from pipeline.checkpoint import Checkpoint
 from pipeline.config import ExportConfig
 from pipeline.errors import CheckpointError
 from pipeline.files import atomic_path, sha256_file
+from pipeline.targets import TARGET_KEY, TARGETS, Target
+from pipeline.targets.runtime import INPUT_NAME, OUTPUT_NAME
 
-INPUT_NAME, OUTPUT_NAME = "images", "logits"
+ONNX = TARGETS.register("onnx")(Target("onnx", "ONNX fp32 (onnxruntime)", "checkpoint"))
 
 
 def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, cfg: ExportConfig) -> None:
@@ -67,6 +70,7 @@ def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, flo
         _export(model, example, raw, cfg)
         proto = onnx.load(str(raw))
     provenance = {
+        TARGET_KEY: ONNX.name,
         "checkpoint_sha256": sha256_file(ckpt.path),
         "arch": ckpt.arch,
         "classes": json.dumps(list(ckpt.classes)),
@@ -74,6 +78,7 @@ def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, flo
         "std": json.dumps(list(ckpt.std)),
         "input_spec": json.dumps(ckpt.spec.to_dict()),
         "preprocessing": ckpt.spec.describe() + "; NCHW float32",
+        "how": f"fp32, torch.onnx {cfg.exporter} exporter, opset {cfg.opset}",
     }
     for key, value in provenance.items():
         entry = proto.metadata_props.add()

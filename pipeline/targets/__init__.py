@@ -1,0 +1,47 @@
+"""Deployable targets: the files the pipeline ships beside the student's checkpoint.
+
+One module per target (`targets/<name>.py`), registered under the name its metrics (`<name>/...`)
+and its gate (`verify.<name>`) use. Each builds its file from a source artifact (the student
+checkpoint, or another target's file) and stamps the file with its target name and provenance;
+every target file opens through `runtime.py` (the one place that starts onnxruntime) as an engine
+whose `logits` take the normalised float32 batch. `verify`, the latency rounds, the model card and
+`load_student` loop over the files given, whatever their target.
+
+Add a target: a module here that registers a `Target` and builds its file, a `verify.<name>`
+gate in `pipeline/config.py`, a stage that runs the build (stages/<stage>.py and dvc.yaml), and
+the file in verify's `--artifact` list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.registry import Registry
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the pipeline knows about one kind of deployable file."""
+
+    name: str  # registry key, metric prefix, verify.<name> gate
+    title: str  # how the card and the logs call it, e.g. "ONNX INT8 (onnxruntime)"
+    source: str  # what it is built from: "checkpoint" or another target's name
+
+
+TARGETS: Registry[Target] = Registry("target", package=__name__, variable="TARGETS")
+TARGET_KEY = "target"  # the ONNX metadata key that names a file's target
+
+
+def target_of(path: Path, metadata: dict[str, str]) -> Target:
+    """The target that made the file at `path`, from its metadata (files made before targets
+    were recorded: INT8 when a quantization is described, else fp32 ONNX)."""
+    from pipeline.errors import ModelFileError
+
+    name = metadata.get(TARGET_KEY) or ("int8" if "quantization" in metadata else "onnx")
+    if name not in TARGETS:
+        raise ModelFileError(
+            f"{path} was made by target {name!r}, which this version does not know; "
+            f"choose files of {', '.join(TARGETS.names())}"
+        )
+    return TARGETS.get(name)
