@@ -3,9 +3,10 @@
     python -m benchmarks.compare_report [--bench benchmarks/comparison]
 
 Reads every run's record (`runs/<method>/<seed>.json`) and the teacher's, and writes
-`results.json` (every row and every paired comparison), `RESULTS.md` (mean ± std, best and last
-epoch, SOKD minus each method with a 95 % paired t interval, and the verdicts) and `val_top1.png`
-(validation top-1 per epoch, mean over seeds).
+`results.json` (the setting, every row, every paired comparison, the machine) and `val_top1.png`
+(validation top-1 per epoch, mean over seeds). Its tables (mean ± std, best and last epoch, SOKD
+minus each method with a 95 % paired t interval, the verdicts) are rendered into
+docs/comparison.md from results.json by `make docs` (`table`, `verdicts` below).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from benchmarks.compare import BENCH, Bench, load_bench
 from benchmarks.paired import Paired, paired
 from benchmarks.speed import machine
-from pipeline.files import write_json, write_text
+from pipeline.files import write_json
 from pipeline.reporting import plot_curves
 
 REFERENCE = "sokd"  # every other method is compared with it, seed by seed
@@ -59,8 +60,8 @@ def comparisons(rows: list[dict[str, Any]], labels: list[str]) -> dict[str, dict
     }
 
 
-def _ci(c: Paired) -> str:
-    return f"{c.mean:+.2f} [{c.low:+.2f}, {c.high:+.2f}]"
+def _ci(c: dict[str, float]) -> str:
+    return f"{c['mean']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"
 
 
 def _verdict_line(label: str, c: Paired) -> str:
@@ -87,65 +88,62 @@ def _verdict_line(label: str, c: Paired) -> str:
     return line
 
 
-def _setting(b: Bench, teacher: dict[str, Any]) -> list[str]:
+def setting(b: Bench, teacher: dict[str, Any]) -> str:
+    """The benchmark's setting in words, from its params (stored in results.json)."""
     p, d, t = b.params, b.params.distill, b.params.train_teacher
-    return [
-        f"Setting: {p.prepare.dataset}, {p.prepare.train_size or 'all'} training images "
+    return (
+        f"{p.prepare.dataset}, {p.prepare.train_size or 'all'} training images "
         f"({p.prepare.val_size} held out for validation), the full test set; one "
         f"{t.arch} teacher ({t.train.epochs} epochs, seed {t.seed}; test top-1 "
         f"{100 * teacher['test_top1_last']:.2f} %, {teacher['params']:,} parameters) shared by "
         f"every run; student {d.arch}, {d.train.epochs} epochs, batch {d.train.batch_size}, "
         f"SGD lr {d.train.optim.lr}, {d.train.schedule.kind} schedule. Seeds {list(b.seeds)}: "
         "seed s is the same student initialisation and data order for every method. Every "
-        "other number: `benchmarks/comparison/params.yaml`.",
-    ]
+        "other number: `benchmarks/comparison/params.yaml`."
+    )
 
 
-def summarise(rows: list[dict[str, Any]], b: Bench, teacher: dict[str, Any], machine: str) -> str:
-    """RESULTS.md: mean ± std, best and last, paired CIs against SOKD, and the verdicts."""
-    labels = list(b.methods)
+def table(results: dict[str, Any]) -> str:
+    """Mean ± std, best and last, SOKD minus each method with its 95 % paired interval."""
+    rows, methods = results["rows"], results["methods"]
+    by = {m: [r for r in rows if r["method"] == m] for m in methods}
     stats = {
-        m: {k: _mean_std(list(_by_seed(rows, m, k).values())) for k in ("test_top1_last",
-            "test_top1_best")}
-        for m in labels
-    }  # fmt: skip
-    versus = comparisons(rows, labels)
-    compute_min = (teacher["wall_s"] + sum(r["wall_s"] for r in rows)) / 60
+        m: {k: _mean_std([100 * r[k] for r in by[m]]) for k in ("test_top1_last", "test_top1_best")}
+        for m in methods
+    }
+    versus = results["paired_vs_sokd"]
     lines = [
-        "# SOKD against the distillers users pick today: paired, on one budget",
-        "",
-        f"Produced by `make benchmark` (`cd benchmarks/comparison && dvc repro`): {len(rows)} "
-        f"student runs and one teacher, {compute_min:.0f} min of training on {machine}.",
-        "",
-        *_setting(b, teacher),
-        "",
-        "Test top-1 in %, mean ± std over seeds. *Last*: the final weights (what you ship). "
-        "*Best*: the best epoch on the test set, as papers quote it (nothing is selected with "
-        "it). *SOKD − method*: the mean paired difference with its 95 % t interval.",
-        "",
         "| method | objective, settings | last epoch | best epoch | SOKD − method, last | "
         "SOKD − method, best | SOKD ahead | images/s | wall s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for m in sorted(labels, key=lambda m: -stats[m]["test_top1_last"][0]):
-        rs = [r for r in rows if r["method"] == m]
-        objective, settings = b.methods[m]
+    for m in sorted(methods, key=lambda m: -stats[m]["test_top1_last"][0]):
+        objective, settings = methods[m]
         how = objective + "".join(f", {k}={v}" for k, v in settings.items())
         last, best = stats[m]["test_top1_last"], stats[m]["test_top1_best"]
         c = versus.get(m)
         lines.append(
             f"| {m} | {how} | {last[0]:.2f} ± {last[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} | "
             + (
-                f"{_ci(c['last'])} | {_ci(c['best'])} | {c['last'].wins}/{c['last'].n} | "
+                f"{_ci(c['last'])} | {_ci(c['best'])} | {c['last']['wins']}/{c['last']['n']} | "
                 if c
                 else "— | — | — | "
             )
-            + f"{statistics.mean(r['images_per_s'] for r in rs):.0f} | "
-            f"{statistics.mean(r['wall_s'] for r in rs):.0f} |"
+            + f"{statistics.mean(r['images_per_s'] for r in by[m]):.0f} | "
+            f"{statistics.mean(r['wall_s'] for r in by[m]):.0f} |"
         )
-    lines += ["", "## Verdict (last epoch; the interval decides, not the means)", ""]
-    lines += [_verdict_line(m, c["last"]) for m, c in versus.items()]
     return "\n".join(lines) + "\n"
+
+
+def verdicts(results: dict[str, Any]) -> str:
+    """One line per method: SOKD beats it, loses to it, or no detectable difference."""
+    return (
+        "\n".join(
+            _verdict_line(m, Paired(**{k: v for k, v in c["last"].items() if k != "verdict"}))
+            for m, c in results["paired_vs_sokd"].items()
+        )
+        + "\n"
+    )
 
 
 def report(bench: Path) -> None:
@@ -155,24 +153,24 @@ def report(bench: Path) -> None:
     versus = comparisons(rows, list(b.methods))
     results = {
         "teacher": teacher,
+        "methods": {m: [objective, settings] for m, (objective, settings) in b.methods.items()},
+        "setting": setting(b, teacher),
         "rows": rows,
         "paired_vs_sokd": {
             m: {when: dataclasses.asdict(c) | {"verdict": c.verdict} for when, c in cs.items()}
             for m, cs in versus.items()
         },
+        "compute_min": (teacher["wall_s"] + sum(r["wall_s"] for r in rows)) / 60,
         "machine": machine(),
         "command": "make benchmark",
     }
     write_json(bench / "results.json", results)
-    m = results["machine"]
-    where = f"{m['cpu']} ({m['cores']} cores; {', '.join(m['cpu_flags'])})"
-    write_text(bench / "RESULTS.md", summarise(rows, b, teacher, where))
     curves = {}
     for m in b.methods:
         per_seed = [r["val"] for r in rows if r["method"] == m]
         curves[m] = [100 * statistics.mean(v) for v in zip(*per_seed, strict=True)]
     plot_curves(bench / "val_top1.png", curves, "validation top-1 (%), mean over seeds")
-    print((bench / "RESULTS.md").read_text())
+    print(table(results) + "\n" + verdicts(results))
 
 
 def main(argv: list[str] | None = None) -> None:

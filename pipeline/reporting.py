@@ -72,11 +72,17 @@ def plot_confusion(path: Path, matrix: torch.Tensor, classes: Sequence[str], tit
     save_figure(fig, path)
 
 
+MARKERS = "osD^v<>pPX*h"
+
+
 def plot_curves(path: Path, curves: dict[str, Sequence[float]], ylabel: str) -> None:
-    """One line per name: value against epoch (1-based)."""
+    """One line per name: value against epoch (1-based); each with its own colour and marker
+    (tab20's twenty colours), so no two series look alike."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    colours = plt.get_cmap("tab20")
+    for i, (name, values) in enumerate(curves.items()):
+        style = {"color": colours(i % 20), "marker": MARKERS[i % len(MARKERS)]}
+        ax.plot(range(1, len(values) + 1), values, label=name, **style)
     ax.set(xlabel="epoch", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")

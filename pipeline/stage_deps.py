@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline.config import Params
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "stages")
+PACKAGES = ("pipeline", "stages", "benchmarks")
 OBJECTIVE_ITEM = "pipeline/objectives/${item.objective}.py"
 
 

@@ -108,7 +108,12 @@ V3_SMALL_GROUPS = [
 def tv_resnet(depth: int) -> Callable[[int, int], StagedClassifier]:
     def factory(num_classes: int, in_channels: int) -> StagedClassifier:
         build = getattr(_tv(), f"resnet{depth}")
-        return _resnet(build(weights=None, num_classes=num_classes), in_channels)
+        # Each residual block starts as the identity (its last BatchNorm's scale at 0, Goyal et
+        # al. 2017; timm's default): trained from scratch at lr 0.1 without warm-up, torchvision's
+        # own init reached 46 % where this reaches ~70 % (32-pixel photos, 3 epochs). Pretrained
+        # weights overwrite it.
+        tv = build(weights=None, num_classes=num_classes, zero_init_residual=True)
+        return _resnet(tv, in_channels)
 
     factory.__doc__ = f"torchvision ResNet-{depth}, split before layer4."
     return factory
