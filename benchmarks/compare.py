@@ -31,6 +31,7 @@ from typing import Any
 
 from torch import nn
 
+from benchmarks.speed import machine
 from pipeline.batches import make_batches
 from pipeline.config import Params, read_yaml
 from pipeline.data import load_prepared, prepare, save_prepared
@@ -138,6 +139,7 @@ def cmd_run(bench: Path, label: str, seed: int) -> None:
         "images_per_s": run.metrics["time/images_per_s"],
         "trainable_params_added": run.metrics["params/trainable"] - run.metrics["params/student"],
         "runtime": runtime.describe(),
+        "machine": machine(),
     }
     out = bench / "runs" / label
     write_json(out / f"{seed}.json", row)

@@ -161,7 +161,8 @@ def report(bench: Path) -> None:
             for m, cs in versus.items()
         },
         "compute_min": (teacher["wall_s"] + sum(r["wall_s"] for r in rows)) / 60,
-        "machine": machine(),
+        # Where the runs were measured (the summary only reads their records).
+        "machine": rows[0].get("machine", machine()),
         "command": "make benchmark",
     }
     write_json(bench / "results.json", results)

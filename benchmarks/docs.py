@@ -125,7 +125,166 @@ def artifacts_meta(dvc_yaml: str) -> str:
     return dvc_yaml
 
 
-RENDERERS: dict[str, Callable[[], str]] = {"quickstart": quickstart}
+# --- benchmarks (docs/) --------------------------------------------------------------------------
+
+
+def comparison() -> str:
+    """The comparison benchmark: setting, table, verdicts (benchmarks/comparison/results.json)."""
+    from benchmarks.compare_report import table, verdicts
+
+    r = read("benchmarks/comparison/results.json")
+    return (
+        f"Measured on {machine_line(r['machine'])}: {len(r['rows'])} student runs and one "
+        f"teacher, {r['compute_min']:.0f} min of training. Setting: {r['setting']}\n\n"
+        "Test top-1 in %, mean ± std over seeds. *Last*: the final weights (what you ship). "
+        "*Best*: the best epoch on the test set, as papers quote it (nothing is selected with "
+        "it). *SOKD − method*: the mean paired difference with its 95 % t interval.\n\n"
+        + table(r)
+        + "\n**Verdicts** (last epoch; the interval decides, not the means):\n\n"
+        + verdicts(r)
+    )
+
+
+def user_path() -> str:
+    """The user-path benchmark (benchmarks/user_path/results.json)."""
+    from benchmarks.user_path_report import summarise
+
+    r = read("benchmarks/user_path/results.json")
+    return f"Measured on {machine_line(r['machine'])}.\n\n" + summarise(r)
+
+
+def _speed_rows(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| pair | objective | plain img/s | fast img/s | speed-up | compiled img/s | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['pair']} | {r['objective']} | {r['plain_images_per_s']:,.0f} | "
+        f"{r['fast_images_per_s']:,.0f} | {r['speedup']:.2f}x | "
+        f"{r['compiled_images_per_s']:,.0f} | {r['compiled_speedup']:.2f}x |"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def speed_cpu() -> str:
+    """One training step three ways on the CPU (benchmarks/speed.json)."""
+    r = read("benchmarks/speed.json")
+    m = r["machine"]
+    bf16 = "native bf16" if m["native_bf16"] else "no native bf16"
+    where = f"{m['cpu']} ({m['threads']} threads, {m['cpu_capability']}, {bf16})"
+    fast = read("benchmarks/fast_vs_plain.json")["summary"]
+    return (
+        f"Measured on {where}, torch {m['torch']}, batch {r['batch_size']}, medians of "
+        f"{r['rounds']} alternating rounds:\n\n"
+        + _speed_rows(r["rows"])
+        + f"\nAccuracy of the two paths (`make bench-accuracy`, SOKD on the quickstart, "
+        f"{len(read('benchmarks/fast_vs_plain.json')['seeds'])} seeds): test top-1 "
+        f"{100 * fast['fast/test_top1/mean']:.2f} ± {100 * fast['fast/test_top1/std']:.2f} % "
+        f"fast, {100 * fast['plain/test_top1/mean']:.2f} ± {100 * fast['plain/test_top1/std']:.2f}"
+        " % plain.\n"
+    )
+
+
+def speed_gpu() -> str:
+    """`make gpu-check` (benchmarks/gpu.json)."""
+    r = read("benchmarks/gpu.json")
+    m, parts = r["machine"], r["parts"]
+    epoch = parts["epoch"]
+    lines = [
+        f"Measured on one {m['device']} (torch {m['torch']}, CUDA {m['cuda']}, "
+        f"{m['cpu_count']}-core host): parts "
+        + ", ".join(f"{name} {part['status']}" for name, part in parts.items())
+        + f", {r['total_s']:.0f} s in all.",
+        "",
+        f"| SOKD epoch, {epoch['pair']}, {epoch['images']:,} images, batch {epoch['batch']} | "
+        "seconds | images/s | peak GPU memory |",
+        "|---|---|---|---|",
+    ]
+    for mode in ("eager", "compiled"):
+        e = epoch[mode]
+        lines.append(
+            f"| {mode} ({e['amp']}) | {e['epoch_s']:.2f} | {e['images_per_s']:,.0f} | "
+            f"{e['peak_memory_mb']:.0f} MB |"
+        )
+    return "\n".join(lines) + "\n\n" + _speed_rows(parts["speed"]["rows"])
+
+
+def int8_files() -> str:
+    """The quickstart's shipped student as torch, fp32 ONNX and INT8 (metrics/verify.json)."""
+    ve = read("metrics/verify.json")
+    lines = [
+        "| file | bytes | test top-1 | same prediction as torch | max \\|Δlogit\\| |",
+        "|---|---|---|---|---|",
+        f"| `student.pt` (torch fp32) | — | {pct(ve['torch/top1'])} | — | — |",
+    ]
+    for target, name in (("onnx", "student.onnx"), ("int8", "student.int8.onnx")):
+        lines.append(
+            f"| `{name}` | {ve[f'{target}/file_bytes']:,} | {pct(ve[f'{target}/top1'])} | "
+            f"{pct(ve[f'{target}/agreement'])} | {ve[f'{target}/max_abs_logit_diff']:.1e} |"
+        )
+    q = read("metrics/quantize.json")
+    lines += [
+        "",
+        f"`quantize` on validation: plain INT8 {100 * q['int8/val_top1_drop_plain']:+.2f} points "
+        f"below fp32, agreement {pct(q['int8/val_agreement_plain'])}; {q['int8/fallback_layers']}"
+        f" layer(s) kept fp32 besides the stem; {ve['int8/how']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def int8_speed() -> str:
+    """fp32 against INT8 under onnxruntime, side by side (benchmarks/int8_speed.json)."""
+    r = read("benchmarks/int8_speed.json")
+    lines = [
+        f"Measured on {machine_line(r['machine'])}, onnxruntime {r['machine']['onnxruntime']}, "
+        f"{r['rounds']} alternating rounds:",
+        "",
+        "| threads | batch | fp32 images/s | INT8 images/s | INT8 speed-up | p10–p90 |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {x['threads']} | {x['batch']} | {x['fp32_images_per_s']:,.0f} | "
+        f"{x['int8_images_per_s']:,.0f} | {x['int8_speedup']:.2f}x | "
+        f"{x['int8_speedup_p10']:.2f}–{x['int8_speedup_p90']:.2f} |"
+        for x in r["rows"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def int8_calibration() -> str:
+    """Plain INT8 under each calibration and weight granularity (benchmarks/int8_fallback.json)."""
+    r = read("benchmarks/int8_fallback.json")
+    students = r["students"]
+    head = " | ".join(f"{s['arch']} val / test drop" for s in students)
+    lines = [
+        f"Measured on {machine_line(r['machine'])}; top-1 drop in points, validation (what "
+        "chooses) / test (for information):",
+        "",
+        f"| calibration | weights | {head} |",
+        "|---|---|" + "---|" * len(students),
+    ]
+    for i, row in enumerate(students[0]["calibration"]):
+        cells = " | ".join(
+            f"{100 * s['calibration'][i]['val_top1_drop']:+.2f} / "
+            f"{100 * s['calibration'][i]['test_top1_drop']:+.2f}"
+            for s in students
+        )
+        granularity = "per channel" if row["per_channel"] else "per tensor"
+        lines.append(f"| {row['calibrate_method']} | {granularity} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "quickstart": quickstart,
+    "comparison": comparison,
+    "user-path": user_path,
+    "speed-cpu": speed_cpu,
+    "speed-gpu": speed_gpu,
+    "int8-files": int8_files,
+    "int8-speed": int8_speed,
+    "int8-calibration": int8_calibration,
+}
 
 
 def render_text(text: str) -> str:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.speed import machine
 from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import Params, read_yaml
@@ -167,6 +168,7 @@ def cmd_run(b: Bench, pair: str, budget: str, objective: str, seed: int) -> None
         "epochs": p.distill.train.epochs,
         "wall_s": wall,
         "images_per_s": run.metrics["time/images_per_s"],
+        "machine": machine(),
     }
     write_json(BENCH / "runs" / pair / budget / objective / f"{seed}.json", row)
 

@@ -103,7 +103,7 @@ class ScheduleConfig:
     kind: Literal["cosine", "step"] = "cosine"  # cosine decay to 0 | step: x gamma at milestones
     milestones: tuple[int, ...] = ()  # epochs at which `step` multiplies the lr by gamma
     gamma: float = 0.1  # step: the lr factor at each milestone
-    warmup_epochs: int = 0  # linear warm-up from lr/10, in epochs
+    warmup_epochs: float = 0.0  # linear warm-up from lr/10, in epochs (fractions allowed)
 
     def __post_init__(self) -> None:
         _require(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")

@@ -32,7 +32,7 @@ def lr_factor(
     schedule: ScheduleConfig, epochs: int, steps_per_epoch: int
 ) -> Callable[[int], float]:
     """Multiplier of each group's base lr after `step` steps (warm-up, then cosine or steps)."""
-    total, warm = epochs * steps_per_epoch, schedule.warmup_epochs * steps_per_epoch
+    total, warm = epochs * steps_per_epoch, round(schedule.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
         if step < warm:

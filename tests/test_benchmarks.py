@@ -132,8 +132,14 @@ def test_comparison_benchmark_is_a_dvc_pipeline_of_paired_runs(tmp_path: Path) -
     diffs = [by_seed["sokd", s] - by_seed["vanilla", s] for s in (0, 1)]
     assert versus["n"] == 2 and versus["mean"] == pytest.approx(sum(diffs) / 2)
     assert versus["low"] <= versus["mean"] <= versus["high"]
-    report = (bench / "RESULTS.md").read_text()
+    from benchmarks.compare_report import table, verdicts
+
+    report = table(results) + verdicts(results)  # what make docs renders into docs/comparison.md
     assert "| sokd |" in report and "| vanilla |" in report and "SOKD − vanilla = " in report
+    assert (
+        results["rows"][0]["machine"]["cores"]
+        and results["machine"] == results["rows"][0]["machine"]
+    )
     assert (bench / "val_top1.png").stat().st_size > 0
     # DVC's own records hold every run, and a second repro trains nothing.
     shown = json.loads(_command(["dvc", "metrics", "show", "--json"], bench).stdout)

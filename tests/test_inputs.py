@@ -124,6 +124,15 @@ def test_near_chance_is_said_in_one_line_with_the_cause(caplog: pytest.LogCaptur
     assert near_chance(0.11, 0.12, 10) is None  # nothing learnt at all is not an eval-mode problem
 
 
+def test_a_first_epoch_worse_than_chance_is_named_with_its_fix() -> None:
+    from pipeline.training import diverged_early
+
+    line = diverged_early(4.6, 10)  # torchvision's MobileNetV2 from scratch at lr 0.1
+    assert "above chance level (ln 10 = 2.30)" in line and "train.optim.lr" in line
+    assert "warmup_epochs" in line and "\n" not in line
+    assert diverged_early(2.1, 10) is None and diverged_early(None, 10) is None
+
+
 def test_a_stale_batchnorm_student_triggers_the_warning(
     prepared_path: Path, tiny_params: Params, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,0 +1,109 @@
+"""The docs say what the committed results say: every rendered block equals a fresh render, a
+changed figure in the JSON is caught, and every link and path the docs name exists."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks import docs
+from tests.conftest import ROOT
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+TOP = ("pipeline", "stages", "tests", "benchmarks", "presets", "docs", "models", "metrics")
+TOP += ("data", "dvclive", "plots", ".github", ".ci")
+
+
+def test_every_rendered_block_is_what_the_committed_json_renders() -> None:
+    stale = [
+        str(path.relative_to(ROOT))
+        for path, text in docs.rendered_files().items()
+        if text != path.read_text()
+    ]
+    assert not stale, f"run `make docs`: {stale} differ from a fresh render"
+
+
+def test_every_page_has_its_blocks_and_no_block_is_empty() -> None:
+    names = {m.group(2) for page in PAGES for m in docs.BLOCK.finditer(page.read_text())}
+    assert names == set(docs.RENDERERS)  # every renderer is used, no block is unknown
+    for page in PAGES:
+        for match in docs.BLOCK.finditer(page.read_text()):
+            assert match.group(3).strip(), f"{page.name}: block {match.group(2)} is empty"
+
+
+def test_a_changed_number_in_the_json_fails_until_rendered_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for folder in ("metrics", "benchmarks", "docs"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("work"))
+    for name in ("README.md", "dvc.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    verify = tmp_path / "metrics" / "verify.json"
+    figures = json.loads(verify.read_text())
+    figures["int8/top1"] += 0.0001  # one test image more
+    verify.write_text(json.dumps(figures))
+    monkeypatch.setattr(docs, "ROOT", tmp_path)
+    monkeypatch.setattr(docs, "DOCS", [tmp_path / "README.md", *sorted(tmp_path.glob("docs/*.md"))])
+    changed = {p.name for p, text in docs.rendered_files().items() if text != p.read_text()}
+    assert {"README.md", "int8.md", "dvc.yaml"} <= changed
+    assert docs.main(["--check"]) == 1  # the check fails ...
+    for path, text in docs.rendered_files().items():
+        path.write_text(text)
+    assert docs.main(["--check"]) == 0  # ... until the render is rerun
+
+
+def _dvc_outputs() -> list[str]:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    outs = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []) or []:
+                path = str(next(iter(entry)) if isinstance(entry, dict) else entry)
+                outs.append(path.split("${")[0].rstrip("/"))
+    return outs
+
+
+def _exists(path: str, outputs: list[str]) -> bool:
+    pattern = re.sub(r"<[^>]+>|\b[A-Z]+\b", "*", path.split("#")[0].rstrip("/"))
+    if any(ROOT.glob(pattern)) or (ROOT / pattern).exists():
+        return True
+    # What `dvc repro` or the user writes: the pipeline's outputs, raw data, a preset of yours.
+    made = [*outputs, "data/raw", "models/distill", "models/state", "presets/my_photos.yaml"]
+    return any(pattern == o or pattern.startswith(f"{o}/") or o.startswith(pattern) for o in made)
+
+
+def named_paths(page: Path) -> list[str]:
+    """Relative links, and backticked paths under the project's folders or its top files."""
+    text = page.read_text()
+    links = [
+        str((page.parent / link).resolve().relative_to(ROOT))
+        for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+        if not link.startswith(("http", "mailto"))
+    ]
+    ticked = [
+        token
+        for token in re.findall(r"`([^`\s]+)`", text)
+        if token.split("/")[0] in TOP and "/" in token and "${" not in token and "=" not in token
+    ]
+    files = ("params.yaml", "dvc.yaml", "Makefile", "pyproject.toml", "dvc.lock")
+    return links + ticked + [f for f in files if f"`{f}`" in text]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_link_and_path_named_exists(page: Path) -> None:
+    outputs = _dvc_outputs()
+    missing = [path for path in named_paths(page) if not _exists(path, outputs)]
+    assert not missing, f"{page.name} names paths that do not exist: {missing}"
+
+
+def test_the_readme_is_short_and_has_what_a_user_needs() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    for heading in ("## Two commands", "## Your own images", "## The gate in CI", "## The CLI"):
+        assert heading in text
+    assert "make repro" in text and "make test" in text
