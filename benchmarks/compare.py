@@ -9,7 +9,7 @@ the methods (an objective plus settings); its `dvc.yaml` runs, through the comma
     prepare   the data split, once            -> work/prepared.pt
     teacher   one teacher for every run       -> work/teacher.pt, teacher.json
     run       one student per method x seed   -> runs/<method>/<seed>.json (+ .curve.json)
-    summary   the records above, paired       -> results.json, RESULTS.md, val_top1.png
+    summary   the records above, paired       -> results.json, val_top1.png (docs: make docs)
               (python -m benchmarks.compare_report: a change to the report reruns no run)
 
 so `dvc exp show` / `dvc metrics show` list every run, a changed method reruns only its runs, and an

@@ -13,7 +13,7 @@ the seeds, and the pipeline overlay every run starts from; its `dvc.yaml` runs:
     ship      per pair x budget x seed: the student `export` would ship (best on validation),
               its ONNX and INT8 files (`quantize` with the default gate), and the gate on test
                                                              -> ship/<pair>/<budget>/<seed>.json
-    summary   paired intervals and the table                 -> results.json, RESULTS.md
+    summary   paired intervals                               -> results.json (docs: make docs)
 
 The photos are Fashion-MNIST's product photographs (the only real images offline here) in ten
 class folders, PNG and JPEG files of mixed sizes (28 to 112 pixels) and colour modes (L, RGB,
