@@ -237,6 +237,28 @@ def test_each_seed_reaches_only_its_own_stages(repo: Path, key: str, stale: set[
     assert changed == stale, status
 
 
+@pytest.mark.parametrize(
+    ("edited", "stale"),
+    [
+        ("pipeline/objectives/dkd.py", set()),  # an objective the run does not train
+        ("pipeline/models/vgg.py", set()),  # an architecture it does not build
+        ("pipeline/objectives/sokd.py", {"distill@sokd"}),  # then what reads its outputs
+        ("pipeline/targets/int8.py", {"quantize", "verify"}),
+    ],
+)
+def test_a_code_edit_stales_only_the_stages_that_run_that_code(
+    repo: Path, edited: str, stale: set[str]
+) -> None:
+    path = repo / edited
+    original = path.read_text()
+    path.write_text(original + "# an edit\n")
+    try:
+        status = json.loads(_run(["dvc", "status", "--json"], repo).stdout)
+    finally:
+        path.write_text(original)
+    assert set(status) == stale, status
+
+
 def test_the_gate_fails_the_pipeline_with_one_clear_line(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["verify"]["min_top1"] = 1.0
@@ -246,7 +268,7 @@ def test_the_gate_fails_the_pipeline_with_one_clear_line(repo: Path) -> None:
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
     assert (
         len(errors) == 1
-        and "verify failed: ONNX top-1" in errors[0]
+        and "verify failed: onnx top-1" in errors[0]
         and "min_top1 1.0" in errors[0]
     )
     assert json.loads((repo / "metrics/verify.json").read_text())["gate/passed"] is False
