@@ -31,7 +31,6 @@ from typing import Any
 
 from torch import nn
 
-from benchmarks.speed import machine
 from pipeline.batches import make_batches
 from pipeline.config import Params, read_yaml
 from pipeline.data import load_prepared, prepare, save_prepared
@@ -39,7 +38,7 @@ from pipeline.files import write_json
 from pipeline.inference import predict, topk_accuracy
 from pipeline.models.staged import count_parameters
 from pipeline.params import parse_params
-from pipeline.runtime import Runtime, resolve_runtime, seed_everything
+from pipeline.runtime import Runtime, machine, resolve_runtime, seed_everything
 from pipeline.training import Extras, run_distill, run_teacher, save_run
 
 BENCH = Path("benchmarks/comparison")

@@ -100,8 +100,10 @@ def quickstart() -> str:
         f"{ve['test/images']:,} test images (max |Δlogit| {ve['onnx/max_abs_logit_diff']:.1e}), "
         f"INT8 on {pct(ve['int8/agreement'])}, {100 * ve['int8/top1_drop']:+.2f} points below "
         f"torch; the INT8 file is {ve['int8/size_ratio']:.1f}x smaller.",
-        f"- Training took {seconds / 60:.1f} min of the run on the machine that made these "
-        f"numbers ({ve['versions/torch']} torch; `time/train_s` in metrics/).",
+        f"- Made on {ve['machine/cpu']} ({ve['machine/cores']} cores; "
+        f"{ve['machine/cpu_flags']}), torch {ve['versions/torch']}, where training took "
+        f"{seconds / 60:.1f} min (`time/train_s` in metrics/). bf16 results differ slightly "
+        "between CPUs with and without AMX; the same seeds on one machine give the same numbers.",
     ]
     return "\n".join(rows + notes) + "\n"
 

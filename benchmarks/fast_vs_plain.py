@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.speed import machine, plain_runtime
+from benchmarks.speed import plain_runtime
 from pipeline.batches import make_batches
 from pipeline.data import load_prepared
 from pipeline.inference import predict, topk_accuracy
 from pipeline.params import load_params
-from pipeline.runtime import resolve_runtime
+from pipeline.runtime import machine, resolve_runtime
 from pipeline.training import run_distill
 
 

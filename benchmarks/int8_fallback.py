@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.speed import machine
 from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import ExportConfig, GateConfig, QuantizeConfig, VerifyConfig
 from pipeline.data import Prepared, load_prepared
 from pipeline.files import sha256_file, write_json
 from pipeline.latency import round_ratios, timed_files
+from pipeline.runtime import machine
 from pipeline.targets.int8 import CPU, quantize_int8
 from pipeline.targets.onnx import export_onnx
 from pipeline.targets.runtime import open_engine

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.speed import machine
 from pipeline.files import write_json
 from pipeline.latency import side_by_side
+from pipeline.runtime import machine
 from pipeline.targets.runtime import INPUT_NAME, Engine, engine_calls, open_engine
 
 BATCHES = (1, 64)

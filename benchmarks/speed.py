@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import statistics
 import sys
 import time
@@ -54,7 +52,7 @@ from pipeline.models.staged import copy_head, split
 from pipeline.objectives import build_objective
 from pipeline.objectives.base import StepOutput
 from pipeline.params import load_params
-from pipeline.runtime import Runtime, cpu_has_native_bf16, prepare_module, resolve_runtime
+from pipeline.runtime import Runtime, machine, prepare_module, resolve_runtime
 
 PAIRS = {  # name: (teacher, student, (C, H, W), classes)
     "quickstart": ("resnet20", "resnet8", (1, 28, 28), 10),
@@ -219,41 +217,6 @@ def sokd_parts(
     parts = zip(samples["student"], samples["teacher"], samples["bridge"], strict=True)
     rounds_ratio = [s / sum(p) for s, p in zip(samples["sokd"], parts, strict=True)]
     return {**medians, "sokd_over_sum": statistics.median(rounds_ratio)}
-
-
-# The lscpu flags that decide these timings: vector width, native bf16, int8 dot products.
-SPEED_FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_bf16",
-    "amx_bf16",
-    "amx_int8",
-    "avx512_vnni",
-    "avx_vnni",
-)
-
-
-def _cpuinfo(field: str) -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(field)), "unknown")
-
-
-def machine() -> dict[str, object]:
-    """What a timing depends on: CPU model and its speed-relevant flags, threads, versions."""
-    flags = set(_cpuinfo("flags").split())
-    return {
-        "cpu": _cpuinfo("model name"),
-        "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16": cpu_has_native_bf16(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-    }
 
 
 def measure_pair_objective(

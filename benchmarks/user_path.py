@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.speed import machine
 from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import Params, read_yaml
@@ -44,7 +43,7 @@ from pipeline.errors import PipelineError
 from pipeline.files import write_json
 from pipeline.inference import predict, topk_accuracy
 from pipeline.params import parse_params
-from pipeline.runtime import resolve_runtime, seed_everything
+from pipeline.runtime import machine, resolve_runtime, seed_everything
 from pipeline.selection import choose_student
 from pipeline.targets.int8 import quantize_int8
 from pipeline.targets.onnx import export_onnx

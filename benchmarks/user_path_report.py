@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.paired import Paired, paired
-from benchmarks.speed import machine
 from benchmarks.user_path import BENCH, Bench, load_bench
 from pipeline.files import write_json
+from pipeline.runtime import machine
 
 BASELINE = "vanilla"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import platform
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,3 +97,49 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# The lscpu flags that decide these timings: vector width, native bf16, int8 dot products.
+SPEED_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "avx512_vnni",
+    "avx_vnni",
+)
+
+
+def cpu_info(field: str) -> str:
+    """A field of /proc/cpuinfo ("model name", "flags"), or "unknown"."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(field)), "unknown")
+
+
+def machine() -> dict[str, object]:
+    """What a timing or a bf16 result depends on: CPU model and its speed-relevant flags,
+    threads, versions (recorded with every benchmark and in metrics/verify.json)."""
+    flags = set(cpu_info("flags").split())
+    return {
+        "cpu": cpu_info("model name"),
+        "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": cpu_has_native_bf16(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }
+
+
+def machine_metrics() -> dict[str, object]:
+    """`machine()` as flat metric keys (`machine/cpu`, ...), lists joined, for a metrics JSON."""
+    return {
+        f"machine/{key}": ", ".join(value) if isinstance(value, list) else value
+        for key, value in machine().items()
+        if value is not None
+    }

@@ -39,6 +39,7 @@ def verify(
     from pipeline.files import write_json, write_text
     from pipeline.latency import measure
     from pipeline.model_card import library_versions, read_metrics, render
+    from pipeline.runtime import machine_metrics
     from pipeline.verification import summary
     from pipeline.verification import verify as verify_files
 
@@ -49,7 +50,7 @@ def verify(
     files = {name: engine.path for name, engine in engines.items()}
     shape, cfg = (ckpt.in_channels, *ckpt.image_size), p.verify
     report |= measure(ckpt.build(), files, shape, cfg.threads, cfg.latency_runs)
-    report |= {f"versions/{k}": v for k, v in library_versions().items()}
+    report |= {f"versions/{k}": v for k, v in library_versions().items()} | machine_metrics()
     write_json(metrics, report)
     if not report["gate/passed"]:
         raise GateError(f"verify failed: {report['gate/failures']}")

@@ -128,9 +128,10 @@ def test_a_first_epoch_worse_than_chance_is_named_with_its_fix() -> None:
     from pipeline.training import diverged_early
 
     line = diverged_early(4.6, 10)  # torchvision's MobileNetV2 from scratch at lr 0.1
-    assert "above chance level (ln 10 = 2.30)" in line and "train.optim.lr" in line
+    assert "far above chance level (ln 10 = 2.30)" in line and "train.optim.lr" in line
     assert "warmup_epochs" in line and "\n" not in line
-    assert diverged_early(2.1, 10) is None and diverged_early(None, 10) is None
+    # timm's MobileNetV3 at lr 0.05 with a warm-up: its untrained logits, not instability
+    assert diverged_early(3.2, 10) is None and diverged_early(None, 10) is None
 
 
 def test_a_stale_batchnorm_student_triggers_the_warning(
