@@ -277,6 +277,58 @@ def int8_calibration() -> str:
     return "\n".join(lines) + "\n"
 
 
+def short_runs() -> str:
+    """SOKD's variants on short runs of two pairs (benchmarks/short_runs.json)."""
+    from benchmarks.paired import paired
+
+    r = read("benchmarks/short_runs.json")
+    lines = [f"Measured on {machine_line(r['machine'])}.", ""]
+    for name, g in r["grids"].items():
+        res = g["results"]
+        base = {i: 100 * row["test"] for i, row in enumerate(res["vanilla"])}
+        lines += [
+            f"**{name}** (teacher test top-1 {pct(g['teacher_top1']['test'])}):",
+            "",
+            "| variant | settings | test top-1 | − vanilla, paired | seeds ahead |",
+            "|---|---|---|---|---|",
+        ]
+        for variant, rows in res.items():
+            tests = [100 * row["test"] for row in rows]
+            mean = sum(tests) / len(tests)
+            std = (sum((t - mean) ** 2 for t in tests) / max(1, len(tests) - 1)) ** 0.5
+            objective, knobs = g["variants"][variant]
+            how = objective + "".join(f", {k}={v}" for k, v in knobs.items())
+            c = None if variant == "vanilla" else paired(dict(enumerate(tests)), base)
+            versus = (
+                f"{c.mean:+.2f} [{c.low:+.2f}, {c.high:+.2f}] | {c.wins}/{c.n}" if c else "— | —"
+            )
+            lines.append(f"| {variant} | {how} | {mean:.2f} ± {std:.2f} | {versus} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def short_runs_trace() -> str:
+    """The first steps of SOKD, with and without the warm-up (benchmarks/short_runs.json)."""
+    t = read("benchmarks/short_runs.json")["trace"]
+    lines = [
+        f"The first epoch of `{t['teacher']}` → `{t['student']}`, validation top-1 every few "
+        "steps (the student's with batch statistics) and the loss terms of that step:",
+        "",
+        "| run | step | bridge | student | student/kl_bridge | bridge/kl_student | "
+        "bridge/kl_teacher |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in ("sokd", "sokd_warmup_1"):
+        measured = [(i, r) for i, r in enumerate(t[run]["steps"]) if "val/bridge" in r]
+        for i, r in measured[:6] + measured[-1:]:
+            lines.append(
+                f"| {run} | {i} | {pct(r['val/bridge'])} | {pct(r['val/student'])} | "
+                f"{r['student/kl_bridge']:.2f} | {r['bridge/kl_student']:.2f} | "
+                f"{r['bridge/kl_teacher']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "quickstart": quickstart,
     "comparison": comparison,
@@ -286,6 +338,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "int8-files": int8_files,
     "int8-speed": int8_speed,
     "int8-calibration": int8_calibration,
+    "short-runs": short_runs,
+    "short-runs-trace": short_runs_trace,
 }
 
 

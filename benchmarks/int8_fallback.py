@@ -28,6 +28,7 @@ from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import ExportConfig, GateConfig, QuantizeConfig, VerifyConfig
 from pipeline.data import Prepared, load_prepared
+from pipeline.errors import GateError
 from pipeline.files import sha256_file, write_json
 from pipeline.latency import round_ratios, timed_files
 from pipeline.runtime import machine
@@ -39,10 +40,21 @@ METHODS = ("minmax", "entropy", "percentile")
 ANY_INT8 = GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8: no fallback
 
 
-def top1(path: Path, data: Prepared, split: str, spec: Any) -> float:
+def predictions(path: Path, data: Prepared, split: str, spec: Any) -> tuple[Any, Any]:
+    """The file's predicted classes on `split`, and the labels."""
     batches = make_batches(data, split, 256, None, CPU, 0, spec)
-    logits = open_engine(path, 2).batch_logits(batches)
-    return float((logits.argmax(1) == batches.labels.numpy()).mean())
+    return open_engine(path, 2).batch_logits(batches).argmax(1), batches.labels.numpy()
+
+
+def top1(path: Path, data: Prepared, split: str, spec: Any) -> float:
+    predicted, labels = predictions(path, data, split, spec)
+    return float((predicted == labels).mean())
+
+
+def agreement(a: Path, b: Path, data: Prepared, split: str, spec: Any) -> float:
+    return float(
+        (predictions(a, data, split, spec)[0] == predictions(b, data, split, spec)[0]).mean()
+    )
 
 
 def speed_ratio(fp32: Path, int8: Path, shape: tuple[int, ...], batch: int) -> dict[str, float]:
@@ -68,10 +80,15 @@ def study(student: Path, data_path: Path, max_drop: float, work: Path) -> dict[s
             row = {"calibrate_method": method, "per_channel": per_channel}
             for split in ("val", "test"):
                 row[f"{split}_top1_drop"] = base[split] - top1(out, data, split, ckpt.spec)
+                row[f"{split}_agreement"] = agreement(fp32, out, data, split, ckpt.spec)
             calibration.append(row)
     cfg, gate = QuantizeConfig(), dataclasses.replace(VerifyConfig().int8, max_top1_drop=max_drop)
     chosen = work / "fallback.onnx"
-    report = quantize_int8(fp32, chosen, data, cfg, gate, seed=0)
+    try:
+        report = quantize_int8(fp32, chosen, data, cfg, gate, seed=0)
+    except GateError as err:  # the gate cannot be met: a result, recorded with its message
+        return {"student": str(student), "arch": ckpt.arch, "fp32_top1": base,
+                "calibration": calibration, "fallback_error": str(err)}  # fmt: skip
     shape = (data.image_shape[0], *ckpt.spec.size)
     return {
         "student": str(student),
@@ -92,12 +109,16 @@ def study(student: Path, data_path: Path, max_drop: float, work: Path) -> dict[s
 
 def _print(result: dict[str, Any]) -> None:
     print(f"\n{result['arch']} ({result['student']}): fp32 val/test top-1 {result['fp32_top1']}")
-    print("  calibration  per-channel  val drop  test drop")
+    print("  calibration  per-channel  val drop  test drop  val agreement")
     for r in result["calibration"]:
         print(
             f"  {r['calibrate_method']:<11}  {r['per_channel']!s:<11}  "
-            f"{100 * r['val_top1_drop']:+7.2f}  {100 * r['test_top1_drop']:+8.2f}"
+            f"{100 * r['val_top1_drop']:+7.2f}  {100 * r['test_top1_drop']:+8.2f}  "
+            f"{100 * r['val_agreement']:12.2f}"
         )
+    if "fallback_error" in result:
+        print(f"  fallback: {result['fallback_error']}")
+        return
     f = result["fallback"]
     speed = result["int8_speed_vs_fp32"]
     print(

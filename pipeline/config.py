@@ -258,11 +258,16 @@ class QuantizeConfig:
     # split, the layers whose quantization harms it most stay fp32, one more at a time, up to
     # max_fp32_layers (beyond the stem); past the cap `quantize` fails.
     max_fp32_layers: int = 8  # at most this many layers kept fp32 to meet the gate
+    # Validation estimates what verify measures on test with sampling error (one standard error
+    # of a 98 % agreement on 500 images is 0.6 points): the file must meet the gate by this many
+    # standard errors, so that a file accepted here does not fail verify by chance.
+    margin_se: float = 1.0  # standard errors by which validation must meet the gate
 
     def __post_init__(self) -> None:
         _require(self.calibration_images > 0, "calibration_images", "must be > 0")
         _require(self.calibration_batch > 0, "calibration_batch", "must be > 0")
         _require(self.max_fp32_layers >= 0, "max_fp32_layers", "must be >= 0")
+        _require(self.margin_se >= 0, "margin_se", f"must be >= 0, got {self.margin_se}")
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ def hostile(exported: Path) -> Path:  # noqa: F811
 
 
 def _cfg(tiny_params: Params, **changes: object) -> object:
-    return with_changes(tiny_params, "quantize", **changes).quantize
+    # The fallback's mechanics at the gate itself: no standard errors to spare unless asked.
+    return with_changes(tiny_params, "quantize", **{"margin_se": 0.0, **changes}).quantize
 
 
 def _gate(max_top1_drop: float = 0.02, min_agreement: float = 0.0) -> GateConfig:
@@ -119,12 +120,29 @@ def test_agreement_alone_also_keeps_layers_fp32(
     assert report["int8/fallback_layers"] >= 1
 
 
+def test_validation_must_meet_the_gate_with_its_standard_error_to_spare(
+    hostile: Path, prepared_path: Path, tiny_params: Params, tmp_path: Path
+) -> None:
+    # A gate set exactly at what plain INT8 reaches on validation: met with nothing to spare,
+    # missed once one standard error must be spared (verify on test could fall either side).
+    data = load_prepared(prepared_path, ("train", "val"))
+    plain = quantize_int8(hostile, tmp_path / "a.onnx", data, _cfg(tiny_params), _gate(1.0), 0)
+    gate = _gate(max_top1_drop=1.0, min_agreement=plain["int8/val_agreement_plain"])
+    exact = quantize_int8(hostile, tmp_path / "b.onnx", data, _cfg(tiny_params), gate, 0)
+    assert exact["int8/fallback_layers"] == 0
+    spared = quantize_int8(
+        hostile, tmp_path / "c.onnx", data, _cfg(tiny_params, margin_se=1.0), gate, 0
+    )
+    assert spared["int8/fallback_layers"] >= 1 and spared["int8/margin_se"] == 1.0
+    assert spared["int8/val_agreement"] > plain["int8/val_agreement_plain"]
+
+
 def test_the_cap_fails_in_one_line_and_writes_nothing(
     hostile: Path, prepared_path: Path, tiny_params: Params, tmp_path: Path
 ) -> None:
     data = load_prepared(prepared_path, ("train", "val"))
     out = tmp_path / "int8.onnx"
-    with pytest.raises(GateError, match=r"max_fp32_layers 1\): INT8 validation top-1") as err:
+    with pytest.raises(GateError, match=r"max_fp32_layers 1\): INT8 validation .* top-1 is") as err:
         quantize_int8(hostile, out, data, _cfg(tiny_params, max_fp32_layers=1), _gate(), seed=0)
     assert "\n" not in str(err.value)
     assert not out.exists() and not list(tmp_path.glob(".quantize-*"))

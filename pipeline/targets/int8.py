@@ -24,6 +24,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import math
 import statistics
 import tempfile
 import time
@@ -160,13 +161,22 @@ class _Measured:
     missed: list[str]  # the gate's thresholds it misses (empty: accepted)
 
 
-def _measure(path: Path, val: Any, fp32: np.ndarray, gate: GateConfig) -> _Measured:
+def _measure(
+    path: Path, val: Any, fp32: np.ndarray, gate: GateConfig, margin_se: float
+) -> _Measured:
+    """The candidate against fp32 on validation, held to the gate with `margin_se` standard
+    errors to spare: the agreement less its binomial standard error, the top-1 drop plus the
+    standard error a difference over the disagreeing images has."""
     labels = val.labels.numpy()
     logits = _val_logits(path, val)
     drop = float((fp32.argmax(1) == labels).mean() - (logits.argmax(1) == labels).mean())
     agreement = float((logits.argmax(1) == fp32.argmax(1)).mean())
-    missed = gate.failures("verify.int8", "INT8 validation", drop, agreement)
-    return _Measured(path, drop, agreement, missed)
+    n = len(labels)
+    se_agreement = math.sqrt(agreement * (1 - agreement) / n)
+    se_drop = math.sqrt((1 - agreement) / n)
+    split = f"INT8 validation ({margin_se:g} standard error(s) to spare)"
+    bounds = (drop + margin_se * se_drop, agreement - margin_se * se_agreement)
+    return _Measured(path, drop, agreement, gate.failures("verify.int8", split, *bounds))
 
 
 def rank_layers(q: _Quantizer, candidates: list[str], val: Any, fp32: np.ndarray) -> list[str]:
@@ -191,7 +201,7 @@ def _fallback(
     cap = min(q.cfg.max_fp32_layers, len(ranking))
     tried = None
     for k in range(1, cap + 1):
-        tried = _measure(q.build(stem + ranking[:k]), val, fp32, gate)
+        tried = _measure(q.build(stem + ranking[:k]), val, fp32, gate, q.cfg.margin_se)
         log.info(
             "INT8 with %d layer(s) kept fp32: val top-1 drop %.4f, agreement %.4f",
             k,
@@ -221,7 +231,7 @@ def _accuracy_controlled(
 ) -> tuple[_Measured, list[str], dict[str, Any]]:
     """Plain INT8 if it meets the gate on validation, else the fp32 fallback; and a report."""
     fp32 = _val_logits(q.pre, val)
-    plain = _measure(q.build(stem), val, fp32, gate)
+    plain = _measure(q.build(stem), val, fp32, gate, q.cfg.margin_se)
     report: dict[str, Any] = {
         "int8/val_top1_fp32": float((fp32.argmax(1) == val.labels.numpy()).mean()),
         "int8/val_top1_drop_plain": plain.top1_drop,
@@ -290,6 +300,7 @@ def quantize_int8(
         "int8/size_ratio": fp32_path.stat().st_size / out.stat().st_size,
         "int8/quantize_s": time.perf_counter() - start,
         "int8/calibration_images": cfg.calibration_images,
+        "int8/margin_se": cfg.margin_se,
     }
 
 
