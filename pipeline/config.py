@@ -259,9 +259,11 @@ class QuantizeConfig:
     # max_fp32_layers (beyond the stem); past the cap `quantize` fails.
     max_fp32_layers: int = 8  # at most this many layers kept fp32 to meet the gate
     # Validation estimates what verify measures on test with sampling error (one standard error
-    # of a 98 % agreement on 500 images is 0.6 points): the file must meet the gate by this many
-    # standard errors, so that a file accepted here does not fail verify by chance.
-    margin_se: float = 1.0  # standard errors by which validation must meet the gate
+    # of a 98 % agreement on 500 images is 0.6 points), and the fallback's layer choice is fitted
+    # to validation: the file must meet the gate by this many standard errors, so that a file
+    # accepted here does not fail verify by chance (measured: with 1, an EfficientNet-Lite file
+    # at 98.6 % on validation fell to 97.9 % on test).
+    margin_se: float = 2.0  # standard errors by which validation must meet the gate
 
     def __post_init__(self) -> None:
         _require(self.calibration_images > 0, "calibration_images", "must be > 0")
