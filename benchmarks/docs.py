@@ -98,8 +98,9 @@ def quickstart() -> str:
         f"`vanilla` (one seed: docs/comparison.md has the statistics).",
         f"- The gate: onnxruntime fp32 agrees with torch on {pct(ve['onnx/agreement'])} of the "
         f"{ve['test/images']:,} test images (max |Δlogit| {ve['onnx/max_abs_logit_diff']:.1e}), "
-        f"INT8 on {pct(ve['int8/agreement'])}, {100 * ve['int8/top1_drop']:+.2f} points below "
-        f"torch; the INT8 file is {ve['int8/size_ratio']:.1f}x smaller.",
+        f"INT8 on {pct(ve['int8/agreement'])}, {abs(100 * ve['int8/top1_drop']):.2f} points "
+        f"{'below' if ve['int8/top1_drop'] > 0 else 'above'} torch; the INT8 file is "
+        f"{ve['int8/size_ratio']:.1f}x smaller.",
         f"- Made on {ve['machine/cpu']} ({ve['machine/cores']} cores; "
         f"{ve['machine/cpu_flags']}), torch {ve['versions/torch']}, where training took "
         f"{seconds / 60:.1f} min (`time/train_s` in metrics/). bf16 results differ slightly "

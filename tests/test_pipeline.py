@@ -180,6 +180,22 @@ def test_the_shipped_student_is_the_best_on_validation(repo: Path) -> None:
     assert "highest validation top-1" in chosen["selection/reason"]
 
 
+def test_the_shipped_files_are_dvc_artifacts_fetched_by_name(repo: Path, tmp_path: Path) -> None:
+    # The repository's own cache as its remote, a version tag: what a user does with theirs.
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    shutil.copy(repo / "dvc.lock", clone / "dvc.lock")  # the run's lock, committed in the clone
+    _run(["dvc", "remote", "add", "-d", "origin", str(repo / ".dvc" / "cache")], clone)
+    _run(["git", "add", "dvc.lock", ".dvc/config"], clone)
+    _run(["git", "commit", "-qm", "the run and a remote"], clone)
+    _run(["git", "tag", "-a", "student-int8@v1.0.0", "-m", "shipped"], clone)
+    fetched = tmp_path / "got"
+    fetched.mkdir()
+    _run(["dvc", "artifacts", "get", str(clone), "student-int8"], fetched)
+    shipped = (repo / "models/student.int8.onnx").read_bytes()
+    assert (fetched / "student.int8.onnx").read_bytes() == shipped
+
+
 def test_student_checkpoint_holds_the_student_only(repo: Path) -> None:
     ckpt = torch.load(repo / "models/distill/sokd/student.pt", weights_only=True)
     assert ckpt["arch"] == "resnet8" and ckpt["role"] == "student"
