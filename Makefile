@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test data install lint clean params bench-speed bench-accuracy benchmark bench-user-path gpu-check
+.PHONY: repro test data install lint clean params bench-speed bench-accuracy benchmark bench-user-path gpu-check docs
 
 # `make repro PRESET=presets/<file>.yaml` runs the pipeline as a DVC experiment with that overlay's
 # values set through `dvc exp run -S` (params.yaml then holds exactly the preset's differences:
@@ -35,6 +35,11 @@ install: $(STAMP)
 # params.yaml written afresh from the defaults in code, keeping its values (after a code change).
 params: $(STAMP)
 	python -m pipeline.params template params.yaml --out params.yaml
+
+# Every table and figure in README.md and docs/, rendered from the committed metrics and benchmark
+# JSON (tests/test_docs.py fails while a rendered block differs from what the JSON says).
+docs: $(STAMP)
+	python -m benchmarks.docs
 
 # Benchmarks (minutes to an hour on 2 CPU cores); each prints a table and writes JSON.
 bench-speed: $(STAMP)
