@@ -362,11 +362,14 @@ class Params:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and reads `5e-4` as a float (as YAML 1.2 does)."""
+    """SafeLoader that refuses duplicate keys (merge keys `<<` allowed) and reads `5e-4` as a float
+    (as YAML 1.2 does)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: keys written beside it override the merged ones
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(

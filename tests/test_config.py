@@ -1,11 +1,12 @@
 """Params: overlays onto documented defaults, read strictly, validated after the merge."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline.config import TrainConfig, as_dict
+from pipeline.config import TrainConfig, as_dict, read_yaml
 from pipeline.errors import ConfigError
 from pipeline.objectives.sokd import SokdConfig
 from pipeline.params import defaults, load_params, parse_params, preset_overrides, template
@@ -100,6 +101,29 @@ def test_a_duplicate_key_is_an_error_naming_it(tmp_path: Path) -> None:
     path.write_text("seed: 0\ndistill:\n  arch: resnet8\n  arch: resnet20\n")
     with pytest.raises(ConfigError, match=r"line 4: duplicate key 'arch'"):
         load_params(path)
+
+
+def test_the_readme_overlay_for_own_images_loads_with_its_yaml_merge(tmp_path: Path) -> None:
+    # Read literally from the README: a user copies it, anchors and `<<:` merge keys included.
+    section = (ROOT / "README.md").read_text().split("## Your own images", 1)[1]
+    path = tmp_path / "my_photos.yaml"
+    path.write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    p = load_params(path)
+    teacher, student = p.train_teacher.train, p.distill.train
+    assert student.epochs < teacher.epochs  # the key beside `<<:` wins over the merged one
+    assert student.optim.lr == teacher.optim.lr and student.augment == teacher.augment
+    assert p.prepare.dataset == "imagefolder" and list(p.distill.objectives) == [
+        "vanilla",
+        "kd",
+        "sokd",
+    ]
+
+
+def test_a_duplicate_key_beside_a_merge_is_still_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("a: &t {epochs: 2}\ndistill:\n  train: {<<: *t, epochs: 3, epochs: 4}\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'epochs'"):
+        read_yaml(path)
 
 
 def _set(section: str, key: str, value: object):
