@@ -36,6 +36,13 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
+def drop_words(drop: float, reference: str) -> str:
+    """A top-1 drop (a fraction; negative when higher) in words: '0.20 points below fp32'."""
+    if round(100 * drop, 2) == 0:
+        return f"equal to {reference}"
+    return f"{abs(100 * drop):.2f} points {'below' if drop > 0 else 'above'} {reference}"
+
+
 def machine_line(m: dict[str, Any]) -> str:
     """The machine a JSON file says measured it, in one line."""
     flags = ", ".join(m.get("cpu_flags", [])) or "flags not recorded"
@@ -98,9 +105,8 @@ def quickstart() -> str:
         f"`vanilla` (one seed: docs/comparison.md has the statistics).",
         f"- The gate: onnxruntime fp32 agrees with torch on {pct(ve['onnx/agreement'])} of the "
         f"{ve['test/images']:,} test images (max |Δlogit| {ve['onnx/max_abs_logit_diff']:.1e}), "
-        f"INT8 on {pct(ve['int8/agreement'])}, {abs(100 * ve['int8/top1_drop']):.2f} points "
-        f"{'below' if ve['int8/top1_drop'] > 0 else 'above'} torch; the INT8 file is "
-        f"{ve['int8/size_ratio']:.1f}x smaller.",
+        f"INT8 on {pct(ve['int8/agreement'])}, {drop_words(ve['int8/top1_drop'], 'torch')}; "
+        f"the INT8 file is {ve['int8/size_ratio']:.1f}x smaller.",
         f"- Made on {ve['machine/cpu']} ({ve['machine/cores']} cores; "
         f"{ve['machine/cpu_flags']}), torch {ve['versions/torch']}, where training took "
         f"{seconds / 60:.1f} min (`time/train_s` in metrics/). bf16 results differ slightly "
@@ -229,8 +235,8 @@ def int8_files() -> str:
     q = read("metrics/quantize.json")
     lines += [
         "",
-        f"`quantize` on validation: plain INT8 {100 * q['int8/val_top1_drop_plain']:+.2f} points "
-        f"below fp32, agreement {pct(q['int8/val_agreement_plain'])}; {q['int8/fallback_layers']}"
+        f"`quantize` on validation: plain INT8 {drop_words(q['int8/val_top1_drop_plain'], 'fp32')}"
+        f", agreement {pct(q['int8/val_agreement_plain'])}; {q['int8/fallback_layers']}"
         f" layer(s) kept fp32 besides the stem; {ve['int8/how']}.",
     ]
     return "\n".join(lines) + "\n"
