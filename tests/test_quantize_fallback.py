@@ -13,7 +13,7 @@ from pipeline.batches import make_batches
 from pipeline.config import GateConfig, Params
 from pipeline.data import Split, load_prepared
 from pipeline.errors import GateError
-from pipeline.targets.int8 import CPU, quantize_int8
+from pipeline.targets.int8 import CPU, paired_drop_se, quantize_int8
 from tests.conftest import with_changes
 from tests.test_export import exported, student_ckpt  # noqa: F401  (module fixtures)
 
@@ -167,3 +167,46 @@ def test_the_validation_split_drives_the_choice(
     data = dataclasses.replace(data, splits={**data.splits, "val": relabelled})
     report = quantize_int8(hostile, tmp_path / "int8.onnx", data, _cfg(tiny_params), _gate(), 0)
     assert report["int8/val_top1_drop_plain"] <= 0 and report["int8/fallback_layers"] == 0
+
+
+def _float_ops(path: Path) -> dict[str, str]:
+    """Node name -> op type of the convolutions and matrix products left in float."""
+    graph = onnx.load(str(path)).graph
+    return {n.name: n.op_type for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
+
+
+@pytest.mark.parametrize("head", [True, False])
+def test_the_classifier_stays_fp32_unless_asked(
+    exported: Path,  # noqa: F811
+    prepared_path: Path,
+    tiny_params: Params,
+    tmp_path: Path,
+    head: bool,
+) -> None:
+    data = load_prepared(prepared_path, ("train", "val"))
+    out = tmp_path / "int8.onnx"
+    cfg = _cfg(tiny_params, fp32_head=head)
+    report = quantize_int8(exported, out, data, cfg, _gate(max_top1_drop=1.0), 0)
+    graph = onnx.load(str(exported)).graph
+    last = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")][-1]
+    assert last.op_type == "Gemm"  # resnet8's classifier
+    kept = report["int8/fp32_layers"].split("; ")
+    assert (len(kept) == 2) is head and report["int8/fallback_layers"] == 0
+    floats = _float_ops(out)
+    assert (list(floats.values()).count("Gemm") == 1) is head  # else a quantized QGemm
+    assert list(floats.values()).count("Conv") == 1  # the stem, in both
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert ("last layer in fp32" in meta["quantization"]) is head
+
+
+def test_the_drop_standard_error_counts_only_images_whose_correctness_changed() -> None:
+    # Nothing changed sides: no sampling error, however many wrong-to-wrong flips.
+    assert paired_drop_se(0, 0, 500) == 0.0
+    # Five lost, five gained: a net drop of zero known to +-sqrt(10)/500.
+    assert paired_drop_se(5, 5, 500) == pytest.approx(np.sqrt(10) / 500)
+    assert paired_drop_se(7, 3, 500) == paired_drop_se(3, 7, 500)
+    # Against the simulated spread of the difference of two top-1s over 500 paired images.
+    rng = np.random.default_rng(0)
+    change = rng.choice([-1, 0, 1], p=[0.01, 0.97, 0.02], size=(20000, 500))
+    simulated = (change.sum(1) / 500).std()
+    assert paired_drop_se(10, 5, 500) == pytest.approx(simulated, rel=0.05)

@@ -12,10 +12,12 @@ plain 8-bit weights INT8 lost 1.02 points of top-1 (94.5 % agreement with fp32),
 kernels without VNNI add pairs of products in int16 and saturate; 7-bit weights (`reduce_range`)
 avoid that. The first convolution reads the raw image through a handful of input channels: kept in
 fp32 (`fp32_stem`) it costs ~1 % of the arithmetic and recovers the rest (both: -0.07 points, 99.3 %
-agreement). Calibration and granularity were measured on a plain conv student (resnet8) and a
-depthwise one (MobileNetV3-Small; `benchmarks/int8_fallback.py`, README): per-channel weights
-matter for both, minmax is as good as the best on validation for both, so one set of defaults serves
-both families. Students that still lose accuracy get the fp32 fallback below.
+agreement). The last layer writes the logits the gate compares and is a sliver of the arithmetic:
+kept fp32 too (`fp32_head`; it lifted the agreement of weak MobileNetV2 students most, measured in
+benchmarks/int8_margin.json). Calibration and granularity were measured on a plain conv student
+(resnet8) and a depthwise one (MobileNetV3-Small; `benchmarks/int8_fallback.py`): per-channel
+weights matter for both, minmax is as good as the best on validation for both, so one set of
+defaults serves both families. Students that still lose accuracy get the fp32 fallback below.
 """
 
 from __future__ import annotations
@@ -152,6 +154,19 @@ def _val_logits(path: Path, val: Any) -> np.ndarray:
     return open_engine(path, threads=0).batch_logits(val)
 
 
+def binomial_se(fraction: float, images: int) -> float:
+    """The standard error of a fraction measured on `images` images."""
+    return math.sqrt(fraction * (1 - fraction) / images)
+
+
+def paired_drop_se(lost: int, gained: int, images: int) -> float:
+    """The standard error of a top-1 difference between two models on the same images, from the
+    images only one of them gets right (`lost`: fp32 right, INT8 wrong; `gained`: the reverse).
+    Images both get wrong, even with different classes, move neither top-1: a weak student's
+    many wrong-to-wrong flips cost agreement, not accuracy."""
+    return math.sqrt(max(lost + gained - (lost - gained) ** 2 / images, 0.0)) / images
+
+
 @dataclass(frozen=True)
 class _Measured:
     """An INT8 candidate against fp32 on the validation split."""
@@ -164,25 +179,28 @@ class _Measured:
 
     @property
     def agreement_se(self) -> float:
-        """The binomial standard error of `agreement`: differences below it are noise."""
-        return math.sqrt(self.agreement * (1 - self.agreement) / self.images)
+        """The standard error of `agreement`: differences below it are noise."""
+        return binomial_se(self.agreement, self.images)
 
 
 def _measure(
     path: Path, val: Any, fp32: np.ndarray, gate: GateConfig, margin_se: float
 ) -> _Measured:
     """The candidate against fp32 on validation, held to the gate with `margin_se` standard
-    errors to spare: the agreement less its binomial standard error, the top-1 drop plus the
-    standard error a difference over the disagreeing images has."""
+    errors to spare: the agreement less its standard error, the top-1 drop plus its paired
+    standard error."""
     labels = val.labels.numpy()
-    logits = _val_logits(path, val)
-    drop = float((fp32.argmax(1) == labels).mean() - (logits.argmax(1) == labels).mean())
-    agreement = float((logits.argmax(1) == fp32.argmax(1)).mean())
+    predicted = _val_logits(path, val).argmax(1)
+    fp32_right, int8_right = fp32.argmax(1) == labels, predicted == labels
+    lost, gained = int((fp32_right & ~int8_right).sum()), int((int8_right & ~fp32_right).sum())
     n = len(labels)
-    se_agreement = math.sqrt(agreement * (1 - agreement) / n)
-    se_drop = math.sqrt((1 - agreement) / n)
+    drop = (lost - gained) / n
+    agreement = float((predicted == fp32.argmax(1)).mean())
     split = f"INT8 validation ({margin_se:g} standard error(s) to spare)"
-    bounds = (drop + margin_se * se_drop, agreement - margin_se * se_agreement)
+    bounds = (
+        drop + margin_se * paired_drop_se(lost, gained, n),
+        agreement - margin_se * binomial_se(agreement, n),
+    )
     missed = gate.failures("verify.int8", split, *bounds)
     return _Measured(path, drop, agreement, missed, n)
 
@@ -197,7 +215,7 @@ def rank_layers(q: _Quantizer, candidates: list[str], val: Any, fp32: np.ndarray
 
 
 def _fallback(
-    q: _Quantizer, stem: list[str], candidates: list[str], val: Any, plain: _Measured,
+    q: _Quantizer, fixed: list[str], candidates: list[str], val: Any, plain: _Measured,
     gate: GateConfig, fp32: np.ndarray,
 ) -> tuple[_Measured, list[str]]:  # fmt: skip
     """Keep the most harmful layers in fp32, one more at a time, until the gate holds.
@@ -214,7 +232,7 @@ def _fallback(
     for name in ranking[: TRIES_PER_LAYER * cap]:
         if len(kept) == cap:
             break
-        tried = _measure(q.build([*stem, *kept, name]), val, fp32, gate, q.cfg.margin_se)
+        tried = _measure(q.build([*fixed, *kept, name]), val, fp32, gate, q.cfg.margin_se)
         harmful = tried.agreement < current.agreement - current.agreement_se
         log.info(
             "INT8 with %s fp32 as well: val top-1 drop %.4f, agreement %.4f%s",
@@ -230,9 +248,9 @@ def _fallback(
             return current, kept
     raise GateError(
         f"INT8 misses the gate with {len(kept)} layer(s) kept fp32 (quantize.max_fp32_layers "
-        f"{q.cfg.max_fp32_layers}): {'; '.join(current.missed)}; raise "
-        f"quantize.max_fp32_layers, or ship fp32 (a weakly trained student flips more "
-        f"borderline images)"
+        f"{q.cfg.max_fp32_layers}): {'; '.join(current.missed)}, on {current.images} validation "
+        f"images; raise quantize.max_fp32_layers, measure on more images (prepare.val_size), "
+        f"or train the student longer (a weakly trained student flips more borderline images)"
     )
 
 
@@ -245,11 +263,11 @@ def _speed_cost(plain: Path, chosen: Path, shape: tuple[int, ...]) -> float:
 
 
 def _accuracy_controlled(
-    q: _Quantizer, nodes: list[Any], stem: list[str], val: Any, gate: GateConfig
+    q: _Quantizer, nodes: list[Any], fixed: list[str], val: Any, gate: GateConfig
 ) -> tuple[_Measured, list[str], dict[str, Any]]:
     """Plain INT8 if it meets the gate on validation, else the fp32 fallback; and a report."""
     fp32 = _val_logits(q.pre, val)
-    plain = _measure(q.build(stem), val, fp32, gate, q.cfg.margin_se)
+    plain = _measure(q.build(fixed), val, fp32, gate, q.cfg.margin_se)
     report: dict[str, Any] = {
         "int8/val_top1_fp32": float((fp32.argmax(1) == val.labels.numpy()).mean()),
         "int8/val_top1_drop_plain": plain.top1_drop,
@@ -258,8 +276,8 @@ def _accuracy_controlled(
     if not plain.missed:
         return plain, [], report
     log.info("plain INT8 misses the gate on validation: %s", "; ".join(plain.missed))
-    candidates = [n.name for n in nodes if n.name not in stem]
-    chosen, kept = _fallback(q, stem, candidates, val, plain, gate, fp32)
+    candidates = [n.name for n in nodes if n.name not in fixed]
+    chosen, kept = _fallback(q, fixed, candidates, val, plain, gate, fp32)
     shape = (q.data.image_shape[0], *q.spec.size)
     report |= {
         "int8/plain_file_bytes": plain.path.stat().st_size,
@@ -267,6 +285,16 @@ def _accuracy_controlled(
         "int8/fallback_speed_cost": _speed_cost(plain.path, chosen.path, shape),
     }
     return chosen, kept, report
+
+
+def fixed_fp32_layers(nodes: list[Any], cfg: QuantizeConfig) -> list[str]:
+    """The layers kept fp32 before any measurement: the first convolution (`fp32_stem`) and the
+    last quantizable layer in graph order, the classifier that writes the logits (`fp32_head`)."""
+    convs = [n.name for n in nodes if n.op_type == "Conv"]
+    fixed = convs[:1] if cfg.fp32_stem else []
+    if cfg.fp32_head and nodes and nodes[-1].name not in fixed:
+        fixed.append(nodes[-1].name)
+    return fixed
 
 
 def quantize_int8(
@@ -298,10 +326,9 @@ def quantize_int8(
         # Shape inference and graph clean-up first, as onnxruntime recommends before quantizing.
         quant_pre_process(str(fp32_path), str(pre))
         nodes = [n for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE]
-        convs = [n.name for n in nodes if n.op_type == "Conv"]
-        stem = convs[:1] if cfg.fp32_stem else []
+        fixed = fixed_fp32_layers(nodes, cfg)
         q = _Quantizer(pre, Path(scratch), data, cfg, seed, spec)
-        chosen, kept, report = _accuracy_controlled(q, nodes, stem, val, gate)
+        chosen, kept, report = _accuracy_controlled(q, nodes, fixed, val, gate)
         report["int8/quantize_builds"] = q.builds
         proto = onnx.load(str(chosen.path))
     _stamp(proto, fp32_path, cfg, seed, kept)
@@ -311,8 +338,8 @@ def quantize_int8(
     return report | {
         "int8/val_top1_drop": chosen.top1_drop,
         "int8/val_agreement": chosen.agreement,
-        "int8/fp32_layers": "; ".join(stem + kept),
-        "int8/fp32_layer_count": len(stem + kept),
+        "int8/fp32_layers": "; ".join(fixed + kept),
+        "int8/fp32_layer_count": len(fixed + kept),
         "int8/fallback_layers": len(kept),
         "int8/file_bytes": out.stat().st_size,
         "int8/size_ratio": fp32_path.stat().st_size / out.stat().st_size,
@@ -336,6 +363,7 @@ def _stamp(proto: Any, fp32_path: Path, cfg: QuantizeConfig, seed: int, kept: li
         f"{'per-channel' if cfg.per_channel else 'per-tensor'} "
         f"{'7-bit' if cfg.reduce_range else '8-bit'} weights"
         f"{', first convolution in fp32' if cfg.fp32_stem else ''}"
+        f"{', last layer in fp32' if cfg.fp32_head else ''}"
         f"{f', fp32 fallback for {len(kept)} layer(s): ' + ', '.join(kept) if kept else ''}",
     }
     provenance["how"] = provenance["quantization"]
