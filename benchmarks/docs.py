@@ -237,7 +237,7 @@ def int8_files() -> str:
         "",
         f"`quantize` on validation: plain INT8 {drop_words(q['int8/val_top1_drop_plain'], 'fp32')}"
         f", agreement {pct(q['int8/val_agreement_plain'])}; {q['int8/fallback_layers']}"
-        f" layer(s) kept fp32 besides the stem; {ve['int8/how']}.",
+        f" layer(s) kept fp32 besides the first and last; {ve['int8/how']}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -282,6 +282,33 @@ def int8_calibration() -> str:
         granularity = "per channel" if row["per_channel"] else "per tensor"
         lines.append(f"| {row['calibrate_method']} | {granularity} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def int8_margin() -> str:
+    """The classifier's precision and quantize's margin on the user-path ships
+    (benchmarks/int8_margin.json)."""
+    from benchmarks.int8_margin import head_table, margin_table
+
+    r = read("benchmarks/int8_margin.json")
+    passed = {h: [x for x in r["head"] if x["fp32_head"] is h] for h in (False, True)}
+    words = {h: sum(x["verify_passed"] for x in passed[h]) for h in passed}
+    lines = [
+        f"Measured on {machine_line(r['machine'])}. Plain INT8 (no fallback) of every shipped "
+        f"student passes `verify` on test for {words[True]} of {len(passed[True])} with the "
+        f"classifier in fp32, {words[False]} of {len(passed[False])} with it quantized:",
+        "",
+        head_table(r["head"]),
+        "",
+    ]
+    for margin in r["margins"]:
+        rows = [x for x in r["rows"] if x["margin_se"] == margin]
+        got = [x for x in rows if x["accepted"]]
+        failed = sum(not x["verify_passed"] for x in got)
+        lines.append(
+            f"- `margin_se: {margin:g}` on the {len(rows)} students refused at the default: "
+            f"{len(got)} accepted, {failed} of them then failed `verify` on test."
+        )
+    return "\n".join([*lines, "", margin_table(r["rows"])]) + "\n"
 
 
 def short_runs() -> str:
@@ -369,6 +396,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "int8-files": int8_files,
     "int8-speed": int8_speed,
     "int8-calibration": int8_calibration,
+    "int8-margin": int8_margin,
     "short-runs": short_runs,
     "short-runs-trace": short_runs_trace,
     "short-runs-comparison": short_runs_comparison,

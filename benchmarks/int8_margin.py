@@ -1,12 +1,18 @@
-"""How `quantize.margin_se` decides: the user-path students `quantize` refused, quantized again
-with smaller margins, each accepted file checked by `verify` on the test split.
+"""How `quantize` decides, measured on the user-path benchmark's shipped students.
 
-    python -m benchmarks.int8_margin [--margins 1 0] [--out benchmarks/int8_margin.json]
+    python -m benchmarks.int8_margin [--margins 0 2] [--out benchmarks/int8_margin.json]
 
-Reads the user-path benchmark's records (run `make bench-user-path` first): every shipped student
-whose INT8 file was refused, the same selection, the same fp32 ONNX export and calibration seed;
-only `quantize.margin_se` changes. An accepted file that then fails `verify` is what the margin is
-there to prevent. Prints a table and writes JSON (machine included).
+Reads the user-path benchmark's records (run `make bench-user-path` first); every student is the
+one the pipeline ships, exported to the same fp32 ONNX file, calibrated with the same seed.
+
+- `head`: plain INT8 (no fallback) of every shipped student with the classifier quantized and kept
+  fp32 (`quantize.fp32_head`), agreement and top-1 drop on validation and test.
+- `margins`: every student `quantize` refused at the default margin, quantized again at other
+  `quantize.margin_se` values, each accepted file checked by `verify` on test. An accepted file
+  that then fails `verify` is what the margin is there to prevent; a refused file that would
+  pass is what it costs.
+
+Prints two tables and writes JSON (machine included).
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ import argparse
 import dataclasses
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from benchmarks.user_path import BENCH, Bench, load_bench
 from pipeline.checkpoint import load_checkpoint
+from pipeline.config import GateConfig
 from pipeline.data import load_prepared
 from pipeline.errors import PipelineError
 from pipeline.files import write_json
@@ -29,36 +38,63 @@ from pipeline.targets.int8 import quantize_int8
 from pipeline.targets.onnx import export_onnx
 from pipeline.verification import verify
 
+ANY_FILE = GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8, whatever it scores
 
-def refused(bench: Path = BENCH) -> list[tuple[str, str, int]]:
-    """(pair, budget, seed) of every ship whose INT8 file `quantize` refused."""
+
+def ships(bench: Path = BENCH, refused_only: bool = False) -> list[tuple[str, str, int]]:
+    """(pair, budget, seed) of every ship recorded (or only those whose INT8 file was refused)."""
     found = []
     for path in sorted((bench / "ship").glob("*/*/*.json")):
-        if "error" in json.loads(path.read_text())["quantize"]:
+        if not refused_only or "error" in json.loads(path.read_text())["quantize"]:
             found.append((path.parent.parent.name, path.parent.name, int(path.stem)))
     return found
 
 
-def requantize(b: Bench, pair: str, budget: str, seed: int, margins: list[float]) -> list[dict]:
+@contextmanager
+def shipped(b: Bench, pair: str, budget: str, seed: int) -> Iterator[tuple[Any, ...]]:
+    """The ship's params, checkpoint, data and fp32 ONNX file, in a scratch folder."""
     p = b.params(pair, budget, seed)
     teacher = b.work / pair / "teacher.pt"
-    _, chosen = choose_student(
-        b.run_dir(pair, budget, seed), p.distill.objectives, teacher, p.export
-    )
+    runs = b.run_dir(pair, budget, seed)
+    _, chosen = choose_student(runs, p.distill.objectives, teacher, p.export)
     data = load_prepared(b.work / "prepared.pt", ("train", "val", "test"))
     ckpt = load_checkpoint(chosen)
-    rows = []
     with tempfile.TemporaryDirectory(prefix="margin-") as scratch:
         fp32 = Path(scratch) / "student.onnx"
         export_onnx(ckpt, fp32, p.export)
+        yield p, ckpt, data, fp32
+
+
+def head_rows(b: Bench, pair: str, budget: str, seed: int) -> list[dict]:
+    rows = []
+    with shipped(b, pair, budget, seed) as (p, ckpt, data, fp32):
+        for head in (False, True):
+            int8 = fp32.with_name(f"plain-{head}.int8.onnx")
+            cfg = dataclasses.replace(p.quantize, fp32_head=head)
+            q = quantize_int8(fp32, int8, data, cfg, ANY_FILE, p.seed)
+            report, _ = verify(ckpt, [fp32, int8], data, p.verify)
+            rows.append(
+                {"pair": pair, "budget": budget, "seed": seed, "fp32_head": head}
+                | {
+                    "val_agreement": q["int8/val_agreement"],
+                    "val_top1_drop": q["int8/val_top1_drop"],
+                }
+                | {"test_agreement": report["int8/agreement"]}
+                | {
+                    "test_top1_drop": report["int8/top1_drop"],
+                    "verify_passed": report["gate/passed"],
+                }
+            )
+    return rows
+
+
+def margin_rows(b: Bench, pair: str, budget: str, seed: int, margins: list[float]) -> list[dict]:
+    rows = []
+    with shipped(b, pair, budget, seed) as (p, ckpt, data, fp32):
         for margin in margins:
-            int8 = Path(scratch) / f"student-{margin:g}.int8.onnx"
-            row: dict[str, Any] = {
-                "pair": pair,
-                "budget": budget,
-                "seed": seed,
-                "margin_se": margin,
-            }
+            int8 = fp32.with_name(f"student-{margin:g}.int8.onnx")
+            row: dict[str, Any] = {"pair": pair, "budget": budget, "seed": seed}
+            row["margin_se"] = margin
             try:
                 cfg = dataclasses.replace(p.quantize, margin_se=margin)
                 q = quantize_int8(fp32, int8, data, cfg, p.verify.int8, p.seed)
@@ -82,15 +118,36 @@ def requantize(b: Bench, pair: str, budget: str, seed: int, margins: list[float]
     return rows
 
 
-def table(rows: list[dict]) -> str:
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def head_table(rows: list[dict]) -> str:
+    lines = [
+        "| pair | budget | seed | classifier | validation: agreement, drop | test: agreement, drop "
+        "| verify |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in rows:
+        val = f"{_pct(r['val_agreement'])}, {100 * r['val_top1_drop']:+.1f}"
+        test = f"{_pct(r['test_agreement'])}, {100 * r['test_top1_drop']:+.1f}"
+        lines.append(
+            f"| {r['pair']} | {r['budget']} | {r['seed']} | "
+            f"{'fp32' if r['fp32_head'] else 'INT8'} | {val} | {test} | "
+            f"{'passed' if r['verify_passed'] else 'FAILED'} |"
+        )
+    return "\n".join(lines)
+
+
+def margin_table(rows: list[dict]) -> str:
     lines = [
         "| pair | budget | seed | margin_se | accepted | val agreement | test agreement | verify |"
     ]
     lines.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
         got = r["accepted"]
-        val = f"{100 * r['val_agreement']:.1f} %" if got else "—"
-        test = f"{100 * r['test_agreement']:.1f} %" if got else "—"
+        val = _pct(r["val_agreement"]) if got else "—"
+        test = _pct(r["test_agreement"]) if got else "—"
         passed = ("passed" if r["verify_passed"] else "FAILED") if got else "—"
         lines.append(
             f"| {r['pair']} | {r['budget']} | {r['seed']} | {r['margin_se']:g} | "
@@ -101,13 +158,16 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--margins", type=float, nargs="+", default=[1.0, 0.0])
+    parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 2.0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/int8_margin.json"))
     args = parser.parse_args(argv)
     b = load_bench()
-    rows = [r for case in refused() for r in requantize(b, *case, args.margins)]
-    print(table(rows))
-    write_json(args.out, {"machine": machine(), "margins": args.margins, "rows": rows})
+    head = [r for case in ships() for r in head_rows(b, *case)]
+    print(head_table(head))
+    margins = [r for case in ships(refused_only=True) for r in margin_rows(b, *case, args.margins)]
+    print(margin_table(margins))
+    result = {"machine": machine(), "head": head, "margins": args.margins, "rows": margins}
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":
