@@ -305,8 +305,8 @@ def int8_margin() -> str:
         got = [x for x in rows if x["accepted"]]
         failed = sum(not x["verify_passed"] for x in got)
         lines.append(
-            f"- `margin_se: {margin:g}` on the {len(rows)} students refused at the default: "
-            f"{len(got)} accepted, {failed} of them then failed `verify` on test."
+            f"- `margin_se: {margin:g}`: {len(got)} of {len(rows)} accepted, {failed} of them "
+            "then failed `verify` on test."
         )
     return "\n".join([*lines, "", margin_table(r["rows"])]) + "\n"
 

@@ -275,6 +275,9 @@ class QuantizeConfig:
         _require(self.margin_se >= 0, "margin_se", f"must be >= 0, got {self.margin_se}")
 
 
+ROUNDING = 1e-9  # far below one image in any test set, far above float error in a difference
+
+
 @dataclass(frozen=True)
 class GateConfig:
     """What one deployable file must meet against the torch fp32 student on the test split
@@ -293,14 +296,16 @@ class GateConfig:
     def failures(
         self, where: str, split: str, top1_drop: float, agreement: float, diff: float = 0.0
     ) -> list[str]:
-        """One message per threshold missed on `split` (`where`: this gate's params key)."""
+        """One message per threshold missed on `split` (`where`: this gate's params key). A
+        figure exactly at its threshold meets it: 0.694 - 0.689 is 0.0050000000000000044 in
+        floating point, and five images in a thousand must pass a 0.005 allowance."""
         missed = []
-        if top1_drop > self.max_top1_drop:
+        if top1_drop > self.max_top1_drop + ROUNDING:
             missed.append(
                 f"{split} top-1 is {top1_drop:.4f} below torch fp32 ({where}.max_top1_drop "
                 f"{self.max_top1_drop})"
             )
-        if agreement < self.min_agreement:
+        if agreement < self.min_agreement - ROUNDING:
             missed.append(
                 f"{split} agreement with torch fp32 {agreement:.4f} < {where}.min_agreement "
                 f"{self.min_agreement}"
