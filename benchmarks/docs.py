@@ -290,12 +290,20 @@ def int8_margin() -> str:
     from benchmarks.int8_margin import head_table, margin_table
 
     r = read("benchmarks/int8_margin.json")
-    passed = {h: [x for x in r["head"] if x["fp32_head"] is h] for h in (False, True)}
-    words = {h: sum(x["verify_passed"] for x in passed[h]) for h in passed}
+    rows = {h: [x for x in r["head"] if x["fp32_head"] is h] for h in (False, True)}
+
+    def summary(h: bool) -> str:
+        test = [x["test_agreement"] for x in rows[h]]
+        passed = sum(x["verify_passed"] for x in rows[h])
+        return (
+            f"{passed} of {len(test)} pass `verify` on test, agreement {pct(sum(test) / len(test))}"
+            f" on average and {pct(min(test))} at the lowest"
+        )
+
     lines = [
         f"Measured on {machine_line(r['machine'])}. Plain INT8 (no fallback) of every shipped "
-        f"student passes `verify` on test for {words[True]} of {len(passed[True])} with the "
-        f"classifier in fp32, {words[False]} of {len(passed[False])} with it quantized:",
+        f"student: with the classifier in fp32, {summary(True)}; with it quantized, "
+        f"{summary(False)}.",
         "",
         head_table(r["head"]),
         "",
