@@ -237,7 +237,7 @@ def int8_files() -> str:
         "",
         f"`quantize` on validation: plain INT8 {drop_words(q['int8/val_top1_drop_plain'], 'fp32')}"
         f", agreement {pct(q['int8/val_agreement_plain'])}; {q['int8/fallback_layers']}"
-        f" layer(s) kept fp32 besides the first and last; {ve['int8/how']}.",
+        f" layer(s) kept fp32 by the fallback; {ve['int8/how']}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -309,11 +309,11 @@ def int8_margin() -> str:
         "",
     ]
     for margin in r["margins"]:
-        rows = [x for x in r["rows"] if x["margin_se"] == margin]
-        got = [x for x in rows if x["accepted"]]
+        at = [x for x in r["rows"] if x["margin_se"] == margin]
+        got = [x for x in at if x["accepted"]]
         failed = sum(not x["verify_passed"] for x in got)
         lines.append(
-            f"- `margin_se: {margin:g}`: {len(got)} of {len(rows)} accepted, {failed} of them "
+            f"- `margin_se: {margin:g}`: {len(got)} of {len(at)} accepted, {failed} of them "
             "then failed `verify` on test."
         )
     return "\n".join([*lines, "", margin_table(r["rows"])]) + "\n"

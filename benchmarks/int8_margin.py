@@ -60,26 +60,30 @@ def shipped(b: Bench, pair: str, budget: str, seed: int) -> Iterator[tuple[Any, 
         yield p, ckpt, data, fp32
 
 
+def _measured(
+    p: Any, ckpt: Any, data: Any, fp32: Path, int8: Path, cfg: Any, gate: GateConfig
+) -> dict[str, Any]:
+    """Quantize `fp32` to `int8` under `cfg` and `gate`, verify it on test; the figures."""
+    q = quantize_int8(fp32, int8, data, cfg, gate, p.seed)
+    report, _ = verify(ckpt, [fp32, int8], data, p.verify)
+    return {
+        "fp32_layers": q["int8/fp32_layer_count"],
+        "val_top1_drop": q["int8/val_top1_drop"],
+        "val_agreement": q["int8/val_agreement"],
+        "test_top1_drop": report["int8/top1_drop"],
+        "test_agreement": report["int8/agreement"],
+        "verify_passed": report["gate/passed"],
+    }
+
+
 def head_rows(b: Bench, pair: str, budget: str, seed: int) -> list[dict]:
     rows = []
     with shipped(b, pair, budget, seed) as (p, ckpt, data, fp32):
         for head in (False, True):
             int8 = fp32.with_name(f"plain-{head}.int8.onnx")
             cfg = dataclasses.replace(p.quantize, fp32_head=head)
-            q = quantize_int8(fp32, int8, data, cfg, ANY_FILE, p.seed)
-            report, _ = verify(ckpt, [fp32, int8], data, p.verify)
-            rows.append(
-                {"pair": pair, "budget": budget, "seed": seed, "fp32_head": head}
-                | {
-                    "val_agreement": q["int8/val_agreement"],
-                    "val_top1_drop": q["int8/val_top1_drop"],
-                }
-                | {"test_agreement": report["int8/agreement"]}
-                | {
-                    "test_top1_drop": report["int8/top1_drop"],
-                    "verify_passed": report["gate/passed"],
-                }
-            )
+            row = {"pair": pair, "budget": budget, "seed": seed, "fp32_head": head}
+            rows.append(row | _measured(p, ckpt, data, fp32, int8, cfg, ANY_FILE))
     return rows
 
 
@@ -88,28 +92,14 @@ def margin_rows(b: Bench, pair: str, budget: str, seed: int, margins: list[float
     with shipped(b, pair, budget, seed) as (p, ckpt, data, fp32):
         for margin in margins:
             int8 = fp32.with_name(f"student-{margin:g}.int8.onnx")
-            row: dict[str, Any] = {"pair": pair, "budget": budget, "seed": seed}
-            row["margin_se"] = margin
+            cfg = dataclasses.replace(p.quantize, margin_se=margin)
+            row = {"pair": pair, "budget": budget, "seed": seed, "margin_se": margin}
             try:
-                cfg = dataclasses.replace(p.quantize, margin_se=margin)
-                q = quantize_int8(fp32, int8, data, cfg, p.verify.int8, p.seed)
-                report, _ = verify(ckpt, [fp32, int8], data, p.verify)
-            except PipelineError as err:  # refused again: a result
+                measured = _measured(p, ckpt, data, fp32, int8, cfg, p.verify.int8)
+            except PipelineError as err:  # refused: a result
                 rows.append(row | {"accepted": False, "reason": str(err)})
                 continue
-            rows.append(
-                row
-                | {"accepted": True, "fp32_layers": q["int8/fp32_layer_count"]}
-                | {
-                    "val_top1_drop": q["int8/val_top1_drop"],
-                    "val_agreement": q["int8/val_agreement"],
-                }
-                | {"test_top1_drop": report["int8/top1_drop"]}
-                | {
-                    "test_agreement": report["int8/agreement"],
-                    "verify_passed": report["gate/passed"],
-                }
-            )
+            rows.append(row | {"accepted": True} | measured)
     return rows
 
 
