@@ -7,7 +7,9 @@
 the seeds, and the pipeline overlay every run starts from; its `dvc.yaml` runs:
 
     photos    Fashion-MNIST written as a user's folders      -> work/photos/{train,val}/<class>/
+              and more photos for the teachers               -> work/photos/teacher/<class>/
     prepare   the pipeline's `prepare` on them               -> work/prepared.pt
+              the same splits, the teacher photos added to training -> work/teacher_prepared.pt
     teacher   one teacher per pair                           -> work/<pair>/teacher.pt, teachers/
     run       one student per pair x budget x objective x seed -> runs/<pair>/<budget>/<o>/<s>.json
     ship      per pair x budget x seed: the student `export` would ship (best on validation),
@@ -38,7 +40,7 @@ from PIL import Image
 from pipeline.batches import make_batches
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import Params, read_yaml
-from pipeline.data import load_prepared, prepare, save_prepared
+from pipeline.data import load_prepared, open_image, prepare, save_prepared
 from pipeline.errors import PipelineError
 from pipeline.files import write_json
 from pipeline.inference import predict, topk_accuracy
@@ -54,18 +56,30 @@ BENCH = Path("benchmarks/user_path")
 MODES = ("L", "RGB", "RGBA", "P")
 
 
-def write_photos(raw: Path, out: Path, train_per_class: int, test_per_class: int) -> dict:
-    """Fashion-MNIST as a user's class folders: mixed sizes, colour modes and file formats."""
+PHOTO_SETS = {  # folder under work/photos: (Fashion-MNIST split, params.yaml count)
+    "train": (True, "train_per_class"),  # the user's training photos
+    "val": (False, "test_per_class"),  # the user's test photos (the pipeline's `val/` folder)
+    "teacher": (True, "teacher_per_class"),  # more photos, for the teacher only (after "train")
+}
+
+
+def write_photos(raw: Path, out: Path, per_class: dict[str, int]) -> dict[str, int]:
+    """Fashion-MNIST as a user's class folders: mixed sizes, colour modes and file formats.
+
+    `teacher` photos come from the training images after the first `train_per_class` of each
+    class: a teacher that has seen more than the user's folder, as a pretrained one has, and
+    never the students' validation or test photos."""
     from torchvision.datasets import FashionMNIST
 
     rng = np.random.default_rng(0)
-    counts = {"train": 0, "val": 0}
-    for split, train, n in (("train", True, train_per_class), ("val", False, test_per_class)):
+    counts = dict.fromkeys(PHOTO_SETS, 0)
+    for folder_name, (train, key) in PHOTO_SETS.items():
         ds = FashionMNIST(str(raw), train=train, download=False)
+        skip = per_class["train_per_class"] if folder_name == "teacher" else 0
         for label, name in enumerate(ds.classes):
-            folder = out / split / name.replace("/", "-")
+            folder = out / folder_name / name.replace("/", "-")
             folder.mkdir(parents=True, exist_ok=True)
-            picks = np.flatnonzero(ds.targets.numpy() == label)[:n]
+            picks = np.flatnonzero(ds.targets.numpy() == label)[skip : skip + per_class[key]]
             for i, index in enumerate(picks):
                 side = int(rng.integers(28, 113))
                 grey = Image.fromarray(ds.data[index].numpy()).resize((side, side), Image.BICUBIC)
@@ -73,8 +87,29 @@ def write_photos(raw: Path, out: Path, train_per_class: int, test_per_class: int
                 image = grey.convert(mode) if mode != "P" else grey.convert("RGB").convert("P")
                 suffix = ".jpg" if mode in ("L", "RGB") and i % 2 else ".png"
                 image.save(folder / f"{i:05d}{suffix}")
-                counts[split] += 1
+                counts[folder_name] += 1
     return counts
+
+
+def with_teacher_photos(prepared: dict[str, Any], folder: Path, size: int, resize: str) -> dict:
+    """`prepared` with the photos of `folder/<class>/` added to its training split (validation,
+    test and normalisation unchanged): the teacher's data."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    files = [
+        (label, path)
+        for label, name in enumerate(prepared["classes"])
+        for path in sorted((folder / name).iterdir())
+    ]
+    images = torch.stack([pil_to_tensor(open_image(path, size, resize)) for _, path in files])
+    labels = torch.tensor([label for label, _ in files], dtype=torch.int64)
+    train = prepared["train"]
+    return prepared | {
+        "train": {
+            "images": torch.cat([train["images"], images]),
+            "labels": torch.cat([train["labels"], labels]),
+        }
+    }
 
 
 @dataclass(frozen=True)
@@ -118,30 +153,37 @@ def _test_top1(network: torch.nn.Module, spec: Any, runtime: Any, data: Any) -> 
 
 
 def cmd_photos(b: Bench, raw: Path) -> None:
-    per_class = b.raw["photos"]
-    train, test = per_class["train_per_class"], per_class["test_per_class"]
-    counts = write_photos(raw, b.work / "photos", train, test)
-    print(f"wrote {counts['train']} training and {counts['val']} test photos")
+    counts = write_photos(raw, b.work / "photos", b.raw["photos"])
+    print(
+        f"wrote {counts['train']} training and {counts['val']} test photos, "
+        f"and {counts['teacher']} more for the teachers"
+    )
 
 
 def cmd_prepare(b: Bench) -> None:
     p = b.params(b.raw["pairs"][0])
     seed_everything(p.seed)
-    save_prepared(b.work / "prepared.pt", prepare(b.work / "photos", p.prepare, p.seed))
+    prepared = prepare(b.work / "photos", p.prepare, p.seed)
+    save_prepared(b.work / "prepared.pt", prepared)
+    folder, cfg = b.work / "photos" / "teacher", p.prepare
+    teacher = with_teacher_photos(prepared, folder, cfg.image_size, cfg.resize)
+    save_prepared(b.work / "teacher_prepared.pt", teacher)
 
 
 def cmd_teacher(b: Bench, pair: str) -> None:
     p = b.params(pair)
     runtime = resolve_runtime(p.runtime)
     start = time.perf_counter()
-    run = run_teacher(b.work / "prepared.pt", p.train_teacher, runtime)
+    data = b.work / "teacher_prepared.pt"  # the students' splits, more training photos
+    run = run_teacher(data, p.train_teacher, runtime)
     wall = time.perf_counter() - start
     save_run(run, {"teacher": b.work / pair / "teacher.pt"}, b.work / pair / "teacher.json", b.work)
-    test = load_prepared(b.work / "prepared.pt", ("test",))
+    test = load_prepared(data, ("train", "test"))
     network = run.networks["teacher"][1]
     row = {
         "arch": p.train_teacher.arch,
         "epochs": p.train_teacher.train.epochs,
+        "train_images": len(test.splits["train"].labels),
         "val_top1": run.metrics["val/top1_final"],
         "test_top1": _test_top1(network, run.specs["teacher"], runtime.fp32(), test),
         "wall_s": wall,

@@ -104,6 +104,20 @@ def _ship_lines(cell: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _teacher_line(t: dict[str, Any], pair: dict[str, Any], budgets: list[str]) -> str:
+    """The teacher's schedule, data and top-1, and how far it stands above `vanilla`."""
+    above = []
+    for budget in budgets:
+        vanilla = [row["val_top1"] for row in pair[budget]["runs"][BASELINE].values()]
+        above.append(f"{100 * (t['val_top1'] - statistics.mean(vanilla)):+.2f} ({budget})")
+    photos = f" on {t['train_images']:,} photos" if "train_images" in t else ""
+    return (
+        f"Teacher: {t['epochs']} epochs{photos}, validation top-1 {100 * t['val_top1']:.2f} %, "
+        f"test {100 * t['test_top1']:.2f} %; minus the `vanilla` student's mean validation "
+        f"top-1: {', '.join(above)} points."
+    )
+
+
 def summarise(results: dict[str, Any]) -> str:
     """The report in Markdown, from results.json alone (rendered into docs/user-path.md)."""
     raw, recs = results["params"], results["records"]
@@ -119,8 +133,7 @@ def summarise(results: dict[str, Any]) -> str:
             "",
             f"### {pair}: `{networks['teacher']}` → `{networks['student']}`",
             "",
-            f"Teacher: {t['epochs']} epochs, validation top-1 {100 * t['val_top1']:.2f} %, "
-            f"test {100 * t['test_top1']:.2f} %.",
+            _teacher_line(t, recs[pair], raw["budgets"]),
         ]
         for budget in raw["budgets"]:
             cell = recs[pair][budget]

@@ -156,3 +156,27 @@ def test_comparison_benchmark_is_a_dvc_pipeline_of_paired_runs(tmp_path: Path) -
         "run@sokd-1",
         "summary",
     }
+
+
+def test_user_path_teacher_data_adds_its_own_photos_and_keeps_the_students_splits(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    from benchmarks.user_path import with_teacher_photos, write_photos
+    from pipeline.config import PrepareConfig
+    from pipeline.data import prepare
+
+    raw = write_fashion_mnist(tmp_path / "raw", n_train=400, n_test=100)
+    per_class = {"train_per_class": 3, "test_per_class": 2, "teacher_per_class": 4}
+    counts = write_photos(raw, tmp_path / "photos", per_class)
+    assert counts == {"train": 30, "val": 20, "teacher": 40}
+    cfg = PrepareConfig(dataset="imagefolder", val_size=10, image_size=16, resize="shorter_side")
+    students = prepare(tmp_path / "photos", cfg, seed=0)
+    teacher = with_teacher_photos(students, tmp_path / "photos" / "teacher", 16, "shorter_side")
+    added = teacher["train"]["labels"][len(students["train"]["labels"]) :]
+    assert torch.bincount(added).tolist() == [4] * 10  # each photo under its own class
+    assert teacher["train"]["images"].shape == (20 + 40, 3, 16, 16)
+    for split in ("val", "test"):  # the students' validation and test photos, as they were
+        assert torch.equal(teacher[split]["images"], students[split]["images"])
+    assert (teacher["mean"], teacher["std"]) == (students["mean"], students["std"])
