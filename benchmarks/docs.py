@@ -288,8 +288,10 @@ def int8_margin() -> str:
     """The classifier's precision and quantize's margin on the user-path ships
     (benchmarks/int8_margin.json)."""
     from benchmarks.int8_margin import head_table, margin_table
+    from pipeline.config import Params
 
     r = read("benchmarks/int8_margin.json")
+    min_agreement = Params().verify.int8.min_agreement  # the default gate the rows were held to
     rows = {h: [x for x in r["head"] if x["fp32_head"] is h] for h in (False, True)}
 
     def summary(h: bool) -> str:
@@ -311,10 +313,13 @@ def int8_margin() -> str:
     for margin in r["margins"]:
         at = [x for x in r["rows"] if x["margin_se"] == margin]
         got = [x for x in at if x["accepted"]]
-        failed = sum(not x["verify_passed"] for x in got)
+        failed = [x for x in got if not x["verify_passed"]]
+        on_drop = sum("top-1 is" in x["reason"] for x in at if not x["accepted"])
+        on_agreement = sum(x["test_agreement"] < min_agreement for x in failed)
         lines.append(
-            f"- `margin_se: {margin:g}`: {len(got)} of {len(at)} accepted, {failed} of them "
-            "then failed `verify` on test."
+            f"- `margin_se: {margin:g}`: {len(got)} of {len(at)} accepted, {len(at) - len(got)} "
+            f"refused ({on_drop} on the top-1 drop); {len(failed)} of those accepted then failed "
+            f"`verify` on test ({on_agreement} on agreement)."
         )
     return "\n".join([*lines, "", margin_table(r["rows"])]) + "\n"
 
