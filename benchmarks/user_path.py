@@ -178,12 +178,12 @@ def cmd_teacher(b: Bench, pair: str) -> None:
     run = run_teacher(data, p.train_teacher, runtime)
     wall = time.perf_counter() - start
     save_run(run, {"teacher": b.work / pair / "teacher.pt"}, b.work / pair / "teacher.json", b.work)
-    test = load_prepared(data, ("train", "test"))
+    test = load_prepared(data, ("test",))
     network = run.networks["teacher"][1]
     row = {
         "arch": p.train_teacher.arch,
         "epochs": p.train_teacher.train.epochs,
-        "train_images": len(test.splits["train"].labels),
+        "train_images": len(run.data.splits["train"].labels),
         "val_top1": run.metrics["val/top1_final"],
         "test_top1": _test_top1(network, run.specs["teacher"], runtime.fp32(), test),
         "wall_s": wall,
