@@ -292,6 +292,7 @@ def int8_margin() -> str:
 
     r = read("benchmarks/int8_margin.json")
     min_agreement = Params().verify.int8.min_agreement  # the default gate the rows were held to
+    defaults = (Params().quantize.agreement_margin_se, Params().quantize.drop_margin_se)
     rows = {h: [x for x in r["head"] if x["fp32_head"] is h] for h in (False, True)}
 
     def summary(h: bool) -> str:
@@ -310,14 +311,20 @@ def int8_margin() -> str:
         head_table(r["head"]),
         "",
     ]
-    for margin in r["margins"]:
-        at = [x for x in r["rows"] if x["margin_se"] == margin]
+    for agreement, drop in r["settings"]:
+        at = [
+            x
+            for x in r["rows"]
+            if (x["agreement_margin_se"], x["drop_margin_se"]) == (agreement, drop)
+        ]
         got = [x for x in at if x["accepted"]]
         failed = [x for x in got if not x["verify_passed"]]
         on_drop = sum("top-1 is" in x["reason"] for x in at if not x["accepted"])
         on_agreement = sum(x["test_agreement"] < min_agreement for x in failed)
         lines.append(
-            f"- `margin_se: {margin:g}`: {len(got)} of {len(at)} accepted, {len(at) - len(got)} "
+            f"- margins {agreement:g} (agreement), {drop:g} (top-1 drop)"
+            f"{', the defaults' if (agreement, drop) == defaults else ''}: {len(got)} of {len(at)} "
+            f"accepted, {len(at) - len(got)} "
             f"refused ({on_drop} on the top-1 drop); {len(failed)} of those accepted then failed "
             f"`verify` on test ({on_agreement} on agreement)."
         )

@@ -1,15 +1,16 @@
 """How `quantize` decides, measured on the user-path benchmark's shipped students.
 
-    python -m benchmarks.int8_margin [--margins 0 1 2] [--out benchmarks/int8_margin.json]
+    python -m benchmarks.int8_margin [--out benchmarks/int8_margin.json]
 
 Reads the user-path benchmark's records (run `make bench-user-path` first); every student is the
 one the pipeline ships, exported to the same fp32 ONNX file, calibrated with the same seed.
 
 - `head`: plain INT8 (no fallback) of every shipped student with the classifier quantized and kept
   fp32 (`quantize.fp32_head`), agreement and top-1 drop on validation and test.
-- `margins`: every shipped student quantized at several `quantize.margin_se` values, each
-  accepted file checked by `verify` on test. An accepted file that then fails `verify` is what the
-  margin is there to prevent; a refusal is what it costs.
+- `margins`: every shipped student quantized at several settings of the margins
+  (`quantize.agreement_margin_se`, `quantize.drop_margin_se`), each accepted file checked by
+  `verify` on test. An accepted file that then fails `verify` is what a margin is there to
+  prevent; a refusal is what it costs.
 
 Prints two tables and writes JSON (machine included).
 """
@@ -37,6 +38,8 @@ from pipeline.targets.onnx import export_onnx
 from pipeline.verification import verify
 
 ANY_FILE = GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8, whatever it scores
+# (agreement_margin_se, drop_margin_se): none, the defaults, and a margin on the drop as well
+SETTINGS = ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0))
 
 
 def ships(bench: Path = BENCH) -> list[tuple[str, str, int]]:
@@ -87,13 +90,14 @@ def head_rows(b: Bench, pair: str, budget: str, seed: int) -> list[dict]:
     return rows
 
 
-def margin_rows(b: Bench, pair: str, budget: str, seed: int, margins: list[float]) -> list[dict]:
+def margin_rows(b: Bench, pair: str, budget: str, seed: int) -> list[dict]:
     rows = []
     with shipped(b, pair, budget, seed) as (p, ckpt, data, fp32):
-        for margin in margins:
-            int8 = fp32.with_name(f"student-{margin:g}.int8.onnx")
-            cfg = dataclasses.replace(p.quantize, margin_se=margin)
-            row = {"pair": pair, "budget": budget, "seed": seed, "margin_se": margin}
+        for agreement, drop in SETTINGS:
+            int8 = fp32.with_name(f"student-{agreement:g}-{drop:g}.int8.onnx")
+            margins = {"agreement_margin_se": agreement, "drop_margin_se": drop}
+            cfg = dataclasses.replace(p.quantize, **margins)
+            row = {"pair": pair, "budget": budget, "seed": seed} | margins
             try:
                 measured = _measured(p, ckpt, data, fp32, int8, cfg, p.verify.int8)
             except PipelineError as err:  # refused: a result
@@ -126,7 +130,8 @@ def head_table(rows: list[dict]) -> str:
 
 def margin_table(rows: list[dict]) -> str:
     lines = [
-        "| pair | budget | seed | margin_se | accepted | val agreement | test agreement | verify |"
+        "| pair | budget | seed | margins (agreement, drop) | accepted | val agreement "
+        "| test agreement | verify |"
     ]
     lines.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -135,7 +140,8 @@ def margin_table(rows: list[dict]) -> str:
         test = _pct(r["test_agreement"]) if got else "—"
         passed = ("passed" if r["verify_passed"] else "FAILED") if got else "—"
         lines.append(
-            f"| {r['pair']} | {r['budget']} | {r['seed']} | {r['margin_se']:g} | "
+            f"| {r['pair']} | {r['budget']} | {r['seed']} | "
+            f"{r['agreement_margin_se']:g}, {r['drop_margin_se']:g} | "
             f"{'yes' if got else 'no'} | {val} | {test} | {passed} |"
         )
     return "\n".join(lines)
@@ -143,15 +149,14 @@ def margin_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 1.0, 2.0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/int8_margin.json"))
     args = parser.parse_args(argv)
     b = load_bench()
     head = [r for case in ships() for r in head_rows(b, *case)]
     print(head_table(head))
-    margins = [r for case in ships() for r in margin_rows(b, *case, args.margins)]
+    margins = [r for case in ships() for r in margin_rows(b, *case)]
     print(margin_table(margins))
-    result = {"machine": machine(), "head": head, "margins": args.margins, "rows": margins}
+    result = {"machine": machine(), "head": head, "settings": SETTINGS, "rows": margins}
     write_json(args.out, result)
 
 

@@ -11,7 +11,8 @@ the seeds, and the pipeline overlay every run starts from; its `dvc.yaml` runs:
     prepare   the pipeline's `prepare` on them               -> work/prepared.pt
               the same splits, the teacher photos added to training -> work/teacher_prepared.pt
     teacher   one teacher per pair                           -> work/<pair>/teacher.pt, teachers/
-    run       one student per pair x budget x objective x seed -> runs/<pair>/<budget>/<o>/<s>.json
+    run       per pair x budget x seed: one student per objective, in one process (a stage
+              launch costs as much as a short student)          -> runs/<pair>/<budget>/<s>.json
     ship      per pair x budget x seed: the student `export` would ship (best on validation),
               its ONNX and INT8 files (`quantize` with the default gate), and the gate on test
                                                              -> ship/<pair>/<budget>/<seed>.json
@@ -191,27 +192,30 @@ def cmd_teacher(b: Bench, pair: str) -> None:
     write_json(BENCH / "teachers" / f"{pair}.json", row)
 
 
-def cmd_run(b: Bench, pair: str, budget: str, objective: str, seed: int) -> None:
+def cmd_run(b: Bench, pair: str, budget: str, seed: int) -> None:
+    """Every objective's student of one pair, budget and seed (same initialisation and batches)."""
     p = b.params(pair, budget, seed)
     runtime = resolve_runtime(p.runtime)
-    start = time.perf_counter()
     data, teacher = b.work / "prepared.pt", b.work / pair / "teacher.pt"
-    run = run_distill(objective, data, teacher, p.distill, runtime)
-    wall = time.perf_counter() - start
-    out = b.run_dir(pair, budget, seed) / objective
-    save_run(run, {"student": out / "student.pt"}, out / "metrics.json", out)
-    test = load_prepared(b.work / "prepared.pt", ("test",))
-    network = run.networks["student"][1]
-    row = {
-        "val_top1": run.metrics["val/top1_final"],
-        "test_top1": _test_top1(network, run.specs["student"], runtime.fp32(), test),
-        "train_top1_last": run.metrics["train/top1_last"],
-        "epochs": p.distill.train.epochs,
-        "wall_s": wall,
-        "images_per_s": run.metrics["time/images_per_s"],
-        "machine": machine(),
-    }
-    write_json(BENCH / "runs" / pair / budget / objective / f"{seed}.json", row)
+    test = load_prepared(data, ("test",))
+    rows = {}
+    for objective in p.distill.objectives:
+        start = time.perf_counter()
+        run = run_distill(objective, data, teacher, p.distill, runtime)
+        wall = time.perf_counter() - start
+        out = b.run_dir(pair, budget, seed) / objective
+        save_run(run, {"student": out / "student.pt"}, out / "metrics.json", out)
+        network = run.networks["student"][1]
+        rows[objective] = {
+            "val_top1": run.metrics["val/top1_final"],
+            "test_top1": _test_top1(network, run.specs["student"], runtime.fp32(), test),
+            "train_top1_last": run.metrics["train/top1_last"],
+            "epochs": p.distill.train.epochs,
+            "wall_s": wall,
+            "images_per_s": run.metrics["time/images_per_s"],
+            "machine": machine(),
+        }
+    write_json(BENCH / "runs" / pair / budget / f"{seed}.json", rows)
 
 
 def cmd_ship(b: Bench, pair: str, budget: str, seed: int) -> None:
@@ -247,14 +251,13 @@ def main(argv: list[str] | None = None) -> None:
     photos.add_argument("--raw", type=Path, default=Path("data/raw/fashion_mnist"))
     sub.add_parser("prepare", help="the data split")
     teacher = sub.add_parser("teacher", help="one pair's teacher")
-    run = sub.add_parser("run", help="one student")
+    run = sub.add_parser("run", help="one student per objective")
     ship = sub.add_parser("ship", help="the shipped student's ONNX, INT8 and gate")
     for command in (teacher, run, ship):
         command.add_argument("--pair", required=True)
     for command in (run, ship):
         command.add_argument("--budget", required=True)
         command.add_argument("--seed", type=int, required=True)
-    run.add_argument("--objective", required=True)
     args = parser.parse_args(argv)
     b = load_bench()
     if args.command == "photos":
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "teacher":
         cmd_teacher(b, args.pair)
     elif args.command == "run":
-        cmd_run(b, args.pair, args.budget, args.objective, args.seed)
+        cmd_run(b, args.pair, args.budget, args.seed)
     else:
         cmd_ship(b, args.pair, args.budget, args.seed)
 

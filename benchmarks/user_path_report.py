@@ -2,12 +2,12 @@
 
     python -m benchmarks.user_path_report
 
-Reads every run (`runs/<pair>/<budget>/<objective>/<seed>.json`), teacher and shipped student,
-and writes `results.json`: every record, every paired comparison, the machine and the params. Its
-tables (per pair and budget, each objective's validation and test top-1, mean ± std over seeds,
-its paired difference from `vanilla` with a 95 % t interval, and what the pipeline shipped, its
-margin over `vanilla` on validation and its INT8 file against the gate) are rendered into
-docs/user-path.md by `make docs` (`summarise`).
+Reads every run (`runs/<pair>/<budget>/<seed>.json`, a row per objective), teacher and shipped
+student, and writes `results.json`: every record, every paired comparison, the machine and the
+params. Its tables (per pair and budget, each objective's validation and test top-1, mean ± std
+over seeds, its paired difference from `vanilla` with a 95 % t interval, and what the pipeline
+shipped, its margin over `vanilla` on validation and its INT8 file against the gate) are rendered
+into docs/user-path.md by `make docs` (`summarise`).
 """
 
 from __future__ import annotations
@@ -38,10 +38,8 @@ def records(b: Bench) -> dict[str, Any]:
         out[pair] = {"teacher": _read(BENCH / "teachers" / f"{pair}.json")}
         for budget in raw["budgets"]:
             folder = BENCH / "runs" / pair / budget
-            runs = {
-                o: {s: _read(folder / o / f"{s}.json") for s in raw["seeds"]}
-                for o in raw["objectives"]
-            }
+            by_seed = {s: _read(folder / f"{s}.json") for s in raw["seeds"]}
+            runs = {o: {s: by_seed[s][o] for s in raw["seeds"]} for o in raw["objectives"]}
             ships = {s: _read(BENCH / "ship" / pair / budget / f"{s}.json") for s in raw["seeds"]}
             out[pair][budget] = {"runs": runs, "ship": ships}
     return out

@@ -257,22 +257,25 @@ class QuantizeConfig:
     fp32_head: bool = True  # the last layer (the classifier: it writes the logits) stays fp32
     # Accuracy-controlled INT8: while INT8 misses the gate (verify.int8) on the *validation*
     # split, the layers whose quantization harms it most stay fp32, one more at a time, up to
-    # max_fp32_layers (beyond the stem); past the cap `quantize` fails.
+    # max_fp32_layers (beyond the fp32 stem and classifier); past the cap `quantize` fails.
     max_fp32_layers: int = 8  # at most this many layers kept fp32 to meet the gate
-    # Validation estimates what verify measures on test with sampling error (one standard error
-    # of a 98 % agreement on 500 images is 0.6 points), and the fallback's layer choice is fitted
-    # to validation: the file must meet the gate by this many standard errors. Measured on the
-    # user-path benchmark's 12 shipped students (benchmarks/int8_margin.json): with 0, files the
-    # fallback fitted to validation failed verify on test; with 2, files that pass on test were
-    # refused, since 500 validation images cannot resolve a 0.5-point drop; 1 accepted more and
-    # every file it accepted passed.
-    margin_se: float = 1.0  # standard errors by which validation must meet the gate
+    # Validation estimates what verify will measure on test, and both are samples: the margins
+    # are in standard errors of the difference between the two measurements (validation's and
+    # the test split's combined). Agreement is held with a margin: weakly trained students sit
+    # near the 98 % threshold, and with none a file at 98.4 % on validation failed verify at
+    # 97.2 % on test. The top-1 drop is held at its estimate: INT8 flips wrong-to-right about as
+    # often as right-to-wrong, no accepted file has failed verify on the drop in the user-path
+    # benchmark, and a margin there refused files that pass on test (docs/int8.md).
+    agreement_margin_se: float = 1.0  # standard errors by which agreement must clear the gate
+    drop_margin_se: float = 0.0  # standard errors by which the top-1 drop must clear the gate
 
     def __post_init__(self) -> None:
         _require(self.calibration_images > 0, "calibration_images", "must be > 0")
         _require(self.calibration_batch > 0, "calibration_batch", "must be > 0")
         _require(self.max_fp32_layers >= 0, "max_fp32_layers", "must be >= 0")
-        _require(self.margin_se >= 0, "margin_se", f"must be >= 0, got {self.margin_se}")
+        for key in ("agreement_margin_se", "drop_margin_se"):
+            value = getattr(self, key)
+            _require(value >= 0, key, f"must be >= 0, got {value}")
 
 
 ROUNDING = 1e-9  # far below one image in any test set, far above float error in a difference

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -425,6 +425,9 @@ class Prepared:
     std: tuple[float, ...]
     splits: dict[str, Split]
     shape: tuple[int, int, int] | None = None  # file-backed artifacts record the image shape
+    # images in every split of the artifact, loaded or not: `quantize` sizes the test
+    # measurement `verify` will make without reading the test images
+    sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -464,6 +467,7 @@ def load_prepared(path: Path, splits: Sequence[str]) -> Prepared:
         tuple(raw["std"]),
         {s: _split(raw, s) for s in splits},
         shape,
+        {s: len(raw[s]["labels"]) for s in SPLITS if s in raw},
     )
 
 

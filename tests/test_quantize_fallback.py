@@ -13,7 +13,7 @@ from pipeline.batches import make_batches
 from pipeline.config import GateConfig, Params
 from pipeline.data import Split, load_prepared
 from pipeline.errors import GateError
-from pipeline.targets.int8 import CPU, paired_drop_se, quantize_int8
+from pipeline.targets.int8 import CPU, _Margins, paired_drop_se, quantize_int8
 from tests.conftest import with_changes
 from tests.test_export import exported, student_ckpt  # noqa: F401  (module fixtures)
 
@@ -70,7 +70,8 @@ def hostile(exported: Path) -> Path:  # noqa: F811
 
 def _cfg(tiny_params: Params, **changes: object) -> object:
     # The fallback's mechanics at the gate itself: no standard errors to spare unless asked.
-    return with_changes(tiny_params, "quantize", **{"margin_se": 0.0, **changes}).quantize
+    exact = {"agreement_margin_se": 0.0, "drop_margin_se": 0.0}
+    return with_changes(tiny_params, "quantize", **{**exact, **changes}).quantize
 
 
 def _gate(max_top1_drop: float = 0.02, min_agreement: float = 0.0) -> GateConfig:
@@ -131,10 +132,40 @@ def test_validation_must_meet_the_gate_with_its_standard_error_to_spare(
     exact = quantize_int8(hostile, tmp_path / "b.onnx", data, _cfg(tiny_params), gate, 0)
     assert exact["int8/fallback_layers"] == 0
     spared = quantize_int8(
-        hostile, tmp_path / "c.onnx", data, _cfg(tiny_params, margin_se=1.0), gate, 0
+        hostile, tmp_path / "c.onnx", data, _cfg(tiny_params, agreement_margin_se=1.0), gate, 0
     )
-    assert spared["int8/fallback_layers"] >= 1 and spared["int8/margin_se"] == 1.0
+    assert spared["int8/fallback_layers"] >= 1 and spared["int8/agreement_margin_se"] == 1.0
     assert spared["int8/val_agreement"] > plain["int8/val_agreement_plain"]
+
+
+def test_the_drop_margin_holds_the_top1_drop_apart(
+    hostile: Path, prepared_path: Path, tiny_params: Params, tmp_path: Path
+) -> None:
+    # The same with the top-1 drop: a gate at plain INT8's validation drop is met at the
+    # default drop margin (0) and missed with one standard error to spare.
+    data = load_prepared(prepared_path, ("train", "val"))
+    plain = quantize_int8(hostile, tmp_path / "a.onnx", data, _cfg(tiny_params), _gate(1.0), 0)
+    assert plain["int8/val_top1_drop_plain"] > 0  # the hostile pair loses images
+    gate = _gate(max_top1_drop=plain["int8/val_top1_drop_plain"])
+    exact = quantize_int8(hostile, tmp_path / "b.onnx", data, _cfg(tiny_params), gate, 0)
+    assert exact["int8/fallback_layers"] == 0
+    cfg = _cfg(tiny_params, drop_margin_se=1.0)
+    spared = quantize_int8(hostile, tmp_path / "c.onnx", data, cfg, gate, 0)
+    assert spared["int8/fallback_layers"] >= 1 and spared["int8/drop_margin_se"] == 1.0
+    assert spared["int8/val_top1_drop"] < plain["int8/val_top1_drop_plain"]
+
+
+def test_the_margins_count_the_test_measurement_verify_will_make(
+    prepared_path: Path, tiny_params: Params
+) -> None:
+    # quantize reads train and val only, yet knows the test split's size from the artifact.
+    data = load_prepared(prepared_path, ("train", "val"))
+    full = load_prepared(prepared_path, ("train", "val", "test"))
+    assert data.sizes == {s: len(full.splits[s].labels) for s in ("train", "val", "test")}
+    cfg = tiny_params.quantize
+    assert _Margins.of(cfg, 1000, 1000).scale == pytest.approx(2**0.5)
+    assert _Margins.of(cfg, 1000, 4000).scale == pytest.approx(1.25**0.5)
+    assert _Margins.of(cfg, 1000, None).scale == pytest.approx(2**0.5)  # unknown: as validation
 
 
 def test_the_cap_fails_in_one_line_and_writes_nothing(

@@ -183,12 +183,34 @@ class _Measured:
         return binomial_se(self.agreement, self.images)
 
 
+@dataclass(frozen=True)
+class _Margins:
+    """How far a validation figure must clear the gate: the quantize config's margins, in
+    standard errors of the difference between validation and the test split `verify` will
+    measure (independent samples: the variances add)."""
+
+    agreement_se: float
+    drop_se: float
+    scale: float  # sqrt(1 + validation images / test images)
+
+    @classmethod
+    def of(cls, cfg: QuantizeConfig, val_images: int, test_images: int | None) -> _Margins:
+        test = test_images or val_images  # test size unknown: as large as validation
+        scale = math.sqrt(1 + val_images / test)
+        return cls(cfg.agreement_margin_se, cfg.drop_margin_se, scale)
+
+    def label(self) -> str:
+        return (
+            f"INT8 validation (agreement {self.agreement_se:g}, top-1 drop {self.drop_se:g} "
+            f"standard error(s) to spare)"
+        )
+
+
 def _measure(
-    path: Path, val: Any, fp32: np.ndarray, gate: GateConfig, margin_se: float
+    path: Path, val: Any, fp32: np.ndarray, gate: GateConfig, margins: _Margins
 ) -> _Measured:
-    """The candidate against fp32 on validation, held to the gate with `margin_se` standard
-    errors to spare: the agreement less its standard error, the top-1 drop plus its paired
-    standard error."""
+    """The candidate against fp32 on validation, held to the gate with `margins` to spare: the
+    agreement less its margin, the top-1 drop plus its own (from the paired standard error)."""
     labels = val.labels.numpy()
     predicted = _val_logits(path, val).argmax(1)
     fp32_right, int8_right = fp32.argmax(1) == labels, predicted == labels
@@ -196,12 +218,11 @@ def _measure(
     n = len(labels)
     drop = (lost - gained) / n
     agreement = float((predicted == fp32.argmax(1)).mean())
-    split = f"INT8 validation ({margin_se:g} standard error(s) to spare)"
     bounds = (
-        drop + margin_se * paired_drop_se(lost, gained, n),
-        agreement - margin_se * binomial_se(agreement, n),
+        drop + margins.drop_se * margins.scale * paired_drop_se(lost, gained, n),
+        agreement - margins.agreement_se * margins.scale * binomial_se(agreement, n),
     )
-    missed = gate.failures("verify.int8", split, *bounds)
+    missed = gate.failures("verify.int8", margins.label(), *bounds)
     return _Measured(path, drop, agreement, missed, n)
 
 
@@ -216,7 +237,7 @@ def rank_layers(q: _Quantizer, candidates: list[str], val: Any, fp32: np.ndarray
 
 def _fallback(
     q: _Quantizer, fixed: list[str], candidates: list[str], val: Any, plain: _Measured,
-    gate: GateConfig, fp32: np.ndarray,
+    gate: GateConfig, fp32: np.ndarray, margins: _Margins,
 ) -> tuple[_Measured, list[str]]:  # fmt: skip
     """Keep the most harmful layers in fp32, one more at a time, until the gate holds.
 
@@ -232,7 +253,7 @@ def _fallback(
     for name in ranking[: TRIES_PER_LAYER * cap]:
         if len(kept) == cap:
             break
-        tried = _measure(q.build([*fixed, *kept, name]), val, fp32, gate, q.cfg.margin_se)
+        tried = _measure(q.build([*fixed, *kept, name]), val, fp32, gate, margins)
         harmful = tried.agreement < current.agreement - current.agreement_se
         log.info(
             "INT8 with %s fp32 as well: val top-1 drop %.4f, agreement %.4f%s",
@@ -267,7 +288,8 @@ def _accuracy_controlled(
 ) -> tuple[_Measured, list[str], dict[str, Any]]:
     """Plain INT8 if it meets the gate on validation, else the fp32 fallback; and a report."""
     fp32 = _val_logits(q.pre, val)
-    plain = _measure(q.build(fixed), val, fp32, gate, q.cfg.margin_se)
+    margins = _Margins.of(q.cfg, len(val.labels), q.data.sizes.get("test"))
+    plain = _measure(q.build(fixed), val, fp32, gate, margins)
     report: dict[str, Any] = {
         "int8/val_top1_fp32": float((fp32.argmax(1) == val.labels.numpy()).mean()),
         "int8/val_top1_drop_plain": plain.top1_drop,
@@ -277,7 +299,7 @@ def _accuracy_controlled(
         return plain, [], report
     log.info("plain INT8 misses the gate on validation: %s", "; ".join(plain.missed))
     candidates = [n.name for n in nodes if n.name not in fixed]
-    chosen, kept = _fallback(q, fixed, candidates, val, plain, gate, fp32)
+    chosen, kept = _fallback(q, fixed, candidates, val, plain, gate, fp32, margins)
     shape = (q.data.image_shape[0], *q.spec.size)
     report |= {
         "int8/plain_file_bytes": plain.path.stat().st_size,
@@ -345,7 +367,8 @@ def quantize_int8(
         "int8/size_ratio": fp32_path.stat().st_size / out.stat().st_size,
         "int8/quantize_s": time.perf_counter() - start,
         "int8/calibration_images": cfg.calibration_images,
-        "int8/margin_se": cfg.margin_se,
+        "int8/agreement_margin_se": cfg.agreement_margin_se,
+        "int8/drop_margin_se": cfg.drop_margin_se,
     }
 
 
