@@ -57,7 +57,7 @@ benchmark: data
 	cd benchmarks/comparison && dvc repro
 
 # The user path (benchmarks/user_path): photo folders, torchvision and timm pairs, two student
-# budgets, 3 seeds, the shipped student's INT8 gate; about 95 minutes here.
+# budgets, 3 seeds, the shipped student's INT8 gate; about 75 minutes here.
 bench-user-path: data
 	cd benchmarks/user_path && dvc repro
 
