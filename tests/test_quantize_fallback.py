@@ -173,7 +173,7 @@ def test_the_cap_fails_in_one_line_and_writes_nothing(
 ) -> None:
     data = load_prepared(prepared_path, ("train", "val"))
     out = tmp_path / "int8.onnx"
-    with pytest.raises(GateError, match=r"max_fp32_layers 1\): INT8 validation .* top-1 is") as err:
+    with pytest.raises(GateError, match=r"max_fp32_layers 1\): INT8 on validation.*: top-1") as err:
         quantize_int8(hostile, out, data, _cfg(tiny_params, max_fp32_layers=1), _gate(), seed=0)
     assert "\n" not in str(err.value)
     assert not out.exists() and not list(tmp_path.glob(".quantize-*"))

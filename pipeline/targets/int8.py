@@ -201,8 +201,8 @@ class _Margins:
 
     def label(self) -> str:
         return (
-            f"INT8 validation (agreement {self.agreement_se:g}, top-1 drop {self.drop_se:g} "
-            f"standard error(s) to spare)"
+            f"INT8 on validation, margins for the test measurement included (agreement "
+            f"{self.agreement_se:g}, top-1 drop {self.drop_se:g} standard errors):"
         )
 
 
