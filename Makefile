@@ -7,19 +7,20 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test data install lint clean params bench-speed bench-accuracy benchmark bench-user-path gpu-check docs
+.PHONY: repro test install lint clean params bench-speed bench-accuracy benchmark bench-user-path gpu-check docs
 
 # `make repro PRESET=presets/<file>.yaml` runs the pipeline as a DVC experiment with that overlay's
 # values set through `dvc exp run -S` (params.yaml then holds exactly the preset's differences:
 # `dvc params diff` lists them); without PRESET it is `dvc repro` of params.yaml.
 # Every section of the params is checked first (each stage checks only its own), so a typo stops
 # the run before the first stage instead of at the stage that reads it.
+# The first stage, `fetch`, obtains the dataset (DVC tracks it, so `dvc exp run --queue` finds it).
 ifdef PRESET
-repro: data
-	eval "dvc exp run $$(python -m pipeline.params overrides $(PRESET))"
+repro: $(STAMP)
+	eval "dvc exp run $$(python -m pipeline.core.template overrides $(PRESET))"
 else
-repro: data
-	python -m pipeline.params show params.yaml > /dev/null
+repro: $(STAMP)
+	python -m pipeline.core.template show params.yaml > /dev/null
 	dvc repro
 endif
 
@@ -27,14 +28,11 @@ test: $(STAMP)
 	ruff check .
 	pytest
 
-data: $(STAMP)
-	python -m pipeline.fetch $(or $(PRESET),params.yaml) data/raw
-
 install: $(STAMP)
 
 # params.yaml written afresh from the defaults in code, keeping its values (after a code change).
 params: $(STAMP)
-	python -m pipeline.params template params.yaml --out params.yaml
+	python -m pipeline.core.template template params.yaml --out params.yaml
 
 # Every table and figure in README.md and docs/, rendered from the committed metrics and benchmark
 # JSON (tests/test_docs.py fails while a rendered block differs from what the JSON says).
@@ -53,12 +51,12 @@ gpu-check:
 	PYTHONPATH=. $(PYTHON) -m benchmarks.gpu_check --out benchmarks/gpu.json
 
 # The comparison (benchmarks/comparison, a DVC project of its own): methods x seeds, ~75 min here.
-benchmark: data
+benchmark: repro
 	cd benchmarks/comparison && dvc repro
 
 # The user path (benchmarks/user_path): photo folders, torchvision and timm pairs, two student
 # budgets, 3 seeds, the shipped student's INT8 gate; about 75 minutes here.
-bench-user-path: data
+bench-user-path: repro
 	cd benchmarks/user_path && dvc repro
 
 # Re-install only when the dependency list changes; a second `make` skips this.

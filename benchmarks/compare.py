@@ -31,15 +31,15 @@ from typing import Any
 
 from torch import nn
 
-from pipeline.batches import make_batches
-from pipeline.config import Params, read_yaml
-from pipeline.data import load_prepared, prepare, save_prepared
-from pipeline.files import write_json
-from pipeline.inference import predict, topk_accuracy
+from pipeline.core.config import Params, read_yaml
+from pipeline.core.files import write_json
+from pipeline.core.params import parse_params
+from pipeline.core.runtime import Runtime, machine, resolve_runtime, seed_everything
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import load_prepared, prepare, save_prepared
 from pipeline.models.staged import count_parameters
-from pipeline.params import parse_params
-from pipeline.runtime import Runtime, machine, resolve_runtime, seed_everything
-from pipeline.training import Extras, run_distill, run_teacher, save_run
+from pipeline.training.inference import predict, topk_accuracy
+from pipeline.training.runs import Extras, run_distill, run_teacher, save_run
 
 BENCH = Path("benchmarks/comparison")
 

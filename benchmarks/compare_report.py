@@ -20,9 +20,9 @@ from typing import Any
 
 from benchmarks.compare import BENCH, Bench, load_bench
 from benchmarks.paired import Paired, paired
-from pipeline.files import write_json
-from pipeline.reporting import plot_curves
-from pipeline.runtime import machine
+from pipeline.core.files import write_json
+from pipeline.core.runtime import machine
+from pipeline.training.reporting import plot_curves
 
 REFERENCE = "sokd"  # every other method is compared with it, seed by seed
 MANY_SEEDS = 100  # beyond this a difference is of no practical size at this budget

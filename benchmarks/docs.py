@@ -1,13 +1,16 @@
 """Every table and figure of results in README.md and docs/, rendered from the committed JSON.
 
     python -m benchmarks.docs            (= make docs) rewrite the rendered blocks and figures
-    python -m benchmarks.docs --check    exit 1 naming each block that differs from a fresh render
+    python -m benchmarks.docs --check    exit 1 naming each committed block that differs from a
+                                         fresh render of the committed JSON
 
 A rendered block sits between `<!-- rendered: NAME -->` and `<!-- end rendered -->` in a Markdown
 file; NAME is one of RENDERERS below, each a function of the metrics and benchmark JSON only (the
 machine that measured them comes from the JSON too). Nothing between the markers is typed by hand,
 so a re-measurement is a rerun of this command, and a test fails while the committed text differs
-from what the committed JSON renders. Figures go to docs/figures/ and `dvc.yaml`'s artifacts get
+from what the committed JSON renders. The check reads both as committed (git's index: staged or
+committed), so a user's own `dvc repro`, which rewrites metrics/ with what their CPU measured,
+never makes the docs "stale". Figures go to docs/figures/ and `dvc.yaml`'s artifacts get
 their test top-1 and size from metrics/verify.json the same way.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +31,30 @@ BLOCK = re.compile(r"(<!-- rendered: ([\w-]+) -->\n)(.*?)(<!-- end rendered -->)
 FIGURES = ROOT / "docs" / "figures"
 
 
+COMMITTED = {"on": False}  # the check reads every page and JSON as committed (see text_of)
+
+
+def _committed(path: Path) -> str | None:
+    """`path` as staged or committed (git's index), or None outside a checkout or the index."""
+    try:
+        rel = path.relative_to(ROOT).as_posix()
+        shown = subprocess.run(
+            ["git", "show", f":{rel}"], cwd=ROOT, capture_output=True, check=True
+        )
+    except (OSError, ValueError, subprocess.CalledProcessError):
+        return None
+    return shown.stdout.decode()
+
+
+def text_of(path: Path) -> str:
+    """A file's text: as committed for the check, else as it stands in the working tree."""
+    committed = _committed(path) if COMMITTED["on"] else None
+    return path.read_text() if committed is None else committed
+
+
 def read(path: str) -> dict[str, Any]:
-    """A committed JSON file, by its path from the repository root."""
-    return json.loads((ROOT / path).read_text())
+    """A JSON file of results, by its path from the repository root."""
+    return json.loads(text_of(ROOT / path))
 
 
 def pct(x: float) -> str:
@@ -288,7 +313,7 @@ def int8_margin() -> str:
     """The classifier's precision and quantize's margin on the user-path ships
     (benchmarks/int8_margin.json)."""
     from benchmarks.int8_margin import head_table, margin_table
-    from pipeline.config import Params
+    from pipeline.core.config import Params
 
     r = read("benchmarks/int8_margin.json")
     min_agreement = Params().verify.int8.min_agreement  # the default gate the rows were held to
@@ -435,12 +460,18 @@ def render_text(text: str) -> str:
     return BLOCK.sub(fill, text)
 
 
-def rendered_files() -> dict[Path, str]:
-    """Every file this command writes, with its fresh text (figures aside)."""
-    files = {path: render_text(path.read_text()) for path in DOCS}
-    dvc_yaml = ROOT / "dvc.yaml"
-    files[dvc_yaml] = artifacts_meta(dvc_yaml.read_text())
-    return files
+def rendered_files(committed: bool = False) -> dict[Path, tuple[str, str]]:
+    """Every file this command writes: (its fresh text, its text now), figures aside;
+    `committed`: both from the committed pages and JSON."""
+    COMMITTED["on"] = committed
+    try:
+        files = {path: render_text(text_of(path)) for path in DOCS}
+        dvc_yaml = ROOT / "dvc.yaml"
+        files[dvc_yaml] = artifacts_meta(text_of(dvc_yaml))
+        current = {path: text_of(path) for path in files}
+    finally:
+        COMMITTED["on"] = False
+    return {path: (text, current[path]) for path, text in files.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -448,8 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="report differences, write nothing")
     args = parser.parse_args(argv)
     stale = []
-    for path, text in rendered_files().items():
-        if text != path.read_text():
+    for path, (text, current) in rendered_files(committed=args.check).items():
+        if text != current:
             stale.append(str(path.relative_to(ROOT)))
             if not args.check:
                 path.write_text(text)

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 from benchmarks.speed import plain_runtime
-from pipeline.batches import make_batches
-from pipeline.data import load_prepared
-from pipeline.inference import predict, topk_accuracy
-from pipeline.params import load_params
-from pipeline.runtime import machine, resolve_runtime
-from pipeline.training import run_distill
+from pipeline.core.params import load_params
+from pipeline.core.runtime import machine, resolve_runtime
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import load_prepared
+from pipeline.training.inference import predict, topk_accuracy
+from pipeline.training.runs import run_distill
 
 
 def main() -> None:

@@ -56,12 +56,12 @@ from benchmarks.speed import (
     quickstart_params,
     synthetic_data,
 )
-from pipeline.config import Params
-from pipeline.data import Prepared, Split
-from pipeline.engine import fit
-from pipeline.files import write_json
+from pipeline.core.config import Params
+from pipeline.core.files import write_json
+from pipeline.data.datasets import Prepared, Split
 from pipeline.models import create_model
 from pipeline.objectives import build_objective
+from pipeline.training.engine import fit
 from tests.helpers import write_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,7 +277,7 @@ def timed_epochs(scale: Scale, params: Params, data: Prepared, compile: bool) ->
     Everything but the budget comes from params.yaml (the project's SOKD settings, optimiser and
     batch size), with the CIFAR crop padding of 4 for 32x32 images.
     """
-    from pipeline.batches import make_batches
+    from pipeline.data.batches import make_batches
 
     runtime = fast_runtime(params, torch.device(scale.device), compile=compile)
     torch.manual_seed(0)

@@ -24,17 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.batches import make_batches
-from pipeline.checkpoint import load_checkpoint
-from pipeline.config import ExportConfig, GateConfig, QuantizeConfig, VerifyConfig
-from pipeline.data import Prepared, load_prepared
-from pipeline.errors import GateError
-from pipeline.files import sha256_file, write_json
-from pipeline.latency import round_ratios, timed_files
-from pipeline.runtime import machine
-from pipeline.targets.int8 import CPU, quantize_int8
-from pipeline.targets.onnx import export_onnx
-from pipeline.targets.runtime import open_engine
+from pipeline.core.config import ExportConfig, GateConfig, QuantizeConfig, VerifyConfig
+from pipeline.core.errors import GateError
+from pipeline.core.files import sha256_file, write_json
+from pipeline.core.runtime import machine
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import Prepared, load_prepared
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.shipping.engines import open_engine
+from pipeline.shipping.int8 import CPU, quantize_int8
+from pipeline.shipping.latency import round_ratios, timed_files
+from pipeline.shipping.onnx import export_onnx
 
 METHODS = ("minmax", "entropy", "percentile")
 ANY_INT8 = GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8: no fallback

@@ -26,16 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.user_path import BENCH, Bench, load_bench
-from pipeline.checkpoint import load_checkpoint
-from pipeline.config import GateConfig
-from pipeline.data import load_prepared
-from pipeline.errors import PipelineError
-from pipeline.files import write_json
-from pipeline.runtime import machine
-from pipeline.selection import choose_student
-from pipeline.targets.int8 import quantize_int8
-from pipeline.targets.onnx import export_onnx
-from pipeline.verification import verify
+from pipeline.core.config import GateConfig
+from pipeline.core.errors import PipelineError
+from pipeline.core.files import write_json
+from pipeline.core.runtime import machine
+from pipeline.data.datasets import load_prepared
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.shipping.int8 import quantize_int8
+from pipeline.shipping.onnx import export_onnx
+from pipeline.shipping.selection import choose_student
+from pipeline.shipping.verification import verify
 
 ANY_FILE = GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8, whatever it scores
 # (agreement_margin_se, drop_margin_se): none, the defaults, and a margin on the drop as well

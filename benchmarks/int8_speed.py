@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from pipeline.files import write_json
-from pipeline.latency import side_by_side
-from pipeline.runtime import machine
-from pipeline.targets.runtime import INPUT_NAME, Engine, engine_calls, open_engine
+from pipeline.core.files import write_json
+from pipeline.core.runtime import machine
+from pipeline.shipping.engines import INPUT_NAME, Engine, engine_calls, open_engine
+from pipeline.shipping.latency import side_by_side
 
 BATCHES = (1, 64)
 
@@ -38,7 +38,7 @@ def _input_shape(session: ort.InferenceSession) -> tuple[int, int, int]:
 
 
 def timed_rounds(engines: dict[str, Engine], batch: int, rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each engine in each round (the card's method: pipeline.latency)."""
+    """Seconds per call of each engine in each round (the card's method: shipping.latency)."""
     shape = _input_shape(next(iter(engines.values())).session)
     x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
     repeats = max(1, 256 // batch)  # enough calls per round to be well above the timer's noise

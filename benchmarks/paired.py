@@ -11,19 +11,14 @@ import math
 import statistics
 from dataclasses import dataclass
 
-# Two-sided 95 % quantiles of Student's t, t_{0.975}(df), for df = 1..30 (standard tables).
-T_975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
 
 def t_quantile(df: int) -> float:
-    """t_{0.975}(df); the normal 1.960 beyond the table (within 2 % of t from df = 31 on)."""
+    """t_{0.975}(df), Student's t quantile of a two-sided 95 % interval (exact, every df)."""
     if df < 1:
         raise ValueError(f"a t interval needs at least 2 pairs (df >= 1), got df = {df}")
-    return T_975[df - 1] if df <= len(T_975) else 1.960
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
 
 
 @dataclass(frozen=True)

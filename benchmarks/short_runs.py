@@ -26,16 +26,16 @@ from typing import Any
 import torch
 import yaml
 
-import pipeline.engine as engine
+import pipeline.training.engine as engine
 from benchmarks.user_path import write_photos
-from pipeline.batches import make_batches
-from pipeline.checkpoint import load_checkpoint
-from pipeline.data import load_prepared, prepare, save_prepared
-from pipeline.files import write_json
-from pipeline.inference import predict, topk_accuracy
-from pipeline.params import parse_params
-from pipeline.runtime import machine, resolve_runtime
-from pipeline.training import run_distill, run_teacher, save_run
+from pipeline.core.files import write_json
+from pipeline.core.params import parse_params
+from pipeline.core.runtime import machine, resolve_runtime
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import load_prepared, prepare, save_prepared
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.training.inference import predict, topk_accuracy
+from pipeline.training.runs import run_distill, run_teacher, save_run
 
 WORK = Path("benchmarks/work/short_runs")
 TRAIN = {

@@ -41,18 +41,18 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.batches import make_batches
-from pipeline.config import Params, RuntimeConfig
-from pipeline.data import Prepared, Split
-from pipeline.engine import set_up, train_step
-from pipeline.files import write_json
-from pipeline.losses import cross_entropy
+from pipeline.core.config import Params, RuntimeConfig
+from pipeline.core.files import write_json
+from pipeline.core.params import load_params
+from pipeline.core.runtime import Runtime, machine, prepare_module, resolve_runtime
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import Prepared, Split
 from pipeline.models import create_model
 from pipeline.models.staged import copy_head, split
 from pipeline.objectives import build_objective
 from pipeline.objectives.base import StepOutput
-from pipeline.params import load_params
-from pipeline.runtime import Runtime, machine, prepare_module, resolve_runtime
+from pipeline.objectives.losses import cross_entropy
+from pipeline.training.engine import set_up, train_step
 
 PAIRS = {  # name: (teacher, student, (C, H, W), classes)
     "quickstart": ("resnet20", "resnet8", (1, 28, 28), 10),

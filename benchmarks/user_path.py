@@ -38,20 +38,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.batches import make_batches
-from pipeline.checkpoint import load_checkpoint
-from pipeline.config import Params, read_yaml
-from pipeline.data import load_prepared, open_image, prepare, save_prepared
-from pipeline.errors import PipelineError
-from pipeline.files import write_json
-from pipeline.inference import predict, topk_accuracy
-from pipeline.params import parse_params
-from pipeline.runtime import machine, resolve_runtime, seed_everything
-from pipeline.selection import choose_student
-from pipeline.targets.int8 import quantize_int8
-from pipeline.targets.onnx import export_onnx
-from pipeline.training import run_distill, run_teacher, save_run
-from pipeline.verification import verify
+from pipeline.core.config import Params, read_yaml
+from pipeline.core.errors import PipelineError
+from pipeline.core.files import write_json
+from pipeline.core.params import parse_params
+from pipeline.core.runtime import machine, resolve_runtime, seed_everything
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import load_prepared, open_image, prepare, save_prepared
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.shipping.int8 import quantize_int8
+from pipeline.shipping.onnx import export_onnx
+from pipeline.shipping.selection import choose_student
+from pipeline.shipping.verification import verify
+from pipeline.training.inference import predict, topk_accuracy
+from pipeline.training.runs import run_distill, run_teacher, save_run
 
 BENCH = Path("benchmarks/user_path")
 MODES = ("L", "RGB", "RGBA", "P")

@@ -20,8 +20,8 @@ from typing import Any
 
 from benchmarks.paired import Paired, paired
 from benchmarks.user_path import BENCH, Bench, load_bench
-from pipeline.files import write_json
-from pipeline.runtime import machine
+from pipeline.core.files import write_json
+from pipeline.core.runtime import machine
 
 BASELINE = "vanilla"
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from stages import distill, evaluate, export, prepare, quantize, train_teacher, verify
+from stages import distill, evaluate, export, fetch, prepare, quantize, train_teacher, verify
 
 EPILOG = (
     "Exit status: 0 done; 1 a gate was missed (verify); 2 bad input or usage, with one "
@@ -27,9 +27,7 @@ def _version() -> str:
     try:
         return importlib.metadata.version("sokd-pipeline")
     except importlib.metadata.PackageNotFoundError:  # run from a plain checkout
-        from pipeline import __version__
-
-        return __version__
+        return "(not installed: pip install -e .)"
 
 
 def _print_version(value: bool) -> None:
@@ -55,7 +53,7 @@ def main_options(
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-for stage in (prepare, train_teacher, distill, evaluate, export, quantize, verify):
+for stage in (fetch, prepare, train_teacher, distill, evaluate, export, quantize, verify):
     app.add_typer(stage.app)  # unnamed: the stage's command appears at the top level
 
 

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 if TYPE_CHECKING:  # torch is imported by the command that runs, never by `--help`
-    from pipeline.config import Params
-    from pipeline.runtime import Runtime
+    from pipeline.core.config import Params
+    from pipeline.core.runtime import Runtime
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,7 +35,7 @@ LiveOption = Annotated[
 def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Report a PipelineError as `error: <message>` on stderr and exit with its status.
 
-    2 for bad input or usage, 1 for a missed gate (see pipeline/errors.py).
+    2 for bad input or usage, 1 for a missed gate (see pipeline/core/errors.py).
     """
 
     @functools.wraps(command)
@@ -54,9 +54,9 @@ def setup(
 ) -> tuple[Params, Runtime]:
     """Load params strictly (checking the names `stage` uses and the sections of `objectives`),
     seed every generator, and resolve the compute runtime."""
-    from pipeline.distributed import init_from_env
-    from pipeline.params import load_params
-    from pipeline.runtime import resolve_runtime, seed_everything
+    from pipeline.core.distributed import init_from_env
+    from pipeline.core.params import load_params
+    from pipeline.core.runtime import resolve_runtime, seed_everything
 
     params = load_params(params_path, stage, objectives)
     if not init_from_env().is_main:  # under torchrun, the main process alone speaks

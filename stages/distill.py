@@ -5,15 +5,13 @@ from typing import Annotated
 
 import typer
 
-from pipeline.errors import ConfigError
-from pipeline.registry import declared_names
+from pipeline.core.errors import ConfigError
+from pipeline.objectives import NAMES
 from stages.common import LiveOption, ParamsOption, StateOption, one_line_errors, setup
 
-OBJECTIVE_NAMES = declared_names(
-    Path(__file__).parents[1] / "pipeline" / "objectives", "OBJECTIVES"
-)
-# The choices, read from the registrations without importing torch: `--help` lists them, and a
-# wrong name is one `error:` line (exit 2) before anything heavy is imported.
+# The choices, without importing torch: `--help` lists them, and a wrong name is one `error:`
+# line (exit 2) before anything heavy is imported.
+OBJECTIVE_NAMES = sorted(NAMES)
 CHOICES = "[" + "|".join(OBJECTIVE_NAMES) + "]"
 
 app = typer.Typer()
@@ -43,8 +41,8 @@ def distill(
         raise ConfigError(
             f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVE_NAMES)}"
         )
-    from pipeline.live import EpochLog
-    from pipeline.training import Extras, run_distill, save_run
+    from pipeline.training.live import EpochLog
+    from pipeline.training.runs import Extras, run_distill, save_run
 
     p, runtime = setup(params, "distill", (objective,))
     epoch_log = EpochLog(live)

@@ -31,8 +31,8 @@ def evaluate(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Test-set accuracy, size, MACs and teacher agreement of every network, in fp32."""
-    from pipeline.evaluation import evaluate_all
-    from pipeline.files import write_json
+    from pipeline.core.files import write_json
+    from pipeline.training.evaluation import evaluate_all
 
     p, runtime = setup(params, "evaluate")
     run_dirs = [runs / name for name in p.distill.objectives]

@@ -23,10 +23,10 @@ def export(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Ship the best student on validation (or the one named): its checkpoint and ONNX file."""
-    from pipeline.checkpoint import load_checkpoint
-    from pipeline.files import copy_file, write_json
-    from pipeline.selection import choose_student
-    from pipeline.targets.onnx import export_onnx
+    from pipeline.core.files import copy_file, write_json
+    from pipeline.models.checkpoint import load_checkpoint
+    from pipeline.shipping.onnx import export_onnx
+    from pipeline.shipping.selection import choose_student
 
     p, _ = setup(params, "export")
     selection, chosen = choose_student(runs, p.distill.objectives, teacher, p.export)

@@ -19,9 +19,9 @@ def prepare(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Read the raw dataset, carve a seeded validation split, write one artifact."""
-    from pipeline.data import describe, save_prepared
-    from pipeline.data import prepare as prepare_data
-    from pipeline.files import sha256_file, write_json
+    from pipeline.core.files import sha256_file, write_json
+    from pipeline.data.datasets import describe, save_prepared
+    from pipeline.data.datasets import prepare as prepare_data
 
     p, _ = setup(params, "prepare")
     prepared = prepare_data(raw, p.prepare, p.seed)

@@ -23,9 +23,9 @@ def quantize(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Static INT8 calibrated on training images; layers stay fp32 until val meets the gate."""
-    from pipeline.data import load_prepared
-    from pipeline.files import write_json
-    from pipeline.targets.int8 import quantize_int8
+    from pipeline.core.files import write_json
+    from pipeline.data.datasets import load_prepared
+    from pipeline.shipping.int8 import quantize_int8
 
     p, _ = setup(params, "quantize")
     data_splits = load_prepared(data, ("train", "val"))

@@ -21,8 +21,8 @@ def train_teacher(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Pretrain the teacher with cross-entropy, or start it from train_teacher.weights."""
-    from pipeline.live import EpochLog
-    from pipeline.training import Extras, run_teacher, save_run
+    from pipeline.training.live import EpochLog
+    from pipeline.training.runs import Extras, run_teacher, save_run
 
     p, runtime = setup(params, "train_teacher")
     epoch_log = EpochLog(live)

@@ -33,15 +33,15 @@ def verify(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Gate: every shipped file under onnxruntime vs torch on the test set; exit 1 on a miss."""
-    from pipeline.checkpoint import load_checkpoint
-    from pipeline.data import load_prepared
-    from pipeline.errors import GateError
-    from pipeline.files import write_json, write_text
-    from pipeline.latency import measure
-    from pipeline.model_card import library_versions, read_metrics, render
-    from pipeline.runtime import machine_metrics
-    from pipeline.verification import summary
-    from pipeline.verification import verify as verify_files
+    from pipeline.core.errors import GateError
+    from pipeline.core.files import write_json, write_text
+    from pipeline.core.runtime import machine_metrics
+    from pipeline.data.datasets import load_prepared
+    from pipeline.models.checkpoint import load_checkpoint
+    from pipeline.shipping.latency import measure
+    from pipeline.shipping.model_card import library_versions, read_metrics, render
+    from pipeline.shipping.verification import summary
+    from pipeline.shipping.verification import verify as verify_files
 
     p, _ = setup(params, "verify")
     runs, chosen = read_metrics(evaluation, "evaluate"), read_metrics(selection, "export")

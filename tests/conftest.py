@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import Params
-from pipeline.data import prepare, save_prepared
-from pipeline.params import load_params
-from pipeline.runtime import Runtime
+from pipeline.core.config import Params
+from pipeline.core.params import load_params
+from pipeline.core.runtime import Runtime
+from pipeline.data.datasets import prepare, save_prepared
 from tests.helpers import write_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,13 +18,13 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import ExportConfig
-from pipeline.data import Prepared, load_prepared, prepare, save_prepared
+from pipeline.core.config import ExportConfig
+from pipeline.core.params import load_params
+from pipeline.data.datasets import Prepared, load_prepared, prepare, save_prepared
 from pipeline.models import create_model
-from pipeline.params import load_params
-from pipeline.targets.int8 import quantize_int8
-from pipeline.targets.onnx import export_onnx
+from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.shipping.int8 import quantize_int8
+from pipeline.shipping.onnx import export_onnx
 from stages.cli import app
 from tests.conftest import TINY_PARAMS
 from tests.helpers import write_fashion_mnist, write_image_folder

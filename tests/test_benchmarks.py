@@ -164,8 +164,8 @@ def test_user_path_teacher_data_adds_its_own_photos_and_keeps_the_students_split
     import torch
 
     from benchmarks.user_path import with_teacher_photos, write_photos
-    from pipeline.config import PrepareConfig
-    from pipeline.data import prepare
+    from pipeline.core.config import PrepareConfig
+    from pipeline.data.datasets import prepare
 
     raw = write_fashion_mnist(tmp_path / "raw", n_train=400, n_test=100)
     per_class = {"train_per_class": 3, "test_per_class": 2, "teacher_per_class": 4}

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.batches import make_batches
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import Params, RuntimeConfig
-from pipeline.data import load_prepared
-from pipeline.engine import build_optimizer, fit, train_step
-from pipeline.inference import predict
+from pipeline.core.config import Params, RuntimeConfig
+from pipeline.core.runtime import Runtime, resolve_runtime
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import load_prepared
 from pipeline.models import create_model
+from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.objectives import build_objective
-from pipeline.runtime import Runtime, resolve_runtime
+from pipeline.training.engine import build_optimizer, fit, train_step
+from pipeline.training.inference import predict
 
 pytestmark = pytest.mark.cuda
 CHECK_DEVICE_ENV = "SOKD_CHECK_DEVICE"

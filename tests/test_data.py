@@ -4,9 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.batches import GlobalBatchSampler, make_batches
-from pipeline.config import Params
-from pipeline.data import (
+from pipeline.core.config import Params
+from pipeline.core.errors import DataError
+from pipeline.core.files import sha256_file
+from pipeline.data.batches import GlobalBatchSampler, make_batches
+from pipeline.data.datasets import (
     SPLITS,
     load_prepared,
     prepare,
@@ -14,9 +16,7 @@ from pipeline.data import (
     read_cifar100,
     save_prepared,
 )
-from pipeline.data import _cifar as read_cifar_unchecked
-from pipeline.errors import DataError
-from pipeline.files import sha256_file
+from pipeline.data.datasets import _cifar as read_cifar_unchecked
 from tests.conftest import CPU, with_changes
 from tests.helpers import write_cifar, write_image_folder
 
@@ -48,7 +48,7 @@ def test_train_and_test_subsets(fashion_raw: Path, tiny_params: Params) -> None:
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path: Path, tiny_params: Params) -> None:
-    with pytest.raises(DataError, match="make data"):
+    with pytest.raises(DataError, match="dvc repro fetch"):
         prepare(tmp_path, tiny_params.prepare, seed=0)
 
 

@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.batches import make_batches
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import Params, ScheduleConfig
-from pipeline.data import load_prepared
-from pipeline.engine import fit, lr_factor
-from pipeline.errors import CheckpointError, PipelineError
-from pipeline.inference import predict
+from pipeline.core.config import Params, ScheduleConfig
+from pipeline.core.errors import CheckpointError, PipelineError
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import load_prepared
 from pipeline.models import create_model
+from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.objectives import build_objective
+from pipeline.training.engine import fit, lr_factor
+from pipeline.training.inference import predict
 from tests.conftest import CPU, with_changes
 
 
@@ -95,7 +95,7 @@ def test_fit_is_reproducible_with_the_same_seed(prepared_path: Path, tiny_params
 def test_a_diverging_run_stops_within_a_bounded_number_of_steps(
     prepared_path: Path, tiny_params: Params
 ) -> None:
-    from pipeline.engine import DIVERGENCE_CHECK_STEPS
+    from pipeline.training.engine import DIVERGENCE_CHECK_STEPS
 
     data = load_prepared(prepared_path, ("train", "val"))
     train_cfg = tiny_params.train_teacher.train
@@ -183,9 +183,9 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path, prepared_pa
 
 
 def test_fp16_on_a_cpu_is_refused_in_one_line() -> None:
-    from pipeline.config import RuntimeConfig
-    from pipeline.errors import ConfigError
-    from pipeline.runtime import resolve_runtime
+    from pipeline.core.config import RuntimeConfig
+    from pipeline.core.errors import ConfigError
+    from pipeline.core.runtime import resolve_runtime
 
     cfg = RuntimeConfig(
         "cpu", "fp16", channels_last=False, compile=False, loader="device", workers=0
@@ -199,7 +199,7 @@ def test_compiled_training_gives_the_same_first_step_as_eager(
 ) -> None:
     import dataclasses
 
-    from pipeline.engine import build_optimizer, train_step
+    from pipeline.training.engine import build_optimizer, train_step
 
     data = load_prepared(prepared_path, ("train",))
     images, labels = next(iter(make_batches(data, "train", 16, None, CPU, 0)))

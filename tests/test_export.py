@@ -10,15 +10,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline.batches import make_batches
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import GateConfig, Params, VerifyConfig
-from pipeline.data import Split, load_prepared
-from pipeline.errors import ModelFileError
+from pipeline.core.config import GateConfig, Params, VerifyConfig
+from pipeline.core.errors import ModelFileError
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import Split, load_prepared
 from pipeline.models import create_model
-from pipeline.targets.int8 import calibration_batches, quantize_int8
-from pipeline.targets.onnx import export_onnx
-from pipeline.verification import verify
+from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.shipping.int8 import calibration_batches, quantize_int8
+from pipeline.shipping.onnx import export_onnx
+from pipeline.shipping.verification import verify
 from tests.conftest import CPU, ROOT, with_changes
 
 
@@ -76,7 +76,7 @@ def test_export_matches_torch_at_any_batch_size(
 
 def test_export_records_provenance(exported: Path, student_ckpt: Path) -> None:
     meta = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).get_modelmeta()
-    from pipeline.files import sha256_file
+    from pipeline.core.files import sha256_file
 
     assert meta.custom_metadata_map["checkpoint_sha256"] == sha256_file(student_ckpt)
     assert meta.custom_metadata_map["arch"] == "resnet8"
@@ -242,7 +242,7 @@ def test_int8_model_runs_at_any_batch_size_and_tracks_fp32(
         assert b.shape == (batch, 10)
         assert np.abs(a - b).max() < 0.25 * np.abs(a).max() + 0.1  # close, not equal: int8 rounding
     meta = int8.get_modelmeta().custom_metadata_map
-    from pipeline.files import sha256_file
+    from pipeline.core.files import sha256_file
 
     assert meta["source_onnx_sha256"] == sha256_file(exported)
     assert meta["checkpoint_sha256"] == sha256_file(student_ckpt)
@@ -278,8 +278,8 @@ def test_int8_speed_benchmark_times_both_files_and_splits_time_by_operator(
 def test_load_student_gives_the_pipelines_logits_from_a_checkpoint_or_onnx(
     student_ckpt: Path, exported: Path, prepared_path: Path
 ) -> None:
-    from pipeline.deploy import load_student
-    from pipeline.inference import predict
+    from pipeline.shipping.deploy import load_student
+    from pipeline.training.inference import predict
 
     data = load_prepared(prepared_path, ("test",))
     batches = make_batches(data, "test", 64, None, CPU, seed=0)

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.batches import make_batches, random_resized_crop, resize_and_crop
-from pipeline.batchnorm import near_chance, recalibrate
-from pipeline.config import AugmentConfig, Params, TrainConfig
-from pipeline.data import Prepared, Split, load_prepared
-from pipeline.inputs import InputSpec
+from pipeline.core.config import AugmentConfig, Params, TrainConfig
+from pipeline.core.inputs import InputSpec
+from pipeline.data.batches import make_batches, random_resized_crop, resize_and_crop
+from pipeline.data.datasets import Prepared, Split, load_prepared
 from pipeline.models import create_model
-from pipeline.training import run_spec
+from pipeline.training.batchnorm import near_chance, recalibrate
+from pipeline.training.runs import run_spec
 from tests.conftest import CPU
 
 
@@ -125,7 +125,7 @@ def test_near_chance_is_said_in_one_line_with_the_cause(caplog: pytest.LogCaptur
 
 
 def test_a_first_epoch_worse_than_chance_is_named_with_its_fix() -> None:
-    from pipeline.training import diverged_early
+    from pipeline.training.runs import diverged_early
 
     line = diverged_early(4.6, 10)  # torchvision's MobileNetV2 from scratch at lr 0.1
     assert "far above chance level (ln 10 = 2.30)" in line and "train.optim.lr" in line
@@ -139,7 +139,7 @@ def test_a_stale_batchnorm_student_triggers_the_warning(
 ) -> None:
     """Constructed case: running statistics far from the data's, no re-estimation."""
     from pipeline.objectives import build_objective
-    from pipeline.training import Extras, fit_and_measure
+    from pipeline.training.runs import Extras, fit_and_measure
 
     data = load_prepared(prepared_path, ("train", "val"))
     model = create_model("resnet8", 10, 1)
@@ -149,7 +149,7 @@ def test_a_stale_batchnorm_student_triggers_the_warning(
             m.running_mean.fill_(50.0)
     train = dataclasses.replace(tiny_params.distill.train, epochs=3, bn_recalibration_images=0)
     objective = build_objective("vanilla", model, None, None)
-    with caplog.at_level(logging.WARNING, logger="pipeline.training"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.training.runs"):
         result, metrics = fit_and_measure(
             "stale", objective, data, train, CPU, 0, Extras(), None, data.input_spec()
         )
@@ -163,8 +163,8 @@ def test_the_spec_reaches_the_onnx_metadata_and_the_card(
 ) -> None:
     import onnx
 
-    from pipeline.checkpoint import load_checkpoint, save_checkpoint
-    from pipeline.targets.onnx import export_onnx
+    from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+    from pipeline.shipping.onnx import export_onnx
 
     data = load_prepared(prepared_path, ("train",))
     spec = InputSpec((0.4,), (0.3,), (24, 24), resize=28, interpolation="bicubic", source="timm x")
@@ -184,10 +184,10 @@ def test_the_figures_around_batchnorm_reestimation_are_each_networks_own(
 ) -> None:
     """No validation pass is repeated after training, and no figure is borrowed wrongly: each
     recorded val top-1 equals a fresh pass of the network it names, as saved."""
-    from pipeline.batches import make_batches
-    from pipeline.inference import predict, topk_accuracy
+    from pipeline.data.batches import make_batches
     from pipeline.objectives import build_objective
-    from pipeline.training import Extras, fit_and_measure
+    from pipeline.training.inference import predict, topk_accuracy
+    from pipeline.training.runs import Extras, fit_and_measure
 
     data = load_prepared(prepared_path, ("train", "val"))
     torch.manual_seed(0)

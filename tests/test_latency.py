@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoint import load_checkpoint
-from pipeline.config import Params
-from pipeline.latency import ROUNDS, measure, round_ratios, side_by_side, speed_in_words
+from pipeline.core.config import Params
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.shipping.latency import ROUNDS, measure, round_ratios, side_by_side, speed_in_words
 from tests.test_export import exported, quantized, student_ckpt  # noqa: F401  (module fixtures)
 
 

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from pipeline.live import EpochLog, plotted
+from pipeline.training.live import EpochLog, plotted
 
 
 def _row(epoch: int) -> dict[str, float]:

@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from pipeline.losses import cross_entropy, decoupled_kd, dist_relations, kd_kl, standardise
+from pipeline.objectives.losses import (
+    cross_entropy,
+    decoupled_kd,
+    dist_relations,
+    kd_kl,
+    standardise,
+)
 
 
 def test_kd_kl_vanishes_when_logits_match_target() -> None:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.models import MODELS, create_model
 from pipeline.models.staged import copy_head, count_macs, count_parameters, split
 
@@ -73,3 +73,21 @@ def test_macs_of_a_known_layer_stack() -> None:
     small, large = count_macs(model, (3, 16, 16)), count_macs(model, (3, 32, 32))
     assert small > 32 * 32 * 16 * 3 * 9 / 4
     assert large / small == pytest.approx(4, rel=0.01)
+
+
+@pytest.mark.parametrize("arch", ["tv_resnet18", "timm:resnet10t"])
+def test_building_a_network_moves_the_global_generator_the_same_way_every_time(arch: str) -> None:
+    # The timm adapter checks each architecture's chain once per process (cached); that check
+    # must not reseed torch's generator, or the first timm run of a process would draw its
+    # weights and batches differently from the next (and not from its seed).
+    if arch.startswith("timm:"):
+        pytest.importorskip("timm")
+        from pipeline.models import timm_zoo
+
+        timm_zoo._chain_matches.cache_clear()
+    after = []
+    for _ in range(2):  # the first build runs the (uncached) check, the second does not
+        torch.manual_seed(3)
+        weights = create_model(arch, 10, 3).state_dict()
+        after.append((torch.rand(1).item(), next(iter(weights.values())).sum().item()))
+    assert after[0] == after[1]

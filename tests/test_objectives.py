@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import Params
-from pipeline.errors import ConfigError
+from pipeline.core.config import Params
+from pipeline.core.errors import ConfigError
 from pipeline.models import create_model
 from pipeline.objectives import OBJECTIVES, build_objective
 from pipeline.objectives.base import linear_warmup

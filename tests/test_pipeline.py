@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.files import sha256_file
+from pipeline.core.files import sha256_file
 from pipeline.models import create_model
 from tests.conftest import ROOT, TINY_PARAMS
 from tests.helpers import write_fashion_mnist
@@ -68,6 +68,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
     ran = _stages_run((repo / "first_run.log").read_text())
     assert ran == {
+        "fetch",
         "prepare",
         "train_teacher",
         "distill@vanilla",
@@ -131,11 +132,11 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     assert "sha256" in card and "git commit" in card and "InferenceSession" in card
     for name in ("vanilla", "sokd"):  # every student of the one list, the shipped one marked
         assert f"| `{name}`{' **shipped**' if name == shipped else ''} |" in card
-    from pipeline.checkpoint import load_checkpoint
+    from pipeline.models.checkpoint import load_checkpoint
 
     spec = load_checkpoint(repo / "models/student.pt").spec
     assert f"Preprocessing, as in evaluation: {spec.describe()}." in card
-    from pipeline.model_card import library_versions
+    from pipeline.shipping.model_card import library_versions
 
     for package, version in library_versions().items():
         assert verify[f"versions/{package}"] == version and f"{package} {version}" in card
@@ -253,16 +254,22 @@ def test_each_seed_reaches_only_its_own_stages(repo: Path, key: str, stale: set[
     assert changed == stale, status
 
 
+TRAINING = {"train_teacher", "distill@vanilla", "distill@sokd", "evaluate"}
+SHIPPING = {"export", "quantize", "verify"}
+
+
 @pytest.mark.parametrize(
     ("edited", "stale"),
     [
         ("pipeline/objectives/dkd.py", set()),  # an objective the run does not train
-        ("pipeline/models/vgg.py", set()),  # an architecture it does not build
-        ("pipeline/objectives/sokd.py", {"distill@sokd"}),  # then what reads its outputs
-        ("pipeline/targets/int8.py", {"quantize", "verify"}),
+        ("pipeline/objectives/kd.py", set()),
+        ("pipeline/objectives/sokd.py", {"distill@vanilla", "distill@sokd"}),  # shared: the bridge
+        ("pipeline/models/vgg.py", TRAINING | SHIPPING),  # the models folder: every network
+        ("pipeline/shipping/int8.py", SHIPPING),
+        ("pipeline/data/batches.py", {"fetch", "prepare"} | TRAINING | SHIPPING),
     ],
 )
-def test_a_code_edit_stales_only_the_stages_that_run_that_code(
+def test_a_code_edit_stales_the_stages_of_its_role_only(
     repo: Path, edited: str, stale: set[str]
 ) -> None:
     path = repo / edited

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.errors import CheckpointError, ConfigError
-from pipeline.inputs import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.core.errors import CheckpointError, ConfigError
+from pipeline.core.inputs import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.models import create_model
-from pipeline.pretrained import import_weights
+from pipeline.models.pretrained import import_weights
 
 timm = pytest.importorskip("timm")
 

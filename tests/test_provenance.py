@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.model_card import git_commit, library_versions, run_outputs
+from pipeline.shipping.model_card import git_commit, library_versions, run_outputs
 from tests.conftest import ROOT
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from onnx import helper, numpy_helper, shape_inference
 
-from pipeline.batches import make_batches
-from pipeline.config import GateConfig, Params
-from pipeline.data import Split, load_prepared
-from pipeline.errors import GateError
-from pipeline.targets.int8 import CPU, _Margins, paired_drop_se, quantize_int8
+from pipeline.core.config import GateConfig, Params
+from pipeline.core.errors import GateError
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import Split, load_prepared
+from pipeline.shipping.int8 import CPU, _Margins, paired_drop_se, quantize_int8
 from tests.conftest import with_changes
 from tests.test_export import exported, student_ckpt  # noqa: F401  (module fixtures)
 

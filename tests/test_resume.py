@@ -13,15 +13,15 @@ import pytest
 import torch
 import yaml
 
-from pipeline import training
-from pipeline.batches import make_batches
-from pipeline.data import load_prepared
-from pipeline.engine import FitHooks, fit
-from pipeline.errors import CheckpointError
+from pipeline.core.errors import CheckpointError
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import load_prepared
 from pipeline.models import create_model
 from pipeline.objectives import build_objective
-from pipeline.resume import ResumeFile, code_fingerprint, loaded_sources
-from pipeline.training import Extras, run_teacher
+from pipeline.training import runs as training
+from pipeline.training.engine import FitHooks, fit
+from pipeline.training.resume import ResumeFile, code_fingerprint, loaded_sources
+from pipeline.training.runs import Extras, run_teacher
 from tests.conftest import CPU, TINY_PARAMS, with_changes
 
 SOKD = str(Path(sys.executable).parent / "sokd")
@@ -140,7 +140,7 @@ def test_the_code_fingerprint_follows_the_files_the_run_imports(tmp_path: Path) 
     # By default: the pipeline modules this process has loaded, training among them.
     loaded = loaded_sources()
     assert Path(training.__file__).resolve() in loaded
-    assert all(p.is_relative_to(Path(training.__file__).resolve().parent) for p in loaded)
+    assert all(p.is_relative_to(Path(training.__file__).resolve().parents[1]) for p in loaded)
     assert code_fingerprint() == code_fingerprint(loaded)
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.config import ExportConfig
-from pipeline.data import load_prepared
-from pipeline.errors import CheckpointError, ConfigError
+from pipeline.core.config import ExportConfig
+from pipeline.core.errors import CheckpointError, ConfigError
+from pipeline.data.datasets import load_prepared
 from pipeline.models import create_model
-from pipeline.selection import choose_student, diagnose, pick, select_student
+from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.shipping.selection import choose_student, diagnose, pick, select_student
 
 
 def test_best_ships_the_highest_validation_top1() -> None:

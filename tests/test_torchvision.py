@@ -9,7 +9,7 @@ import torchvision
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.files import sha256_file
+from pipeline.core.files import sha256_file
 from pipeline.models import create_model
 from pipeline.models.staged import count_parameters
 from pipeline.models.torchvision_zoo import torchvision_key_map

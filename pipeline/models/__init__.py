@@ -1,8 +1,8 @@
 """MODELS registry: name in params.yaml -> factory(num_classes, in_channels) -> StagedClassifier.
 
-Lazy: the module that registers a name is imported when that name is first built, and timm:<name>
-goes to `timm_zoo.py` only then; so this index imports no network, and a stage imports only the
-architectures it builds.
+Every family module registers its names when this package is imported (the families are plain
+torch modules; torchvision is imported only when one of its networks is built), and timm:<name>
+goes to `timm_zoo.py`, imported only then (timm is an optional extra).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 if TYPE_CHECKING:
     from pipeline.models.staged import StagedClassifier
 
 ModelFactory = Callable[[int, int], "StagedClassifier"]
-MODELS: Registry[ModelFactory] = Registry("model", package=__name__, variable="MODELS")
+MODELS: Registry[ModelFactory] = Registry("model")
 TIMM_PREFIX = "timm:"
 
 
@@ -26,11 +26,6 @@ def timm_models() -> ModuleType:
     """The timm adapter `timm_zoo` (timm is an optional extra), imported on first use. (Not
     named after the module: importing it sets that name on this package.)"""
     return importlib.import_module(f"{__name__}.timm_zoo")
-
-
-def module_of(name: str) -> str:
-    """The dotted module that builds architecture `name` (for imports and dvc.yaml deps)."""
-    return f"{__name__}.timm_zoo" if name.startswith(TIMM_PREFIX) else MODELS.module(name)
 
 
 def create_model(name: str, num_classes: int, in_channels: int) -> StagedClassifier:
@@ -43,7 +38,7 @@ def create_model(name: str, num_classes: int, in_channels: int) -> StagedClassif
 
 def check_model_name(name: str, where: str) -> None:
     """Fail in one line, naming `where` (a params key), unless `name` can be built."""
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     try:
         if name.startswith(TIMM_PREFIX):
@@ -52,3 +47,15 @@ def check_model_name(name: str, where: str) -> None:
             MODELS.get(name)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+# The families register themselves on import (after MODELS exists: they import it from here).
+from pipeline.models import (  # noqa: E402, F401
+    cifar_resnet,
+    lenet,
+    mobilenetv2,
+    shufflenetv2,
+    torchvision_zoo,
+    vgg,
+    wrn,
+)

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 class StagedClassifier(nn.Sequential):

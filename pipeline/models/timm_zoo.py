@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.models.staged import StagedClassifier
 
 PREFIX = "timm:"
@@ -85,11 +85,17 @@ def _links(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], list[str]]:
 
 @functools.cache
 def _chain_matches(name: str) -> bool:
-    """Whether the chain of links computes what the model's own forward computes."""
-    torch.manual_seed(0)
-    model = timm_module().create_model(name, pretrained=False, num_classes=3).eval()
+    """Whether the chain of links computes what the model's own forward computes.
+
+    On a forked generator: the probe's initialisation must not move torch's global generator,
+    or the first timm network built in a process would draw its weights and batches differently
+    from the next one (and from its seed).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = timm_module().create_model(name, pretrained=False, num_classes=3).eval()
+        x = torch.randn(2, 3, 64, 64)
     links, _ = _links(model)
-    x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         y = x
         for _, module in links:

@@ -1,7 +1,8 @@
 """OBJECTIVES registry: name in params.yaml -> Objective class called as (student, teacher, cfg).
 
-One module per objective, named after it (`objectives/<name>.py`); the registry is lazy, so this
-package's index imports no objective, and a stage imports only the objective it trains.
+One module per objective, named after it (`objectives/<name>.py`) and listed in NAMES; the
+registry is lazy, so this package's index imports no objective (nor torch), and a stage imports
+only the objective it trains.
 """
 
 from __future__ import annotations
@@ -9,16 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError
-from pipeline.registry import Registry
+from pipeline.core.errors import ConfigError
+from pipeline.core.registry import Registry
 
 if TYPE_CHECKING:  # annotations only: listing or checking names imports no torch module
     from torch import nn
 
     from pipeline.objectives.base import Objective
 
+NAMES = (
+    "at", "dist", "dkd", "dml", "fitnet", "kd", "kd_dml",
+    "sokd", "sokd_at", "sokd_fitnet", "vanilla",
+)  # fmt: skip
 OBJECTIVES: Registry[Callable[[nn.Module, nn.Module | None, Any], Objective]] = Registry(
-    "objective", package=__name__, variable="OBJECTIVES"
+    "objective", package=__name__, names=NAMES
 )
 
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pipeline.config import weights_non_negative
-from pipeline.losses import attention_transfer
+from pipeline.core.config import weights_non_negative
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.features import FeatureKD
+from pipeline.objectives.losses import attention_transfer
 
 
 @dataclass(frozen=True)

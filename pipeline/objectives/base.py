@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from pipeline.losses import standardise
+from pipeline.objectives.losses import standardise
 
 COMPILED_GRAPHS = 128  # dynamo's recompile limit while objectives are compiled (default 8)
 

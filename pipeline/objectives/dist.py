@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pipeline.config import positive_temperature, weights_non_negative
-from pipeline.losses import cross_entropy, dist_relations
+from pipeline.core.config import positive_temperature, weights_non_negative
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import FrozenTeacherObjective, StepOutput
+from pipeline.objectives.losses import cross_entropy, dist_relations
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pipeline.config import positive_temperature, weights_non_negative
-from pipeline.errors import ConfigError
-from pipeline.losses import cross_entropy, decoupled_kd
+from pipeline.core.config import positive_temperature, weights_non_negative
+from pipeline.core.errors import ConfigError
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import (
     FrozenTeacherObjective,
@@ -16,6 +15,7 @@ from pipeline.objectives.base import (
     linear_warmup,
     logit_view,
 )
+from pipeline.objectives.losses import cross_entropy, decoupled_kd
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pipeline.losses import cross_entropy
 from pipeline.models.staged import StagedClassifier, forward_with_tap
 from pipeline.objectives.base import FrozenTeacherObjective, StepOutput
+from pipeline.objectives.losses import cross_entropy
 
 
 class FeatureKD(FrozenTeacherObjective):

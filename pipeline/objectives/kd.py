@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pipeline.config import positive_temperature, weights_non_negative
-from pipeline.losses import cross_entropy, kd_kl
+from pipeline.core.config import positive_temperature, weights_non_negative
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import FrozenTeacherObjective, StepOutput, logit_view
+from pipeline.objectives.losses import cross_entropy, kd_kl
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import positive_temperature, weights_non_negative
-from pipeline.losses import cross_entropy, kd_kl
+from pipeline.core.config import positive_temperature, weights_non_negative
 from pipeline.models.staged import fresh_copy
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import ExtraNetwork, FrozenTeacherObjective, StepOutput
+from pipeline.objectives.losses import cross_entropy, kd_kl
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import positive_temperature, weights_non_negative
-from pipeline.errors import ConfigError
-from pipeline.losses import cross_entropy, kd_kl
+from pipeline.core.config import positive_temperature, weights_non_negative
+from pipeline.core.errors import ConfigError
 from pipeline.models.staged import (
     StagedClassifier,
     copy_head,
@@ -36,6 +35,7 @@ from pipeline.objectives.base import (
     linear_warmup,
     logit_view,
 )
+from pipeline.objectives.losses import cross_entropy, kd_kl
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pipeline.config import weights_non_negative
-from pipeline.losses import attention_transfer
+from pipeline.core.config import weights_non_negative
 from pipeline.objectives import OBJECTIVES
+from pipeline.objectives.losses import attention_transfer
 from pipeline.objectives.sokd import SemiOnlineKD, SokdConfig
 
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from pipeline.config import weights_non_negative
-from pipeline.losses import hint_regression
+from pipeline.core.config import weights_non_negative
 from pipeline.models.staged import tap_channels
 from pipeline.objectives import OBJECTIVES
+from pipeline.objectives.losses import hint_regression
 from pipeline.objectives.sokd import SemiOnlineKD, SokdConfig
 
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from pipeline.losses import cross_entropy
 from pipeline.objectives import OBJECTIVES
 from pipeline.objectives.base import Objective, StepOutput
+from pipeline.objectives.losses import cross_entropy
 
 
 @dataclass(frozen=True)

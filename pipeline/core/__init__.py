@@ -1,0 +1,1 @@
+"""Config, errors, files, registries, device and inputs: what every stage shares."""

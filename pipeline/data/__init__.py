@@ -1,0 +1,1 @@
+"""Datasets: fetching them, the prepared artifact, and batches for a network."""

@@ -1,0 +1,1 @@
+"""What ships: ONNX and INT8 files, the gate, latency, selection, the card, deployment."""

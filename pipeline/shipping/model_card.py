@@ -1,0 +1,243 @@
+"""A Markdown model card next to the exported artifacts: what the model is and how it fares."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.files import sha256_file
+from pipeline.models.checkpoint import Checkpoint
+from pipeline.shipping.latency import speed_in_words
+
+
+def run_outputs(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """Paths the pipeline itself writes: dvc.lock and every out, metric and plot of dvc.yaml.
+
+    A templated path (`models/distill/${item.objective}`) stands for its folder up to the template.
+    """
+    paths = ["dvc.lock"]
+    if not dvc_yaml.is_file():
+        return paths
+    for stage in (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []) or []:
+                path = str(next(iter(entry)) if isinstance(entry, dict) else entry)
+                paths.append(path.split("${")[0].rstrip("/") or path)
+    return paths
+
+
+def _is_run_output(path: str, outputs: list[str]) -> bool:
+    return any(path == out or path.startswith(f"{out}/") for out in outputs)
+
+
+def git_commit() -> str:
+    """The commit of the working tree, `-dirty` when a tracked file other than the pipeline's own
+    outputs (dvc.lock, metrics, plots, the model card: rewritten by the run itself) has changed."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    outputs = run_outputs()
+    changed = [line[3:].strip().strip('"') for line in status.splitlines() if line.strip()]
+    dirty = [path for path in changed if not _is_run_output(path, outputs)]
+    return f"{head}-dirty" if dirty else head
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that produced and run the artifacts, for the card and metrics."""
+    import importlib.metadata
+
+    versions = {}
+    for package in ("torch", "torchvision", "onnx", "onnxruntime"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def read_metrics(path: Path, stage: str) -> dict[str, Any]:
+    """A stage's metrics JSON (metrics/evaluate.json, metrics/export.json), or one clear error."""
+    if not path.is_file():
+        raise PipelineError(f"{stage} metrics not found: {path}; run `dvc repro {stage}`")
+    return json.loads(path.read_text())
+
+
+def _students_table(evaluation: dict[str, Any], selection: dict[str, Any]) -> str:
+    """Every student the run trained (one per objective of distill.objectives): validation top-1
+    (what chose the shipped one), test top-1 and agreement with the teacher, torch fp32."""
+    shipped = selection.get("selection/objective")
+    rows = []
+    for key, value in selection.items():
+        if not (key.startswith("selection/") and key.endswith("/val_top1")):
+            continue
+        name = key.split("/")[1]
+        if name == "teacher":
+            continue
+        test = evaluation.get(f"{name}/student/top1", float("nan"))
+        agree = evaluation.get(f"{name}/student/agreement_with_teacher", float("nan"))
+        mark = " **shipped**" if name == shipped else ""
+        rows.append(f"| `{name}`{mark} | {_pct(value)} | {_pct(test)} | {_pct(agree)} |")
+    header = (
+        "| objective | validation top-1 | test top-1 | agreement with the teacher |\n"
+        "|---|---|---|---|\n"
+    )
+    notes = [n for n in str(selection.get("selection/notes", "")).split(" | ") if n]
+    warnings = "".join(f"\n**Warning:** {note}.\n" for note in notes)
+    return (
+        f"**Why this student.** {selection.get('selection/reason', 'not recorded')}. Every "
+        f"student this run trained, same architecture and schedule (validation chooses; test "
+        f"only reports):\n\n{header}" + "\n".join(rows) + "\n" + warnings
+    )
+
+
+def _title(name: str) -> str:
+    from pipeline.shipping.targets import TARGETS
+
+    return TARGETS.get(name).title
+
+
+def _latency_table(report: dict[str, Any], targets: list[str]) -> str:
+    lat = "| engine | batch-1 median ms | batch-1 p95 ms | batch-64 images/s (rounds) |\n"
+    lat += "|---|---|---|---|\n"
+    labels = {"torch": "torch eager fp32"} | {name: _title(name) for name in targets}
+    for engine, label in labels.items():
+        rate = f"throughput/{engine}_b64_images_per_s"
+        lat += (
+            f"| {label} | {report[f'latency/{engine}_b1_median_ms']:.2f} | "
+            f"{report[f'latency/{engine}_b1_p95_ms']:.2f} | {report[rate]:.0f} "
+            f"({report[rate + '_low']:.0f}-{report[rate + '_high']:.0f}) |\n"
+        )
+    return lat
+
+
+def _accuracy(
+    report: dict[str, Any], evaluation: dict[str, Any], teacher: str, targets: list[str]
+) -> str:
+    rows = [
+        f"| teacher (`{teacher}`, torch) | {_pct(evaluation['teacher/top1'])} | |",
+        f"| this student, torch fp32 | {_pct(report['torch/top1'])} | |",
+    ]
+    rows += [
+        f"| this student, {_title(name)} | {_pct(report[f'{name}/top1'])} | "
+        f"{_pct(report[f'{name}/agreement'])}, max \\|Δlogit\\| "
+        f"{report[f'{name}/max_abs_logit_diff']:.1e} |"
+        for name in targets
+    ]
+    return "| | top-1 | same prediction as torch fp32 |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
+def _size_and_speed(
+    report: dict[str, Any], evaluation: dict[str, Any], key: str, targets: list[str]
+) -> str:
+    files = "; ".join(
+        f"{_title(name)}: {report[f'{name}/how']}"
+        + (
+            f", {report[f'{name}/size_ratio']:.1f}x smaller than fp32"
+            if f"{name}/size_ratio" in report
+            else ""
+        )
+        for name in targets
+    )
+    words = "\n".join(
+        speed_in_words(report, name, _title(name))
+        for name in targets
+        if f"speed/{name}_vs_fp32_b1" in report
+    )
+    params, macs = evaluation[f"{key}/params"], evaluation[f"{key}/macs"] / 1e6
+    return (
+        f"{params:,} parameters ({evaluation[f'{key}/compression']:.1f}x fewer than the teacher), "
+        f"{macs:.1f} M multiply-accumulates per image. {files}. CPU, "
+        f"{int(report['latency/threads'])} threads, the engines taking turns in "
+        f"{int(report['latency/rounds'])} rounds (medians; throughput from the slowest to the "
+        f"fastest round):\n\n{_latency_table(report, targets)}\n{words}\n"
+    )
+
+
+def _run_it(ckpt: Checkpoint, path: Path) -> str:
+    c, h, w = ckpt.in_channels, *ckpt.image_size
+    return f"""```python
+import json, numpy as np, onnxruntime as ort
+session = ort.InferenceSession("{path}", providers=["CPUExecutionProvider"])
+meta = session.get_modelmeta().custom_metadata_map
+mean, std = (np.array(json.loads(meta[k]), np.float32)[:, None, None] for k in ("mean", "std"))
+images = np.zeros((1, {c}, {h}, {w}), np.uint8)              # your uint8 images, NCHW
+x = ((images / 255 - mean) / std).astype(np.float32)
+logits = session.run(None, {{"images": x}})[0]
+print(json.loads(meta["classes"])[int(logits[0].argmax())])
+```
+
+With this project installed, one call does the same from the ONNX file or the checkpoint:
+`from pipeline.shipping.deploy import load_student; load_student("{path}").predict(images)`.
+"""
+
+
+def render(
+    ckpt: Checkpoint,
+    report: dict[str, Any],
+    evaluation: dict[str, Any],
+    selection: dict[str, Any],
+    files: dict[str, Path],
+    data_path: Path,
+    dataset: str,
+) -> str:
+    """The card's Markdown text. `files`: "checkpoint" and each verified target's file."""
+    objective = ckpt.params.get("objective", "?")
+    key, targets = f"{objective}/student", [name for name in files if name != "checkpoint"]
+    c, h, w = ckpt.in_channels, *ckpt.image_size
+    teacher, k = ckpt.params.get("teacher_arch", "?"), len(ckpt.classes)
+    mean, std = [round(m, 4) for m in ckpt.mean], [round(s, 4) for s in ckpt.std]
+    versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    hashes = "".join(
+        f"| `{path}` | {path.stat().st_size:,} | `{sha256_file(path)}` |\n"
+        for path in files.values()
+    )
+    return f"""# Model card: {ckpt.arch} student ({objective})
+
+**What it is.** An image classifier for {k} classes ({", ".join(ckpt.classes)}),
+compressed by knowledge distillation (objective `{objective}`) from a `{teacher}` teacher.
+Input `images`: float32 (N, {c}, {h}, {w}), `x = (uint8 / 255 - mean) / std` per channel with
+mean {mean} and std {std}. Output `logits`: (N, {k}). Any batch size.
+Preprocessing, as in evaluation: {ckpt.spec.describe()}.
+
+**Made by.** git commit `{git_commit()}`; data `{data_path}` (sha256 `{sha256_file(data_path)}`),
+dataset `{dataset}`; the params below; {versions}.
+
+## Accuracy on {report["test/images"]:,} test images
+
+{_accuracy(report, evaluation, teacher, targets)}
+{_students_table(evaluation, selection)}
+Agreement with the teacher's predictions: {_pct(evaluation[f"{key}/agreement_with_teacher"])}.
+
+## Size and speed
+
+{_size_and_speed(report, evaluation, key, targets)}
+| file | bytes | sha256 |
+|---|---|---|
+{hashes}
+## Run it
+
+{_run_it(ckpt, files[targets[-1]])}
+## Params that made it
+
+```yaml
+{yaml.safe_dump(ckpt.params, sort_keys=False).strip()}
+```
+"""

@@ -1,0 +1,120 @@
+"""The CI gate: every shipped file (each target's) under onnxruntime vs torch, on the test set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.core.config import VerifyConfig
+from pipeline.core.errors import ModelFileError
+from pipeline.core.runtime import Runtime
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import Prepared
+from pipeline.models.checkpoint import Checkpoint
+from pipeline.shipping.engines import Engine, open_engine
+from pipeline.shipping.targets import Target, target_of
+
+CPU = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
+
+
+def open_targets(
+    artifacts: list[Path], ckpt: Checkpoint, threads: int
+) -> dict[str, tuple[Target, Engine]]:
+    """Each file's target and engine, by target name, after checking it reads the checkpoint's
+    input and was made from this checkpoint (and from the listed file of its source target)."""
+    opened: dict[str, tuple[Target, Engine]] = {}
+    for path in artifacts:
+        engine = open_engine(path, threads)
+        target = target_of(path, engine.metadata)
+        if target.name in opened:
+            raise ModelFileError(f"{path} and {opened[target.name][1].path} are both {target.name}")
+        engine.check_signature((ckpt.in_channels, *ckpt.image_size))
+        opened[target.name] = (target, engine)
+    for target, engine in opened.values():
+        sources = {"checkpoint_sha256": ckpt.path}
+        if target.source != "checkpoint":
+            if target.source not in opened:
+                raise ModelFileError(
+                    f"{engine.path} is built from a {target.source} file; list that file too"
+                )
+            sources[f"source_{target.source}_sha256"] = opened[target.source][1].path
+        engine.check_provenance(sources)
+    return opened
+
+
+def compare(name: str, torch_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> dict:
+    """One file's figures against torch fp32: top-1, its drop, agreement, max |Δlogit|."""
+    top1 = float((logits.argmax(1) == labels).mean())
+    return {
+        f"{name}/top1": top1,
+        f"{name}/top1_drop": float((torch_logits.argmax(1) == labels).mean()) - top1,
+        f"{name}/agreement": float((torch_logits.argmax(1) == logits.argmax(1)).mean()),
+        f"{name}/max_abs_logit_diff": float(np.abs(torch_logits - logits).max()),
+    }
+
+
+def _file_figures(name: str, target: Target, engine: Engine, sizes: dict[str, int]) -> dict:
+    meta = engine.metadata
+    figures: dict[str, Any] = {
+        f"{name}/file_bytes": sizes[name],
+        f"{name}/how": meta.get("how") or meta.get("quantization") or "not recorded",
+    }
+    if target.source in sizes:  # how much smaller than the file it was built from
+        figures[f"{name}/size_ratio"] = sizes[target.source] / sizes[name]
+    return figures
+
+
+def verify(
+    ckpt: Checkpoint, artifacts: list[Path], data: Prepared, cfg: VerifyConfig
+) -> tuple[dict[str, Any], dict[str, Engine]]:
+    """Compare every file in `artifacts` with torch fp32 on the test split, each against its
+    target's gate (`verify.<target>`) and `verify.min_top1`.
+
+    Returns the metrics (with `gate/passed` and `gate/failures`) and the engines by target name.
+    """
+    if data.image_shape[0] != ckpt.in_channels:
+        raise ModelFileError(
+            f"{ckpt.path} reads {ckpt.in_channels}-channel images, the data has "
+            f"{data.image_shape[0]}; verify a student trained on this data"
+        )
+    opened = open_targets(artifacts, ckpt, cfg.threads)
+    model = ckpt.build().float().cpu()
+    batches = make_batches(data, "test", cfg.batch_size, None, CPU, 0, ckpt.spec)
+    with torch.inference_mode():
+        t = np.concatenate([model(images).numpy() for images, _ in batches])
+    labels = batches.labels.numpy()
+    report: dict[str, Any] = {
+        "test/images": len(labels),
+        "torch/top1": float((t.argmax(1) == labels).mean()),
+    }
+    sizes = {name: engine.path.stat().st_size for name, (_, engine) in opened.items()}
+    failures = []
+    for name, (target, engine) in opened.items():
+        figures = compare(name, t, engine.batch_logits(batches), labels)
+        report |= figures | _file_figures(name, target, engine, sizes)
+        if figures[f"{name}/top1"] < cfg.min_top1:
+            failures.append(f"{name} top-1 {figures[f'{name}/top1']:.4f} < min_top1 {cfg.min_top1}")
+        failures += [
+            f"{name} {message}"
+            for message in cfg.gate(name).failures(
+                f"verify.{name}",
+                "test",
+                figures[f"{name}/top1_drop"],
+                figures[f"{name}/agreement"],
+                figures[f"{name}/max_abs_logit_diff"],
+            )
+        ]
+    report.update({"gate/passed": not failures, "gate/failures": "; ".join(failures)})
+    return report, {name: engine for name, (_, engine) in opened.items()}
+
+
+def summary(report: dict[str, Any], names: list[str]) -> str:
+    """Top-1 of torch and of each file, with each file's agreement, in one line."""
+    files = ", ".join(
+        f"{name} {100 * report[f'{name}/top1']:.2f}% (agreement {report[f'{name}/agreement']:.4f})"
+        for name in names
+    )
+    return f"top-1 torch {100 * report['torch/top1']:.2f}%, {files}"

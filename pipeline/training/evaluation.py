@@ -1,0 +1,104 @@
+"""Final numbers on the test split: accuracy, size, cost and agreement of every trained network."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.core.config import EvaluateConfig
+from pipeline.core.errors import CheckpointError
+from pipeline.core.files import write_text
+from pipeline.core.runtime import Runtime, prepare_module
+from pipeline.data.batches import make_batches
+from pipeline.data.datasets import load_prepared
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.models.staged import count_macs, count_parameters
+from pipeline.training.inference import predict, topk_accuracy
+from pipeline.training.reporting import confusion_matrix, plot_confusion
+
+
+def _confusion(
+    plots_dir: Path,
+    name: str,
+    predicted: torch.Tensor,
+    labels: torch.Tensor,
+    classes: tuple[str, ...],
+    metrics: dict[str, Any],
+) -> None:
+    """A PNG of the confusion matrix for people; for a student, the (actual, predicted) rows DVC's
+    confusion template counts (`plots/evaluate/confusion/<run>.csv`)."""
+    stem = name.replace("/", "_")
+    top1 = 100 * metrics[f"{name}/top1"]
+    title = f"{name}: top-1 {top1:.2f}% on {len(labels)} test images"
+    matrix = confusion_matrix(predicted, labels, len(classes))
+    plot_confusion(plots_dir / "images" / f"confusion_{stem}.png", matrix, classes, title)
+    if name.endswith("/student"):
+        buf = io.StringIO()  # csv quotes class names with commas (image folders may have them)
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["actual", "predicted"])
+        pairs = zip(labels.tolist(), predicted.tolist(), strict=True)
+        writer.writerows((classes[a], classes[b]) for a, b in pairs)
+        write_text(plots_dir / "confusion" / f"{name.split('/')[0]}.csv", buf.getvalue())
+
+
+def evaluate_all(
+    data_path: Path,
+    teacher_path: Path,
+    run_dirs: list[Path],
+    cfg: EvaluateConfig,
+    runtime: Runtime,
+    plots_dir: Path,
+) -> dict[str, Any]:
+    """Evaluate the teacher and every checkpoint in `run_dirs` in fp32; return flat metrics.
+
+    Keys are `teacher/<metric>` and `<run>/<role>/<metric>` (e.g. `sokd/student/top1`), plus each
+    student's agreement with the teacher, its compression ratio and its gain over `vanilla/student`.
+    """
+    data = load_prepared(data_path, ("test",))
+    runtime = runtime.fp32()
+    labels = data.splits["test"].labels.cpu()
+    named = {"teacher": teacher_path}
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise CheckpointError(
+                f"run directory not found: {run_dir}; run `dvc repro distill` first"
+            )
+        named.update({f"{run_dir.name}/{pt.stem}": pt for pt in sorted(run_dir.glob("*.pt"))})
+    metrics: dict[str, Any] = {"test/images": len(labels)}
+    predictions: dict[str, torch.Tensor] = {}
+    for name, path in named.items():
+        ckpt = load_checkpoint(path)
+        if ckpt.num_classes != data.num_classes:
+            raise CheckpointError(
+                f"{path} predicts {ckpt.num_classes} classes, the data has {data.num_classes}"
+            )
+        model = prepare_module(ckpt.build(), runtime)
+        # Each network reads the test images as it was trained to: its normalisation and size.
+        batches = make_batches(data, "test", cfg.batch_size, None, runtime, 0, ckpt.spec)
+        logits = predict(model, batches, runtime)
+        predictions[name] = logits.argmax(1)
+        metrics.update(
+            {
+                f"{name}/top1": topk_accuracy(logits, labels, 1),
+                f"{name}/top5": topk_accuracy(logits, labels, 5),
+                f"{name}/params": count_parameters(model),
+                f"{name}/macs": count_macs(model, (ckpt.in_channels, *ckpt.image_size)),
+                f"{name}/file_bytes": path.stat().st_size,
+            }
+        )
+        if name.endswith("student") or name == "teacher":
+            _confusion(plots_dir, name, predictions[name], labels, data.classes, metrics)
+    for name in [n for n in named if n.endswith("/student")]:
+        metrics[f"{name}/agreement_with_teacher"] = (
+            predictions[name] == predictions["teacher"]
+        ).sum().item() / len(labels)
+        metrics[f"{name}/compression"] = metrics["teacher/params"] / metrics[f"{name}/params"]
+        if "vanilla/student" in named and name != "vanilla/student":
+            metrics[f"{name}/gain_over_vanilla"] = (
+                metrics[f"{name}/top1"] - metrics["vanilla/student/top1"]
+            )
+    return metrics
