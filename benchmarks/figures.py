@@ -46,17 +46,20 @@ def pipeline_stages() -> list[tuple[str, list[str]]]:
     written = []
     for name, stage in stages.items():
         outs = [str(next(iter(o)) if isinstance(o, dict) else o) for o in stage.get("outs", [])]
-        outs = [o for o in outs if "/state/" not in o] or [
+        outs = [o for o in outs if "/state/" not in o and not o.startswith("plots/")] or [
             str(next(iter(m))) for m in stage.get("metrics", [])
         ]
-        outs = [o.replace("${item.objective}", "<objective>") for o in outs]
+        outs = [
+            o.replace("${item.objective}", "<objective>").replace("${prepare.dataset}", "<dataset>")
+            for o in outs
+        ]
         written.append((name, outs + (["(one per objective)"] if "matrix" in stage else [])))
     return written
 
 
 def draw_pipeline(path: Path) -> None:
     stages = pipeline_stages()
-    fig, ax = plt.subplots(figsize=(12, 1.5))
+    fig, ax = plt.subplots(figsize=(13.5, 1.5))
     box = {"boxstyle": "round,pad=0.4", "facecolor": "#e8f0fe", "edgecolor": "#4a6fa5"}
     for i, (name, outs) in enumerate(stages):
         ax.text(i, 0.3, name, ha="center", va="center", fontsize=9, bbox=box)

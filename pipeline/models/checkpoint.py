@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class Checkpoint:
     resize: int = 0  # evaluation: shorter side to this, then a centre crop of image_size
     interpolation: str = "bilinear"
     normalisation: str = "dataset"  # where mean and std come from
+    curve: tuple[float, ...] = ()  # validation top-1 after each training epoch
 
     @property
     def spec(self) -> InputSpec:
@@ -73,6 +75,7 @@ def save_checkpoint(
     params: dict[str, Any],
     metrics: dict[str, float],
     spec: InputSpec | None = None,
+    curve: Sequence[float] = (),
 ) -> None:
     """Write `model`'s weights with everything needed to rebuild and feed it, atomically.
 
@@ -96,6 +99,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "params": params,
         "metrics": metrics,
+        "curve": [float(v) for v in curve],
     }
     save_tensors(path, payload)
 
@@ -123,6 +127,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
             resize=int(raw.get("resize", 0)),
             interpolation=str(raw.get("interpolation", "bilinear")),
             normalisation=str(raw.get("normalisation", "dataset")),
+            curve=tuple(float(v) for v in raw.get("curve", ())),
         )
     except KeyError as err:
         raise CheckpointError(

@@ -45,6 +45,26 @@ def _confusion(
         write_text(plots_dir / "confusion" / f"{name.split('/')[0]}.csv", buf.getvalue())
 
 
+def _validation_curves(checkpoints: dict[str, Any]) -> str:
+    """One CSV of every trained network's validation top-1 per epoch (teacher and students),
+    for one chart (`dvc plots show`). The per-epoch figures are measured with the BatchNorm
+    statistics training left (a network whose statistics lag, MobileNetV3 among them, can sit
+    near chance there), so each network also gets its saved figure, after re-estimation, at its
+    last epoch: the `(saved)` series."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch", "network", "top1"])
+    for name, ckpt in checkpoints.items():
+        label = "teacher" if name == "teacher" else name.split("/")[0]
+        if not ckpt.curve or not (name == "teacher" or name.endswith("/student")):
+            continue
+        writer.writerows((epoch, label, top1) for epoch, top1 in enumerate(ckpt.curve, 1))
+        saved = ckpt.metrics.get("val/top1_final")
+        if saved is not None:
+            writer.writerow((len(ckpt.curve), f"{label} (saved)", saved))
+    return buf.getvalue()
+
+
 def evaluate_all(
     data_path: Path,
     teacher_path: Path,
@@ -70,8 +90,10 @@ def evaluate_all(
         named.update({f"{run_dir.name}/{pt.stem}": pt for pt in sorted(run_dir.glob("*.pt"))})
     metrics: dict[str, Any] = {"test/images": len(labels)}
     predictions: dict[str, torch.Tensor] = {}
+    checkpoints = {name: load_checkpoint(path) for name, path in named.items()}
+    write_text(plots_dir / "validation.csv", _validation_curves(checkpoints))
     for name, path in named.items():
-        ckpt = load_checkpoint(path)
+        ckpt = checkpoints[name]
         if ckpt.num_classes != data.num_classes:
             raise CheckpointError(
                 f"{path} predicts {ckpt.num_classes} classes, the data has {data.num_classes}"

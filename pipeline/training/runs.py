@@ -286,6 +286,9 @@ def _saved_networks(
     return networks, specs
 
 
+DEPLOYED = ("teacher", "student")  # the roles whose per-epoch validation `fit` measured
+
+
 def save_run(
     run: TrainedRun, checkpoints: dict[str, Path], metrics_path: Path, live_dir: Path
 ) -> None:
@@ -303,6 +306,7 @@ def save_run(
             params=run.params,
             metrics=run.metrics,
             spec=run.specs.get(role),
+            curve=[row["val/top1"] for row in run.fit.history] if role in DEPLOYED else (),
         )
         log.info("wrote %s (%s, %s)", path, role, arch)
     write_json(metrics_path, run.metrics)
