@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -259,3 +260,17 @@ def test_logit_standardisation_ignores_the_teachers_logit_scale_and_shift(
 
     torch.testing.assert_close(part_value(True, 1, 0), part_value(True, 3, 5))
     assert not torch.allclose(part_value(False, 1, 0), part_value(False, 3, 5))
+
+
+def test_the_lazy_objective_names_are_exactly_what_the_modules_register() -> None:
+    # NAMES is written by hand so `--help` needs no torch: it must match the modules, one each.
+    import importlib
+
+    from pipeline.objectives import NAMES, OBJECTIVES
+
+    folder = Path(__file__).resolve().parents[1] / "pipeline" / "objectives"
+    helpers = {"__init__", "base", "losses", "features"}
+    assert sorted(NAMES) == sorted(p.stem for p in folder.glob("*.py") if p.stem not in helpers)
+    for name in NAMES:
+        importlib.import_module(f"pipeline.objectives.{name}")
+    assert sorted(OBJECTIVES._items) == sorted(NAMES)
