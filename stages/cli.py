@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # older typer runs on click itself
+    from click.exceptions import NoArgsIsHelpError, UsageError
 
 from stages import distill, evaluate, export, fetch, prepare, quantize, train_teacher, verify
 
@@ -14,7 +21,32 @@ EPILOG = (
     "Exit status: 0 done; 1 a gate was missed (verify); 2 bad input or usage, with one "
     "`error:` line saying what is wrong and how to fix it."
 )
+
+
+class OneLineUsageErrors(TyperGroup):
+    """Usage errors (an unknown or missing option) as one `error:` line, exit status 2, like
+    every other bad input, instead of click's multi-line box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            status = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as err:  # plain `sokd`: the help, as asked
+            typer.echo(err.ctx.get_help() if err.ctx else err.format_message())
+            status = 0
+        except UsageError as err:
+            where = err.ctx.command_path if err.ctx else "sokd"
+            typer.echo(f"error: {err.format_message().rstrip('.')}; see `{where} --help`", err=True)
+            status = 2
+        except typer.Abort:
+            typer.echo("error: interrupted", err=True)
+            status = 130
+        if not standalone_mode:
+            return status
+        sys.exit(status if isinstance(status, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -45,6 +45,14 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
         except PipelineError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except OSError as err:  # the environment, not the code: a path, a permission, a disk
+            where = f"{err.filename}: " if err.filename else ""
+            typer.echo(
+                f"error: {where}{err.strerror or err}; check the path, its permissions "
+                "and free disk space",
+                err=True,
+            )
+            raise typer.Exit(2) from None
 
     return wrapper
 

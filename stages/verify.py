@@ -39,13 +39,15 @@ def verify(
     from pipeline.data.datasets import load_prepared
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.shipping.latency import measure
-    from pipeline.shipping.model_card import library_versions, read_metrics, render
+    from pipeline.shipping.model_card import card_keys, library_versions, read_metrics, render
     from pipeline.shipping.verification import summary
     from pipeline.shipping.verification import verify as verify_files
 
     p, _ = setup(params, "verify")
-    runs, chosen = read_metrics(evaluation, "evaluate"), read_metrics(selection, "export")
     ckpt, test = load_checkpoint(checkpoint), load_prepared(data, ("test",))
+    # Everything the card quotes is read before any output is written.
+    runs = read_metrics(evaluation, "evaluate", card_keys(ckpt.params.get("objective", "?")))
+    chosen = read_metrics(selection, "export")
     report, engines = verify_files(ckpt, artifact, test, p.verify)
     files = {name: engine.path for name, engine in engines.items()}
     shape, cfg = (ckpt.in_channels, *ckpt.image_size), p.verify

@@ -89,3 +89,20 @@ def write_image_folder(
             pixels[: size // 2, :, k % 3] = 230
             Image.fromarray(pixels).save(root / name / f"{i}.png")
     return root
+
+
+def write_bomb_png(path: Path, side: int = 20000) -> Path:
+    """A valid PNG whose header declares side x side grey pixels (Pillow's decompression-bomb
+    check refuses it on open, before any pixel is decoded), in a few dozen bytes."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * (side + 1))  # one row; the rest would follow in a real file
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+    return path

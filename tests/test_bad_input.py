@@ -7,15 +7,23 @@ status and that the earlier output is untouched.
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.core.config import ExportConfig
@@ -24,10 +32,11 @@ from pipeline.data.datasets import Prepared, load_prepared, prepare, save_prepar
 from pipeline.models import create_model
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.shipping.int8 import quantize_int8
+from pipeline.shipping.model_card import card_keys
 from pipeline.shipping.onnx import export_onnx
 from stages.cli import app
 from tests.conftest import TINY_PARAMS
-from tests.helpers import write_fashion_mnist, write_image_folder
+from tests.helpers import write_bomb_png, write_fashion_mnist, write_image_folder
 
 EARLIER = b"an earlier, good output"
 
@@ -129,6 +138,17 @@ EXPORT = [
     "m.json",
 ]
 STUDENT = "runs/sokd/student.pt"
+QUANTIZE = [
+    "quantize",
+    "--onnx",
+    "student.onnx",
+    "--data",
+    "data.pt",
+    "--out",
+    "student.int8.onnx",
+    "--metrics",
+    "q.json",
+]
 VERIFY = [
     "verify",
     "--artifact",
@@ -442,7 +462,7 @@ CASES = [
         "damaged ONNX file",
         lambda k: (k.copy(*ARTIFACTS), k.truncate("student.onnx", 5000)),
         VERIFY,
-        "is damaged or invalid",
+        "student.onnx is not a readable ONNX file",
         "v.json",
     ),
     Case(
@@ -465,6 +485,153 @@ CASES = [
         VERIFY,
         "evaluate metrics not found",
         "v.json",
+    ),
+    # files of the wrong kind where a file belongs (issue 30)
+    Case(
+        "a directory as the ONNX file to write",
+        lambda k: (
+            k.set("distill.objectives", ["sokd"]),
+            k.copy("teacher3.pt"),
+            k.student(k.built / "student.pt"),
+        ),
+        [*EXPORT[:-4], "--out", "runs", *EXPORT[-2:]],
+        "runs is a directory; give the path of the file to write there",
+        "student.onnx",
+    ),
+    Case(
+        "a file as the runs folder",
+        lambda k: k.copy("student.pt"),
+        [*EXPORT[:2], "student.pt", *EXPORT[3:]],
+        "--runs student.pt is a file; give the folder of `distill` outputs",
+        "student.onnx",
+    ),
+    Case(
+        "a directory as the checkpoint",
+        lambda k: (k.copy(*ARTIFACTS), (k.folder / "ckpt").mkdir()),
+        [*VERIFY[:5], "--checkpoint", "ckpt", *VERIFY[7:]],
+        "ckpt is a directory, not a checkpoint file",
+        "v.json",
+    ),
+    Case(
+        "a directory as the params file",
+        lambda k: (k.folder / "folder").mkdir(),
+        [*PREPARE, "--params", "folder"],
+        "folder is a directory; give the params file",
+        "data.pt",
+    ),
+    Case(
+        "a picture larger than Pillow's limit, in memory",
+        lambda k: write_bomb_png(k.folders() / "train" / "a" / "9.png"),
+        PREPARE,
+        "exceeds limit of 178956970 pixels (Pillow's guard against decompression bombs)",
+        "data.pt",
+    ),
+    Case(
+        "a picture larger than Pillow's limit, kept on disk",
+        lambda k: (
+            write_bomb_png(k.folders() / "val" / "b" / "9.png"),
+            k.set("prepare.storage", "files"),
+        ),
+        PREPARE,
+        "exceeds limit",
+        "data.pt",
+    ),
+    Case(
+        "a truncated picture kept on disk names the file",
+        lambda k: (
+            k.folders(),
+            k.set("prepare.storage", "files"),
+            k.truncate("raw/train/b/2.png", 6),
+        ),
+        PREPARE,
+        "cannot read image raw/train/b/2.png: not an image Pillow can identify",
+        "data.pt",
+    ),
+    Case(
+        "truncated evaluation metrics",
+        lambda k: (k.copy(*ARTIFACTS), k.truncate("evaluate.json", 9)),
+        VERIFY,
+        "evaluate metrics evaluate.json is not valid JSON",
+        "v.json",
+    ),
+    Case(
+        "evaluation metrics without the card's figures",
+        lambda k: (k.copy(*ARTIFACTS), (k.folder / "evaluate.json").write_text("{}")),
+        VERIFY,
+        "evaluate metrics evaluate.json lack teacher/top1, sokd/student/params",
+        "v.json",
+    ),
+    Case(
+        "selection metrics that are a list",
+        lambda k: (k.copy(*ARTIFACTS), (k.folder / "export.json").write_text("[1]")),
+        VERIFY,
+        "export metrics export.json holds a JSON list, not an object",
+        "v.json",
+    ),
+    Case(
+        "a foreign ONNX file without provenance",
+        lambda k: (
+            k.copy(*ARTIFACTS),
+            shutil.copy(k.built / "foreign.onnx", k.folder / "student.onnx"),
+        ),
+        VERIFY[:3] + VERIFY[5:],  # the fp32 file alone
+        "student.onnx records no provenance (checkpoint_sha256)",
+        "v.json",
+    ),
+    Case(
+        "a checkpoint given as an artifact",
+        lambda k: k.copy(*ARTIFACTS),
+        ["verify", "--artifact", "student.pt", *VERIFY[5:]],
+        "student.pt is a torch checkpoint (.pt), not an ONNX file",
+        "v.json",
+    ),
+    Case(
+        "a truncated fp32 ONNX file to quantize",
+        lambda k: (k.copy(*ARTIFACTS), k.truncate("student.onnx", 3000)),
+        QUANTIZE,
+        "student.onnx is not a readable ONNX file",
+        "student.int8.onnx",
+    ),
+    Case(
+        "garbage as the ONNX file to quantize",
+        lambda k: (k.copy("data.pt"), (k.folder / "student.onnx").write_bytes(b"\xff" * 999)),
+        QUANTIZE,
+        "student.onnx is not a readable ONNX file",
+        "student.int8.onnx",
+    ),
+    Case(
+        "an empty ONNX file to quantize",
+        lambda k: (k.copy("data.pt"), (k.folder / "student.onnx").write_bytes(b"")),
+        QUANTIZE,
+        "student.onnx is empty (0 bytes)",
+        "student.int8.onnx",
+    ),
+    Case(
+        "an ONNX file whose input is not images",
+        lambda k: (
+            k.copy("data.pt"),
+            shutil.copy(k.built / "foreign-input.onnx", k.folder / "student.onnx"),
+        ),
+        QUANTIZE,
+        "student.onnx takes inputs ['x'], not one named 'images'",
+        "student.int8.onnx",
+    ),
+    Case(
+        "an INT8 file to quantize again",
+        lambda k: (
+            k.copy("data.pt"),
+            shutil.copy(k.built / "student.int8.onnx", k.folder / "student.onnx"),
+        ),
+        QUANTIZE,
+        "student.onnx is already quantized (",
+        "student.int8.onnx",
+    ),
+    Case(
+        "a split point the teacher does not have",
+        lambda k: (k.copy("data.pt", "teacher10.pt"), k.set("distill.sokd.split", "stage9")),
+        [*DISTILL[:6], "teacher10.pt", *DISTILL[7:]],
+        "params.distill.sokd.split: cannot split",
+        "sokd",
     ),
 ]
 
@@ -504,6 +671,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         params={"objective": "sokd"},
         metrics=trained,
     )
+    save_checkpoint(
+        root / "teacher10.pt",
+        create_model("resnet8", 10, 1),
+        arch="resnet8",
+        role="teacher",
+        data=data,
+        params={},
+        metrics=trained,
+    )
     three = Prepared(data.dataset, ("x", "y", "z"), data.mean, data.std, data.splits)
     save_checkpoint(
         root / "teacher3.pt",
@@ -517,7 +693,19 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_onnx(load_checkpoint(root / "student.pt"), root / "student.onnx", params.export)
     int8 = root / "student.int8.onnx"
     quantize_int8(root / "student.onnx", int8, data, params.quantize, params.verify.int8, 0)
-    (root / "evaluate.json").write_text("{}")
+    card = dict.fromkeys(card_keys("sokd"), 0.5)
+    (root / "evaluate.json").write_text(json.dumps(card))
+    foreign = create_model("resnet8", 10, 1).eval()  # an ONNX file not made by `sokd export`
+    for name, input_name in (("foreign.onnx", "images"), ("foreign-input.onnx", "x")):
+        torch.onnx.export(
+            foreign,
+            (torch.zeros(2, 1, 28, 28),),
+            str(root / name),
+            input_names=[input_name],
+            output_names=["logits"],
+            dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
     (root / "export.json").write_text('{"selection/objective": "sokd"}')
     return root
 
@@ -542,10 +730,12 @@ def test_bad_input_is_one_line_exit_2_and_keeps_earlier_output(
             earlier.unlink()
         earlier.write_bytes(EARLIER)
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, [*case.args, "--params", "params.yaml"])
+    given = [] if "--params" in case.args else ["--params", "params.yaml"]
+    result = CliRunner().invoke(app, [*case.args, *given])
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert result.exit_code == 2, result.output
     assert len(errors) == 1 and case.message in errors[0], result.output
+    assert len(errors[0]) < 400, errors[0]  # a line, not a dump
     if earlier.suffix:
         assert earlier.read_bytes() == EARLIER
         if case.args is EXPORT:
@@ -554,3 +744,171 @@ def test_bad_input_is_one_line_exit_2_and_keeps_earlier_output(
         assert not any(earlier.glob("*.pt"))
     assert not (tmp_path / "PWNED").exists()
     assert not list(tmp_path.rglob(".*.tmp"))  # no half-written file left behind
+
+
+# --- classes that are not one refused command line: tolerated input, the environment, usage --
+
+
+def _run(args: list[str], cwd: Path, **kwargs: object) -> subprocess.CompletedProcess:
+    """The installed `sokd` command itself (its own process: usage errors, limits, signals)."""
+    command = [sys.executable, "-m", "stages", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, **kwargs)
+
+
+def _errors(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error: ")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["export", "--bogus"], ["export"], ["verify", "--checkpoint", "x.pt"], ["distil"]],
+    ids=["unknown option", "missing options", "verify without --artifact", "unknown command"],
+)
+def test_usage_errors_are_one_error_line_and_exit_2(args: list[str], tmp_path: Path) -> None:
+    result = _run(args, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert len(_errors(result.stderr)) == 1 and "--help" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1  # no box around it
+
+
+def test_params_that_are_not_utf8_name_the_byte_and_line(tmp_path: Path) -> None:
+    text = TINY_PARAMS.read_text().replace("seed: 0", "seed: 0  # caf\xe9", 1)
+    (tmp_path / "params.yaml").write_bytes(text.encode("latin-1"))
+    result = CliRunner().invoke(app, [*PREPARE, "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 2
+    line = text[: text.index("\xe9")].count("\n") + 1
+    assert f"byte 0xe9 at line {line} is not UTF-8; save the file as UTF-8" in result.output
+
+
+def _prepare(kit: Kit, folder: Path, storage: str) -> Prepared:
+    kit.set("prepare.storage", storage)
+    (folder / "params.yaml").write_text(yaml.safe_dump(kit.params))
+    result = _run([*PREPARE, "--params", "params.yaml"], folder)
+    assert result.returncode == 0, result.stderr
+    return load_prepared(folder / "data.pt", ("train", "val"))
+
+
+@pytest.mark.parametrize("storage", ["memory", "files"])
+def test_a_link_loop_and_macos_metadata_files_are_skipped_and_said(
+    storage: str, tmp_path: Path
+) -> None:
+    kit = Kit(tmp_path, yaml.safe_load(TINY_PARAMS.read_text()), tmp_path)
+    raw = kit.folders()
+    (raw / "train" / "a" / "loop").symlink_to(".")  # `ln -s . train/a/loop`
+    (raw / "train" / "b" / "._0.png").write_bytes(b"\0\5\26\7" + b"\0" * 60)  # AppleDouble
+    data = _prepare(kit, tmp_path, storage)
+    assert sum(len(data.splits[s].labels) for s in ("train", "val")) == 8  # 8 files, each once
+    result = _run([*PREPARE, "--params", "params.yaml"], tmp_path)
+    assert "skipped 1 repeated link(s)" in result.stderr
+    assert "skipped 1 macOS ._ metadata file(s)" in result.stderr
+
+
+def test_16_bit_greyscale_is_scaled_to_8_bits_not_clipped(tmp_path: Path) -> None:
+    kit = Kit(tmp_path, yaml.safe_load(TINY_PARAMS.read_text()), tmp_path)
+    raw = kit.folders()
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    for k, path in enumerate(sorted((raw / "train").rglob("*.png"))):
+        Image.fromarray(np.roll(ramp, k)).save(path)  # mode I;16
+    data = _prepare(kit, tmp_path, "memory")
+    pixels = torch.cat([data.splits[s].images.flatten() for s in ("train", "val")])
+    assert 120 < pixels.float().mean() < 135 and (pixels == 255).float().mean() < 0.1
+
+
+def test_a_stale_scratch_folder_of_a_killed_export_is_removed_a_live_one_kept(
+    built: Path, tmp_path: Path
+) -> None:
+    kit = Kit(tmp_path, yaml.safe_load(TINY_PARAMS.read_text()), built)
+    kit.set("distill.objectives", ["sokd"])
+    kit.copy("teacher3.pt")
+    kit.student(built / "student.pt")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(kit.params))
+    # What SIGKILL leaves: the scratch folder of a process that no longer exists.
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    stale = tmp_path / f".export-{killed.pid}-x1" / "model.onnx"
+    live = tmp_path / f".export-{os.getpid()}-x2"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half an ONNX file")
+    live.mkdir()
+    result = _run(EXPORT, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not stale.parent.exists() and live.is_dir()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_export_into_a_read_only_folder_is_one_line(built: Path, tmp_path: Path) -> None:
+    kit = Kit(tmp_path, yaml.safe_load(TINY_PARAMS.read_text()), built)
+    kit.set("distill.objectives", ["sokd"])
+    kit.copy("teacher3.pt")
+    kit.student(built / "student.pt")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(kit.params))
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    result = _run([*EXPORT[:-4], "--out", "ro/student.onnx", *EXPORT[-2:]], tmp_path)
+    assert result.returncode == 2 and len(_errors(result.stderr)) == 1, result.stderr
+    assert "cannot write ro" in result.stderr and "Traceback" not in result.stderr
+
+
+def _small_files(limit: int) -> Callable[[], None]:
+    """Run a child that may write no file past `limit` bytes: the kernel refuses the write as a
+    full disk would (EFBIG instead of ENOSPC), and does so as root too."""
+
+    def limit_writes() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error to handle, not a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_writes
+
+
+@pytest.mark.parametrize("stage", ["prepare", "export"])
+def test_a_full_disk_is_one_line_and_keeps_the_earlier_output(
+    stage: str, built: Path, tmp_path: Path
+) -> None:
+    kit = Kit(tmp_path, yaml.safe_load(TINY_PARAMS.read_text()), built)
+    if stage == "prepare":
+        write_fashion_mnist(tmp_path / "raw", 300, 60)
+        args, output = PREPARE, tmp_path / "data.pt"
+    else:
+        kit.set("distill.objectives", ["sokd"])
+        kit.copy("teacher3.pt")
+        kit.student(built / "student.pt")
+        args, output = EXPORT, tmp_path / "student.onnx"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(kit.params))
+    output.write_bytes(EARLIER)
+    result = _run(args, tmp_path, preexec_fn=_small_files(20_000))
+    assert result.returncode == 2 and len(_errors(result.stderr)) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "cannot write" in result.stderr
+    assert output.read_bytes() == EARLIER
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob(".export-*"))
+
+
+def _tampered(built: Path, tmp_path: Path, key: str, value: str) -> Path:
+    import onnx
+
+    proto = onnx.load(str(built / "student.onnx"))
+    for entry in proto.metadata_props:
+        if entry.key == key:
+            entry.value = value
+    path = tmp_path / "tampered.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("input_spec", "{not json", "metadata 'input_spec' is not the JSON dict"),
+        ("classes", '"abc"', "metadata 'classes' is not the JSON list"),
+        ("input_spec", '{"mean": [0.5], "std": [0.5], "size": [32, 32]}', "does not match"),
+    ],
+    ids=["input_spec not JSON", "classes a string", "input_spec of another size"],
+)
+def test_load_student_refuses_tampered_metadata_in_one_line(
+    key: str, value: str, message: str, built: Path, tmp_path: Path
+) -> None:
+    from pipeline.core.errors import PipelineError
+    from pipeline.shipping.deploy import load_student
+
+    with pytest.raises(PipelineError, match=message) as caught:
+        load_student(_tampered(built, tmp_path, key, value))
+    assert "\n" not in str(caught.value)

@@ -153,7 +153,7 @@ def test_verify_rejects_a_damaged_onnx_file(
         broken.write_bytes(b"\x08\x07" + bytes(range(256)) * 4)
     files = (broken, quantized) if which == "fp32" else (exported, broken)
     with pytest.raises(
-        ModelFileError, match="damaged or invalid" if damage != "missing" else "not found"
+        ModelFileError, match="not a readable ONNX file" if damage != "missing" else "not found"
     ):
         _verify(*files, student_ckpt, prepared_path, tiny_params.verify)
 
@@ -196,7 +196,9 @@ def test_verify_needs_each_files_source_and_one_file_per_target(
     exported: Path, quantized: Path, student_ckpt: Path, prepared_path: Path, tiny_params: Params
 ) -> None:
     ckpt, test = load_checkpoint(student_ckpt), load_prepared(prepared_path, ("test",))
-    with pytest.raises(ModelFileError, match=r"built from a onnx file; list that file too"):
+    with pytest.raises(
+        ModelFileError, match=r"built from the onnx target.s file; list that file too"
+    ):
         verify(ckpt, [quantized], test, tiny_params.verify)
     with pytest.raises(ModelFileError, match=r"are both onnx"):
         verify(ckpt, [exported, exported], test, tiny_params.verify)

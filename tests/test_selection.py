@@ -23,6 +23,9 @@ def test_best_ships_the_highest_validation_top1() -> None:
 def test_a_tie_goes_to_the_first_objective_listed() -> None:
     assert pick("best", {"kd": 0.7, "sokd": 0.7, "vanilla": 0.7})[0] == "kd"
     assert pick("best", {"sokd": 0.7, "kd": 0.7})[0] == "sokd"
+    reason = pick("best", {"kd": 0.7, "sokd": 0.7, "vanilla": 0.6})[1]
+    assert "tied with sokd: the first in distill.objectives ships" in reason
+    assert "tied" not in pick("best", {"kd": 0.7, "sokd": 0.71})[1]
 
 
 def test_naming_an_objective_still_ships_it() -> None:

@@ -399,10 +399,21 @@ _StrictLoader.add_implicit_resolver(
 
 def read_yaml(path: Path) -> Any:
     """Parse a params file strictly; any problem is one ConfigError naming the file and line."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give the params file (params.yaml)")
     if not path.is_file():
         raise ConfigError(f"params file not found: {path}")
+    raw = path.read_bytes()
     try:
-        return yaml.load(path.read_text(), Loader=_StrictLoader)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: byte 0x{raw[err.start]:02x} at line {line} is not UTF-8; save the file "
+            f"as UTF-8 text"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

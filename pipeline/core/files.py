@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,46 @@ import torch
 from pipeline.core.errors import PipelineError
 
 
+class OutputError(PipelineError):
+    """An output path cannot be written: a directory stands there, no permission, disk full."""
+
+
+def cannot_write(path: Path, err: BaseException) -> OutputError:
+    """The one-line error for an output that could not be written (earlier outputs are kept)."""
+    lines = str(err).strip().splitlines()
+    reason = getattr(err, "strerror", None) or (lines[0] if lines else type(err).__name__)
+    return OutputError(
+        f"cannot write {path}: {reason}; check that its folder is "
+        f"writable and the disk has room (the earlier {path.name}, if any, is unchanged)"
+    )
+
+
+def writable_file(path: Path) -> None:
+    """Refuse an output path where a directory stands, before any work is done."""
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory; give the path of the file to write there")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success it is renamed onto `path`, on error removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Yield a temp path beside `path`; on success it is renamed onto `path`, on error removed.
+
+    An OSError while writing (no permission, disk full) becomes one OutputError line.
+    """
+    writable_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise cannot_write(path, err) from None
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get the usual permissions
         os.replace(tmp, path)
+    except OSError as err:
+        raise cannot_write(path, err) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -63,7 +93,10 @@ def save_tensors(path: Path, obj: Any) -> None:
     a file object the folder is torch's fixed "archive".
     """
     with atomic_path(path) as tmp, tmp.open("wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:  # torch wraps a failed write (disk full) in RuntimeError
+            raise cannot_write(path, err) from None
 
 
 def sha256_file(path: Path) -> str:
@@ -77,14 +110,82 @@ def sha256_file(path: Path) -> str:
 
 def load_tensors(path: Path, error: type[PipelineError], what: str, fix: str) -> Any:
     """torch.load with weights_only=True (never runs pickled code); failures raise `error`."""
+    if path.is_dir():
+        raise error(f"{path} is a directory, not a {what} file; give the file itself")
     if not path.is_file():
         raise error(f"{what} not found: {path}; {fix}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     # A truncated zip, a foreign pickle or random bytes raise many exception types; all mean the
-    # same thing to a user.
+    # same thing to a user: this file is not what it should be.
     except Exception as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-        raise error(
-            f"cannot read {what} {path} ({reason}); it is damaged or not a {what}: {fix}"
-        ) from None
+        raise error(f"cannot read {what} {path}: {_unreadable(err, what)}; {fix}") from None
+
+
+def _unreadable(err: Exception, what: str) -> str:
+    """What a torch.load failure says about the file, in a few words."""
+    import pickle
+
+    text = str(err)
+    if "global" in text.lower():  # the weights-only unpickler met a class or function to call
+        return (
+            "it holds pickled Python objects, not only tensors and plain data, and such a "
+            "file is never unpickled here (it could run code)"
+        )
+    damaged = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile)
+    if isinstance(err, damaged) or "zip" in text.lower() or "magic number" in text.lower():
+        return f"it is truncated, damaged or not a {what} (a file torch.save wrote)"
+    first = (text.strip().splitlines() or [type(err).__name__])[0]
+    if len(first) > 100:  # cut at a word, never mid-word
+        first = first[:100].rsplit(" ", 1)[0] + " ..."
+    return f"it is damaged or not a {what} ({first})"
+
+
+def read_json(path: Path, error: type[PipelineError], what: str, fix: str) -> dict[str, Any]:
+    """A JSON object from `path`; a missing, truncated or non-object file raises `error`."""
+    if path.is_dir():
+        raise error(f"{path} is a directory, not the {what} file; give the file itself")
+    if not path.is_file():
+        raise error(f"{what} not found: {path}; {fix}")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{what} {path} is not valid JSON ({err}); {fix}") from None
+    if not isinstance(value, dict):
+        raise error(f"{what} {path} holds a JSON {type(value).__name__}, not an object; {fix}")
+    return value
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, stage: str) -> Iterator[Path]:
+    """A temp folder `.<stage>-<pid>-<random>` in `parent`, removed on exit.
+
+    A process killed by a signal cannot remove its folder: the next run of the stage removes
+    every such folder whose process is gone (a live one, from a concurrent run, is left alone).
+    """
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for stale in parent.glob(f".{stage}-*-*"):
+            if stale.is_dir() and not _alive(stale.name.split("-")[1]):
+                shutil.rmtree(stale, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{stage}-{os.getpid()}-", dir=parent))
+    except OSError as err:
+        raise cannot_write(parent, err) from None
+    try:
+        yield folder
+    except OSError as err:  # the work inside wrote onto a full disk, say
+        raise cannot_write(parent, err) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return True  # not ours: leave it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from pipeline.core.inputs import InputSpec
 from pipeline.core.registry import Registry
 
 FORMAT = "sokd-prepared/1"
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
@@ -130,23 +133,58 @@ def read_cifar100(raw: Path, cfg: PrepareConfig) -> RawDataset:
 
 
 def _list_folder(root: Path) -> tuple[list[str], Tensor, tuple[str, ...]]:
-    """Image files of `root/<class>/*` (sorted like torchvision ImageFolder), labels, classes."""
-    from torchvision.datasets import ImageFolder
+    """Image files of `root/<class>/**` (in torchvision ImageFolder's order), labels, classes.
 
+    Symlinks are followed (a class may live elsewhere), but a folder or file already reached is
+    never taken twice: a link loop would otherwise repeat each photo once per turn and leak
+    copies of it across the validation carve. macOS `._*` metadata files are skipped.
+    """
     if not root.is_dir():
         raise DataError(
             f"image folder {root} does not exist; put one sub-folder of images per class there"
         )
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        if not any(f.is_file() for f in class_dir.rglob("*")):
+    classes = tuple(sorted(entry.name for entry in os.scandir(root) if entry.is_dir()))
+    files, labels, skipped = [], [], {"macOS ._ metadata file": 0, "repeated link": 0}
+    seen: set[str] = set()
+    for label, name in enumerate(classes):
+        found = _class_files(root / name, seen, skipped)
+        if not found:
             raise DataError(
-                f"class folder {class_dir} has no images; add some or remove the folder"
+                f"class folder {root / name} has no images; add some or remove the folder"
             )
-    try:
-        folder = ImageFolder(str(root))
-    except (FileNotFoundError, RuntimeError) as err:
-        raise DataError(f"cannot read image folder {root}: {err}") from None
-    return [path for path, _ in folder.samples], _labels(folder.targets), tuple(folder.classes)
+        files += found
+        labels += [label] * len(found)
+    for what, count in skipped.items():
+        if count:
+            log.warning("warning: %s: skipped %d %s(s)", root, count, what)
+    return files, _labels(labels), classes
+
+
+def _class_files(folder: Path, seen: set[str], skipped: dict[str, int]) -> list[str]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+    walked = []
+    for here, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:  # a link back to a folder already listed
+            skipped["repeated link"] += 1
+            dirs[:] = []
+            continue
+        seen.add(real)
+        walked.append((here, names))
+    files = []
+    for here, names in sorted(walked):
+        for name in sorted(names):
+            path = os.path.join(here, name)
+            if name.startswith("._"):
+                skipped["macOS ._ metadata file"] += 1
+            elif has_file_allowed_extension(path, IMG_EXTENSIONS):
+                if os.path.realpath(path) in seen:
+                    skipped["repeated link"] += 1
+                    continue
+                seen.add(os.path.realpath(path))
+                files.append(path)
+    return files
 
 
 def _check_classes(raw: Path, classes: tuple[str, ...], test_classes: tuple[str, ...]) -> None:
@@ -163,29 +201,66 @@ def _check_classes(raw: Path, classes: tuple[str, ...], test_classes: tuple[str,
 
 
 def open_image(path: Path | str, size: int, resize: str = "squash") -> Any:
-    """One image file as an RGB PIL image (any mode: L, RGBA, palette, CMYK are converted), made
-    size x size unless size is 0: squashed, or with its aspect kept (`shorter_side`: the shorter
-    side to `size`, then the centre square)."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file as an RGB PIL image (any mode: L, RGBA, palette, CMYK, 16-bit grey are
+    converted), made size x size unless size is 0: squashed, or with its aspect kept
+    (`shorter_side`: the shorter side to `size`, then the centre square)."""
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            if size and resize == "shorter_side":
-                w, h = img.size
-                scale = size / min(w, h)
-                img = img.resize(
-                    (max(size, round(w * scale)), max(size, round(h * scale))),
-                    Image.Resampling.BILINEAR,
-                )
-                w, h = img.size
-                left, top = (w - size) // 2, (h - size) // 2
-                img = img.crop((left, top, left + size, top + size))
-            elif size:
-                img = img.resize((size, size), Image.Resampling.BILINEAR)
-            return img
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"cannot read image {path}: {err}; remove or replace it") from None
+            img = _as_rgb(img, path)
+    except _unreadable_image() as err:
+        raise _image_error(path, err) from None
+    if size and resize == "shorter_side":
+        w, h = img.size
+        scale = size / min(w, h)
+        img = img.resize(
+            (max(size, round(w * scale)), max(size, round(h * scale))),
+            Image.Resampling.BILINEAR,
+        )
+        w, h = img.size
+        left, top = (w - size) // 2, (h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    elif size:
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return img
+
+
+WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # how Pillow opens 16-bit greyscale
+
+
+def _as_rgb(img: Any, path: Path | str) -> Any:
+    """RGB, with 16-bit grey scaled to 8 bits (Pillow's own convert clips it to 255)."""
+    from PIL import Image
+
+    if img.mode in WIDE_GREY:
+        wide = np.asarray(img).astype(np.int64)
+        if wide.min() < 0 or wide.max() > 65535:
+            raise DataError(
+                f"image {path} holds 32-bit pixels; save it with 8 or 16 bits per channel"
+            )
+        img = Image.fromarray((wide >> 8).astype(np.uint8), "L")
+    elif img.mode == "F":
+        raise DataError(f"image {path} holds floating-point pixels; save it as 8-bit")
+    return img.convert("RGB")
+
+
+def _unreadable_image() -> tuple[type[BaseException], ...]:
+    from PIL import Image, UnidentifiedImageError
+
+    return UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError
+
+
+def _image_error(path: Path | str, err: BaseException) -> DataError:
+    from PIL import Image, UnidentifiedImageError
+
+    reason, fix = str(err) or type(err).__name__, "remove or replace it"
+    if isinstance(err, UnidentifiedImageError):
+        reason = "not an image Pillow can identify (damaged, truncated or another format)"
+    elif isinstance(err, Image.DecompressionBombError):
+        reason = f"{reason.split(',')[0]} (Pillow's guard against decompression bombs)"
+        fix = "shrink it (or remove it)"
+    return DataError(f"cannot read image {path}: {reason}; {fix}")
 
 
 def _read_folder(root: Path, size: int, resize: str) -> tuple[Tensor, Tensor, tuple[str, ...]]:
@@ -305,7 +380,7 @@ def _scan_images(files: Sequence[str]) -> tuple[set[tuple[int, int]], str]:
     The digest goes into the artifact so that changed pixels change `prepared.pt`, and DVC
     reruns the stages after `prepare` even when no file name changed.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     sizes, digest = set(), hashlib.sha256()
     for path in files:
@@ -315,8 +390,8 @@ def _scan_images(files: Sequence[str]) -> tuple[set[tuple[int, int]], str]:
             with Image.open(io.BytesIO(content)) as img:
                 sizes.add(img.size)
                 img.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise DataError(f"cannot read image {path}: {err}; remove or replace it") from None
+        except _unreadable_image() as err:
+            raise _image_error(path, err) from None
     return sizes, digest.hexdigest()
 
 

@@ -54,15 +54,33 @@ class Checkpoint:
         """Rebuild the network through the registry and load the weights, in eval mode."""
         try:
             model = create_model(self.arch, self.num_classes, self.in_channels)
-            model.load_state_dict(self.state_dict)
-        except RuntimeError as err:
-            first = str(err).strip().splitlines()[1:2] or [str(err)]
-            raise CheckpointError(
-                f"{self.path}: weights do not fit architecture {self.arch!r}: {first[0].strip()}"
-            ) from None
         except PipelineError as err:  # an architecture this version does not know
             raise CheckpointError(f"{self.path}: {err}") from None
+        misfit = _misfit(model.state_dict(), self.state_dict)
+        if misfit:
+            raise CheckpointError(
+                f"{self.path}: weights do not fit architecture {self.arch!r}: {misfit}; the "
+                f"file's arch was edited or its weights are another network's"
+            )
+        model.load_state_dict(self.state_dict)
         return model.eval()
+
+
+def _misfit(expected: dict[str, Any], given: dict[str, Any], shown: int = 3) -> str:
+    """Which keys a state dict lacks, adds or holds in another shape: counts and the first few."""
+    missing = [k for k in expected if k not in given]
+    extra = [k for k in given if k not in expected]
+    reshaped = [
+        f"{k} {list(given[k].shape)} vs {list(expected[k].shape)}"
+        for k in expected
+        if k in given and getattr(given[k], "shape", None) != expected[k].shape
+    ]
+    parts = [
+        f"{len(keys)} {what} ({', '.join(keys[:shown])}{', ...' if len(keys) > shown else ''})"
+        for what, keys in (("missing", missing), ("unexpected", extra), ("reshaped", reshaped))
+        if keys
+    ]
+    return "; ".join(parts)
 
 
 def save_checkpoint(

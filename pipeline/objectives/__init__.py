@@ -35,4 +35,10 @@ def build_objective(
     needs = getattr(build, "teacher_kind", None)  # a FrozenTeacherObjective's kind of teacher
     if needs is not None and not isinstance(teacher, needs):
         raise ConfigError(f"objective {name!r} needs a pretrained teacher checkpoint")
-    return build(student, teacher, cfg)
+    try:
+        return build(student, teacher, cfg)
+    except ConfigError as err:  # a setting the objective refused: name its key in params
+        message = str(err)
+        if message.startswith("params."):
+            raise
+        raise ConfigError(f"params.distill.{name}.{message}") from None

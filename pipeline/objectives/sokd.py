@@ -94,7 +94,10 @@ class SemiOnlineKD(FrozenTeacherObjective):
     def __init__(self, student: nn.Module, teacher: StagedClassifier, cfg: SokdConfig) -> None:
         super().__init__(student, teacher, cfg)
         # Trunk and head are views sharing the teacher's modules; the bridge is a trainable copy.
-        self.teacher_trunk, self.teacher_head = split(teacher, cfg.split)
+        try:
+            self.teacher_trunk, self.teacher_head = split(teacher, cfg.split)
+        except ConfigError as err:  # build_objective puts the section in front
+            raise ConfigError(f"split: {err}") from None
         self.head_tap = next(iter(self.teacher_head.named_children()))[0]  # e.g. "stage3"
         self.bridge = copy_head(self.teacher_head, reinitialise=cfg.bridge_init == "random")
         # teacher_bn=train reproduces the reference code: frozen weights, but BatchNorm on batch

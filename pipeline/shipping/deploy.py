@@ -11,7 +11,6 @@ file itself: the ONNX metadata `export` writes, or the checkpoint's own fields.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +77,7 @@ def _from_checkpoint(path: Path) -> Student:
 
 
 def _from_onnx(path: Path, threads: int) -> Student:
-    from pipeline.shipping.engines import open_engine
+    from pipeline.shipping.engines import open_engine, recorded_json, recorded_spec
 
     engine = open_engine(path, threads)
     meta = engine.metadata
@@ -87,14 +86,20 @@ def _from_onnx(path: Path, threads: int) -> Student:
         raise CheckpointError(
             f"{path} carries no {', '.join(missing)} metadata; export it with `sokd export`"
         )
-    channels, height, width = (int(d) for d in engine.session.get_inputs()[0].shape[1:])
-
+    graph_input = tuple(engine.session.get_inputs()[0].shape[1:])
+    classes = recorded_json(meta, "classes", list, path)
+    outputs = engine.session.get_outputs()[0].shape
+    if len(outputs) != 2 or outputs[1] != len(classes):
+        raise CheckpointError(
+            f"{path} names {len(classes)} classes in its metadata but outputs {outputs}; "
+            f"export the student again"
+        )
     if "input_spec" in meta:
-        spec = InputSpec.from_dict(json.loads(meta["input_spec"]))
+        spec = recorded_spec(meta, path, graph_input)
     else:  # files exported before the spec was recorded: the size is the graph's
-        mean, std = (tuple(json.loads(meta[k])) for k in ("mean", "std"))
-        spec = InputSpec(mean, std, (height, width))
-    return Student(tuple(json.loads(meta["classes"])), spec, channels, engine.logits)
+        mean, std = (tuple(recorded_json(meta, k, list, path)) for k in ("mean", "std"))
+        spec = InputSpec(mean, std, (int(graph_input[1]), int(graph_input[2])))
+    return Student(tuple(map(str, classes)), spec, int(graph_input[0]), engine.logits)
 
 
 def load_student(path: Path | str, threads: int = 1) -> Student:

@@ -7,6 +7,7 @@ fails in one line, whoever opens it (verify, quantize, the latency rounds, load_
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,77 @@ from pipeline.core.files import sha256_file
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
+def read_onnx(path: Path, fix: str = "rerun `dvc repro export`") -> Any:
+    """The ModelProto of an ONNX file (weights inline); anything else fails in one line."""
+    import onnx
+
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a directory, not an ONNX file; give the file itself")
+    if not path.is_file():
+        raise ModelFileError(f"ONNX file not found: {path}; run `dvc repro export`")
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path} is empty (0 bytes), not an ONNX file; {fix}")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":  # a zip archive: what torch.save writes, never an ONNX protobuf
+        raise ModelFileError(
+            f"{path} is a torch checkpoint (.pt), not an ONNX file; give the .onnx file "
+            f"`sokd export` wrote from it"
+        )
+    try:
+        proto = onnx.load(str(path))
+    except Exception as err:  # protobuf's DecodeError and friends: the bytes are no model
+        raise ModelFileError(f"{path} is not a readable ONNX file ({_first(err)}); {fix}") from None
+    if not proto.graph.node:  # some byte strings parse as a protobuf holding nothing
+        raise ModelFileError(f"{path} is not a readable ONNX file (it holds no graph); {fix}")
+    return proto
+
+
+def _first(err: Exception) -> str:
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line if len(line) <= 160 else line[:160].rsplit(" ", 1)[0] + " ..."
+
+
+def metadata(proto: Any) -> dict[str, str]:
+    """An ONNX model's metadata_props as a dict."""
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def recorded_json(meta: dict[str, str], key: str, kind: type, path: Path) -> Any:
+    """A JSON value `export` recorded under `key`, checked to be a `kind`."""
+    try:
+        value = json.loads(meta[key])
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, kind):
+        raise ModelFileError(
+            f"{path}: metadata {key!r} is not the JSON {kind.__name__} `sokd export` writes "
+            f"(it was edited or the file was made elsewhere); export the student again"
+        )
+    return value
+
+
+def recorded_spec(meta: dict[str, str], path: Path, graph_input: tuple[Any, ...]) -> Any:
+    """The InputSpec recorded in the metadata, checked against the graph's (C, H, W) input."""
+    from pipeline.core.inputs import InputSpec
+
+    raw = recorded_json(meta, "input_spec", dict, path)
+    try:
+        spec = InputSpec.from_dict(raw)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise ModelFileError(
+            f"{path}: metadata 'input_spec' lacks mean, std or size; export the student again"
+        ) from None
+    channels, *size = graph_input
+    if list(size) != list(spec.size) or not len(spec.mean) == len(spec.std) == channels:
+        raise ModelFileError(
+            f"{path}: metadata 'input_spec' ({len(spec.mean)} channels, size "
+            f"{list(spec.size)}) does not match the graph's input {list(graph_input)}; "
+            f"export the student again"
+        )
+    return spec
+
+
 def open_session(path: Path, threads: int, spinning: bool = True) -> Any:
     """An onnxruntime CPU session for `path`; a damaged or truncated file fails in one line.
 
@@ -29,10 +101,9 @@ def open_session(path: Path, threads: int, spinning: bool = True) -> Any:
     import onnx
     import onnxruntime as ort
 
-    if not path.is_file():
-        raise ModelFileError(f"ONNX file not found: {path}; run `dvc repro export`")
+    proto = read_onnx(path)
     try:
-        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+        onnx.checker.check_model(proto, full_check=True)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -41,9 +112,8 @@ def open_session(path: Path, threads: int, spinning: bool = True) -> Any:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     # Protobuf, checker and runtime errors all mean the same thing: this file is unusable.
     except Exception as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise ModelFileError(
-            f"ONNX file {path} is damaged or invalid ({reason}); rerun `dvc repro export`"
+            f"ONNX file {path} is damaged or invalid ({_first(err)}); rerun `dvc repro export`"
         ) from None
 
 
@@ -87,10 +157,15 @@ class Engine:
         recorded = self.metadata
         for key, source in expected.items():
             actual = sha256_file(source)
-            if recorded.get(key) != actual:
+            if key not in recorded:
+                raise ModelFileError(
+                    f"{self.path} records no provenance ({key}): it was not made by this "
+                    f"pipeline from {source}; ship files that `dvc repro` wrote"
+                )
+            if recorded[key] != actual:
                 raise ModelFileError(
                     f"{self.path} was produced from a different {source.name} than {source} "
-                    f"({key} {str(recorded.get(key))[:12]} != {actual[:12]}); rerun `dvc repro`"
+                    f"({key} {recorded[key][:12]} != {actual[:12]}); rerun `dvc repro`"
                 )
 
 

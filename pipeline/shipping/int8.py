@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import logging
 import math
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,29 +38,42 @@ import torch
 
 from pipeline.core.config import GateConfig, QuantizeConfig
 from pipeline.core.errors import GateError, ModelFileError
-from pipeline.core.files import atomic_path, sha256_file
+from pipeline.core.files import atomic_path, scratch_dir, sha256_file
 from pipeline.core.inputs import InputSpec
 from pipeline.core.runtime import Runtime
 from pipeline.data.batches import make_batches
 from pipeline.data.datasets import Prepared
-from pipeline.shipping.engines import INPUT_NAME, open_engine
+from pipeline.shipping.engines import INPUT_NAME, metadata, open_engine, read_onnx, recorded_spec
 from pipeline.shipping.latency import THROUGHPUT_BATCH, round_ratios, timed_files
-from pipeline.shipping.targets import INT8, TARGET_KEY
+from pipeline.shipping.targets import INT8, ONNX, TARGET_KEY, target_of
 
 CPU = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
 log = logging.getLogger(__name__)
 
 
-def onnx_input_spec(path: Path, data: Prepared) -> InputSpec:
-    """The input spec `export` recorded in an ONNX file's metadata (else the data's own)."""
-    import onnx
+QUANTIZED_OPS = {"QLinearConv", "QLinearMatMul", "QuantizeLinear", "ConvInteger", "MatMulInteger"}
 
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return (
-        InputSpec.from_dict(json.loads(meta["input_spec"]))
-        if "input_spec" in meta
-        else (data.input_spec())
-    )
+
+def onnx_input_spec(path: Path, data: Prepared) -> InputSpec:
+    """The input spec `export` recorded in an fp32 ONNX file (else the data's own), after
+    checking that the file is one quantize can take: fp32, one input named `images`."""
+    proto = read_onnx(path)
+    meta = metadata(proto)
+    ops = sorted({n.op_type for n in proto.graph.node} & QUANTIZED_OPS)
+    if ops or target_of(path, meta).name != ONNX.name:
+        raise ModelFileError(
+            f"{path} is already quantized ({', '.join(ops) or meta.get(TARGET_KEY)}); give the "
+            f"fp32 file `sokd export` wrote (models/student.onnx)"
+        )
+    weights = {init.name for init in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in weights]
+    if [i.name for i in inputs] != [INPUT_NAME]:
+        raise ModelFileError(
+            f"{path} takes inputs {[i.name for i in inputs]}, not one named {INPUT_NAME!r}: it "
+            f"was not written by `sokd export`; export the student with it"
+        )
+    dims = [d.dim_value or d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
+    return recorded_spec(meta, path, tuple(dims[1:])) if "input_spec" in meta else data.input_spec()
 
 
 def calibration_batches(
@@ -335,13 +346,11 @@ def quantize_int8(
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if not fp32_path.is_file():
-        raise ModelFileError(f"ONNX file not found: {fp32_path}; run `dvc repro export`")
     spec = onnx_input_spec(fp32_path, data)
     val = make_batches(data, "val", cfg.calibration_batch, None, CPU, seed, spec)
     start = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize-") as scratch:
+    with scratch_dir(out.parent, "quantize") as scratch:
         pre = Path(scratch) / "pre.onnx"
         # Shape inference and graph clean-up first, as onnxruntime recommends before quantizing.
         quant_pre_process(str(fp32_path), str(pre))
@@ -372,9 +381,8 @@ def quantize_int8(
 
 def _stamp(proto: Any, fp32_path: Path, cfg: QuantizeConfig, seed: int, kept: list[str]) -> None:
     """Replace the INT8 model's metadata with the fp32 file's plus how it was quantized."""
-    import onnx
 
-    source = {p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props}
+    source = metadata(read_onnx(fp32_path))
     provenance = {
         **source,
         TARGET_KEY: INT8.name,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import yaml
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.files import sha256_file
+from pipeline.core.files import read_json, sha256_file
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.shipping.latency import speed_in_words
 
@@ -73,11 +72,25 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
-def read_metrics(path: Path, stage: str) -> dict[str, Any]:
-    """A stage's metrics JSON (metrics/evaluate.json, metrics/export.json), or one clear error."""
-    if not path.is_file():
-        raise PipelineError(f"{stage} metrics not found: {path}; run `dvc repro {stage}`")
-    return json.loads(path.read_text())
+def read_metrics(path: Path, stage: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A stage's metrics JSON (metrics/evaluate.json, metrics/export.json) holding the `required`
+    keys, or one clear error."""
+    fix = f"run `dvc repro {stage}`"
+    metrics = read_json(path, PipelineError, f"{stage} metrics", fix)
+    missing = [key for key in required if key not in metrics]
+    if missing:
+        raise PipelineError(
+            f"{stage} metrics {path} lack {', '.join(missing)}; they were written by another "
+            f"run or edited: {fix}"
+        )
+    return metrics
+
+
+def card_keys(objective: str) -> tuple[str, ...]:
+    """The evaluation metrics the card of a student trained with `objective` quotes."""
+    key = f"{objective}/student"
+    parts = ("params", "macs", "compression", "agreement_with_teacher")
+    return ("teacher/top1", *(f"{key}/{part}" for part in parts))
 
 
 def _students_table(evaluation: dict[str, Any], selection: dict[str, Any]) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 
 from pipeline.core.config import ExportConfig
 from pipeline.core.errors import CheckpointError
-from pipeline.core.files import atomic_path, sha256_file
+from pipeline.core.files import atomic_path, scratch_dir, sha256_file
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.shipping.engines import INPUT_NAME, OUTPUT_NAME
 from pipeline.shipping.targets import ONNX, TARGET_KEY
@@ -63,7 +62,7 @@ def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, flo
     out.parent.mkdir(parents=True, exist_ok=True)
     # The dynamo exporter may write weights to a sidecar `<file>.data`: export in a scratch folder,
     # load the model back (which pulls the weights inline) and write one self-contained file.
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as scratch:
+    with scratch_dir(out.parent, "export") as scratch:
         raw = Path(scratch) / "model.onnx"
         _export(model, example, raw, cfg)
         proto = onnx.load(str(raw))

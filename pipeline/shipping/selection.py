@@ -65,6 +65,9 @@ def pick(requested: str, val_top1: Mapping[str, float]) -> tuple[str, str]:
     best = max(val_top1, key=lambda name: val_top1[name])
     others = [f"{name} {_pct(top1)}" for name, top1 in val_top1.items() if name != best]
     versus = f" (others: {', '.join(others)})" if others else " (the only one trained)"
+    tied = [name for name, top1 in val_top1.items() if name != best and top1 == val_top1[best]]
+    if tied:
+        versus += f"; tied with {', '.join(tied)}: the first in distill.objectives ships"
     return best, f"highest validation top-1, {_pct(val_top1[best])}{versus}"
 
 
@@ -137,10 +140,14 @@ def choose_student(
 ) -> tuple[Selection, Path]:
     """Select among `runs/<objective>/student.pt` for every objective (in list order) by the
     validation top-1 each checkpoint recorded; returns the selection and the chosen file."""
+    if runs.is_file():
+        raise CheckpointError(
+            f"--runs {runs} is a file; give the folder of `distill` outputs (models/runs)"
+        )
     val_top1 = {}
     for name in objectives:
         path = runs / name / "student.pt"
-        if not path.is_file():
+        if not path.exists():
             raise CheckpointError(f"student not found: {path}; run `dvc repro distill`")
         top1 = _val_top1(load_checkpoint(path).metrics)
         if top1 is None:

@@ -38,7 +38,8 @@ def open_targets(
         if target.source != "checkpoint":
             if target.source not in opened:
                 raise ModelFileError(
-                    f"{engine.path} is built from a {target.source} file; list that file too"
+                    f"{engine.path} is built from the {target.source} target's file; list that "
+                    f"file too (another --artifact)"
                 )
             sources[f"source_{target.source}_sha256"] = opened[target.source][1].path
         engine.check_provenance(sources)
