@@ -58,11 +58,20 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def setup(
-    params_path: Path, stage: str, objectives: tuple[str, ...] = ()
+    params_path: Path,
+    stage: str,
+    objectives: tuple[str, ...] = (),
+    outputs: tuple[Path | None, ...] = (),
 ) -> tuple[Params, Runtime]:
     """Load params strictly (checking the names `stage` uses and the sections of `objectives`),
-    seed every generator, and resolve the compute runtime."""
+    refuse file `outputs` where a directory stands (before any work, so no output of the stage
+    is replaced while another cannot be), seed every generator, resolve the compute runtime."""
     from pipeline.core.distributed import init_from_env
+    from pipeline.core.files import writable_file
+
+    for path in outputs:
+        if path is not None:
+            writable_file(path)
     from pipeline.core.params import load_params
     from pipeline.core.runtime import resolve_runtime, seed_everything
 

@@ -44,7 +44,7 @@ def distill(
     from pipeline.training.live import EpochLog
     from pipeline.training.runs import Extras, run_distill, save_run
 
-    p, runtime = setup(params, "distill", (objective,))
+    p, runtime = setup(params, "distill", (objective,), (metrics, state))
     epoch_log = EpochLog(live)
     run = run_distill(
         objective, data, teacher, p.distill, runtime, Extras(on_row=epoch_log, state=state)

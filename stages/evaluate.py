@@ -34,7 +34,7 @@ def evaluate(
     from pipeline.core.files import write_json
     from pipeline.training.evaluation import evaluate_all
 
-    p, runtime = setup(params, "evaluate")
+    p, runtime = setup(params, "evaluate", outputs=(metrics,))
     run_dirs = [runs / name for name in p.distill.objectives]
     result = evaluate_all(data, teacher, run_dirs, p.evaluate, runtime, plots)
     write_json(metrics, result)

@@ -28,7 +28,7 @@ def export(
     from pipeline.shipping.onnx import export_onnx
     from pipeline.shipping.selection import choose_student
 
-    p, _ = setup(params, "export")
+    p, _ = setup(params, "export", outputs=(out, student, metrics))
     selection, chosen = choose_student(runs, p.distill.objectives, teacher, p.export)
     for note in selection.notes:
         log.warning("warning: %s", note)

@@ -23,7 +23,7 @@ def prepare(
     from pipeline.data.datasets import describe, save_prepared
     from pipeline.data.datasets import prepare as prepare_data
 
-    p, _ = setup(params, "prepare")
+    p, _ = setup(params, "prepare", outputs=(out, metrics))
     prepared = prepare_data(raw, p.prepare, p.seed)
     save_prepared(out, prepared)
     counts = {

@@ -27,7 +27,7 @@ def quantize(
     from pipeline.data.datasets import load_prepared
     from pipeline.shipping.int8 import quantize_int8
 
-    p, _ = setup(params, "quantize")
+    p, _ = setup(params, "quantize", outputs=(out, metrics))
     data_splits = load_prepared(data, ("train", "val"))
     report = quantize_int8(onnx, out, data_splits, p.quantize, p.verify.int8, p.seed)
     write_json(metrics, report)

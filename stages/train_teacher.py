@@ -24,7 +24,7 @@ def train_teacher(
     from pipeline.training.live import EpochLog
     from pipeline.training.runs import Extras, run_teacher, save_run
 
-    p, runtime = setup(params, "train_teacher")
+    p, runtime = setup(params, "train_teacher", outputs=(out, metrics, state))
     epoch_log = EpochLog(live)
     run = run_teacher(data, p.train_teacher, runtime, Extras(on_row=epoch_log, state=state))
     save_run(run, {"teacher": out}, metrics, live)

@@ -43,7 +43,7 @@ def verify(
     from pipeline.shipping.verification import summary
     from pipeline.shipping.verification import verify as verify_files
 
-    p, _ = setup(params, "verify")
+    p, _ = setup(params, "verify", outputs=(metrics, card))
     ckpt, test = load_checkpoint(checkpoint), load_prepared(data, ("test",))
     # Everything the card quotes is read before any output is written.
     runs = read_metrics(evaluation, "evaluate", card_keys(ckpt.params.get("objective", "?")))

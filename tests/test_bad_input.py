@@ -499,6 +499,18 @@ CASES = [
         "student.onnx",
     ),
     Case(
+        "a directory as the metrics file: nothing is written before it is refused",
+        lambda k: (
+            k.set("distill.objectives", ["sokd"]),
+            k.copy("teacher3.pt"),
+            k.student(k.built / "student.pt"),
+            (k.folder / "m.json").mkdir(),
+        ),
+        [*EXPORT[:-2], "--metrics", "m.json"],
+        "m.json is a directory; give the path of the file to write there",
+        "student.onnx",
+    ),
+    Case(
         "a file as the runs folder",
         lambda k: k.copy("student.pt"),
         [*EXPORT[:2], "student.pt", *EXPORT[3:]],
