@@ -113,9 +113,10 @@ def quickstart() -> str:
                 f"{pct(read(f'metrics/distill/{name}.json')['improved_teacher/val_top1'])} | "
                 f"{pct(ev[f'{name}/improved_teacher/top1'])} |"
             )
+    files = {"onnx": "student.onnx", "int8": "int8/student.int8.onnx"}
     for target, title in (("onnx", "fp32 ONNX"), ("int8", "INT8 ONNX")):
         rows.append(
-            f"| `models/student.{'int8.' if target == 'int8' else ''}onnx` | {title} of the "
+            f"| `models/{files[target]}` | {title} of the "
             f"shipped student, {ve[f'{target}/file_bytes'] / 1024:.0f} KiB | | | | "
             f"{pct(ve[f'{target}/top1'])} |"
         )

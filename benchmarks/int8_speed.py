@@ -1,7 +1,8 @@
 """Speed of the deployable files: onnxruntime fp32 against INT8, side by side in one run.
 
-    python -m benchmarks.int8_speed [--fp32 models/student.onnx] [--int8 models/student.int8.onnx]
-                                    [--threads 1 2] [--rounds 30] [--out benchmarks/int8_speed.json]
+    python -m benchmarks.int8_speed [--fp32 models/student.onnx]
+                                    [--int8 models/int8/student.int8.onnx] [--threads 1 2]
+                                    [--rounds 30] [--out benchmarks/int8_speed.json]
 
 For each thread count and batch size (1 and 64), the two sessions are timed in alternating rounds
 (fp32, then INT8, then fp32, ...), so slow drift of a shared machine hits both alike; the speed-up
@@ -68,7 +69,7 @@ def operator_times(path: Path, batch: int, runs: int = 20) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fp32", type=Path, default=Path("models/student.onnx"))
-    parser.add_argument("--int8", type=Path, default=Path("models/student.int8.onnx"))
+    parser.add_argument("--int8", type=Path, default=Path("models/int8/student.int8.onnx"))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/int8_speed.json"))

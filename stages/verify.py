@@ -16,8 +16,8 @@ def verify(
     artifact: Annotated[
         list[Path],
         typer.Option(
-            help="A shipped file (fp32 ONNX, INT8, ...); repeat for each. Its target "
-            "is read from the file."
+            help="A shipped file (fp32 ONNX, INT8, ...) or quantize's folder; repeat for "
+            "each. Its target is read from the file."
         ),
     ],
     checkpoint: Annotated[Path, typer.Option(help="The student checkpoint they were made from.")],
@@ -40,7 +40,7 @@ def verify(
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.shipping.latency import measure
     from pipeline.shipping.model_card import card_keys, library_versions, read_metrics, render
-    from pipeline.shipping.verification import summary
+    from pipeline.shipping.verification import shipped_files, summary
     from pipeline.shipping.verification import verify as verify_files
 
     p, _ = setup(params, "verify", outputs=(metrics, card))
@@ -48,14 +48,22 @@ def verify(
     # Everything the card quotes is read before any output is written.
     runs = read_metrics(evaluation, "evaluate", card_keys(ckpt.params.get("objective", "?")))
     chosen = read_metrics(selection, "export")
-    report, engines = verify_files(ckpt, artifact, test, p.verify)
+    listed, declined = shipped_files(artifact)
+    report, engines = verify_files(ckpt, listed, test, p.verify)
     files = {name: engine.path for name, engine in engines.items()}
     shape, cfg = (ckpt.in_channels, *ckpt.image_size), p.verify
     report |= measure(ckpt.build(), files, shape, cfg.threads, cfg.latency_runs)
     report |= {f"versions/{k}": v for k, v in library_versions().items()} | machine_metrics()
+    for name, reason in declined.items():
+        report |= {f"{name}/accepted": False, f"{name}/refusal": reason}
+        if getattr(p.verify.gate(name), "required", True):  # an earlier run did not require it
+            report["gate/passed"] = False
+            report["gate/failures"] += f"; {name} is required (verify.{name}.required): {reason}"
     write_json(metrics, report)
     if not report["gate/passed"]:
-        raise GateError(f"verify failed: {report['gate/failures']}")
+        raise GateError(f"verify failed: {report['gate/failures'].strip('; ')}")
     shipped = {"checkpoint": checkpoint, **files}
-    write_text(card, render(ckpt, report, runs, chosen, shipped, data, test.dataset))
+    write_text(card, render(ckpt, report, runs, chosen, shipped, data, test.dataset, declined))
+    for name, reason in declined.items():
+        log.warning("warning: %s declined, not shipped: %s", name, reason)
     log.info("verify passed: %s; wrote %s", summary(report, list(files)), card)

@@ -648,10 +648,30 @@ CASES = [
 ]
 
 
+def _briefly_trained(data: Prepared, steps: int = 30) -> torch.nn.Module:
+    """A resnet8 student a few SGD steps into fitting random labels: its predictions vary with
+    the image and many sit near a decision boundary, as a weak student's do (an untrained one
+    names one class for every image, a well trained one on these images is sure of each)."""
+    model = create_model("resnet8", 10, 1)
+    train = data.splits["train"]
+    labels = torch.randint(0, 10, train.labels.shape, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for step in range(steps):
+        pick = torch.arange(step * 32, step * 32 + 32) % len(train.labels)
+        images = (train.images[pick].float() / 255 - mean) / std
+        loss = torch.nn.functional.cross_entropy(model(images), labels[pick])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval()
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real artifacts: prepared data, a student, its ONNX files, a teacher for 3 classes."""
     root = tmp_path_factory.mktemp("built")
+    torch.manual_seed(0)  # the same networks whichever tests ran before in this process
     params = load_params(TINY_PARAMS)
     write_fashion_mnist(root / "raw", n_train=300, n_test=60)
     save_prepared(root / "data.pt", prepare(root / "raw", params.prepare, 0))
@@ -664,7 +684,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ):
         save_checkpoint(
             root / name,
-            create_model(source, 10, 1).eval(),
+            _briefly_trained(data) if name == "student.pt" else create_model(source, 10, 1).eval(),
             arch=arch,
             role="student",
             data=data,
@@ -924,3 +944,57 @@ def test_load_student_refuses_tampered_metadata_in_one_line(
     with pytest.raises(PipelineError, match=message) as caught:
         load_student(_tampered(built, tmp_path, key, value))
     assert "\n" not in str(caught.value)
+
+
+# --- INT8 that cannot hold its gate: declined by default, required on request (issue 31) --------
+
+
+def _declining(kit: Kit, required: bool) -> None:
+    """A gate no INT8 file of this student meets: every prediction equal to fp32's, no fp32
+    layer allowed to help."""
+    kit.copy(*ARTIFACTS)
+    kit.set("quantize.max_fp32_layers", 0)
+    kit.set("quantize.fp32_stem", False)
+    kit.set("quantize.fp32_head", False)
+    kit.set("quantize.per_channel", False)  # coarse weight scales and activation ranges from
+    kit.set("quantize.calibration_images", 1)  # one image: INT8 flips predictions
+    kit.set("verify.int8", {"min_agreement": 1.0, "max_top1_drop": 0.0, "required": required})
+    (kit.folder / "params.yaml").write_text(yaml.safe_dump(kit.params))
+
+
+def test_int8_that_misses_its_gate_is_declined_and_the_run_ships_fp32(
+    built: Path, tmp_path: Path
+) -> None:
+    kit = Kit(tmp_path, yaml.safe_load(TINY_PARAMS.read_text()), built)
+    _declining(kit, required=False)
+    result = _run([*QUANTIZE[:-4], "--out", "int8", *QUANTIZE[-2:]], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warning: INT8 declined" in result.stderr and "max_fp32_layers 0" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "int8").iterdir()) == ["refused.json"]
+    metrics = json.loads((tmp_path / "q.json").read_text())
+    assert metrics["int8/accepted"] is False and metrics["int8/val_agreement"] < 1.0
+    assert metrics["int8/fp32_layer_count"] == 0 and "misses the gate" in metrics["int8/refusal"]
+    result = _run([*VERIFY[:3], "--artifact", "int8", *VERIFY[5:]], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warning: int8 declined, not shipped" in result.stderr
+    card = (tmp_path / "card.md").read_text()
+    assert "ONNX INT8 (onnxruntime): declined, not shipped.** INT8 misses the gate" in card
+    assert "verify.int8.required: true" in card
+    verified = json.loads((tmp_path / "v.json").read_text())
+    assert verified["gate/passed"] and verified["int8/accepted"] is False
+    assert "onnx/top1" in verified and "int8/top1" not in verified
+
+
+def test_int8_required_fails_quantize_in_one_line_and_keeps_the_earlier_file(
+    built: Path, tmp_path: Path
+) -> None:
+    kit = Kit(tmp_path, yaml.safe_load(TINY_PARAMS.read_text()), built)
+    _declining(kit, required=True)
+    (tmp_path / "int8").mkdir()
+    (tmp_path / "int8" / "student.int8.onnx").write_bytes(EARLIER)
+    result = _run([*QUANTIZE[:-4], "--out", "int8", *QUANTIZE[-2:]], tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert len(_errors(result.stderr)) == 1 and "INT8 misses the gate" in result.stderr
+    assert (tmp_path / "int8" / "student.int8.onnx").read_bytes() == EARLIER
+    assert sorted(p.name for p in (tmp_path / "int8").iterdir()) == ["student.int8.onnx"]
+    assert not list(tmp_path.glob(".int8-*")) and not (tmp_path / "q.json").exists()

@@ -86,7 +86,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
         "models/distill/sokd/improved_teacher.pt",
         "models/student.pt",
         "models/student.onnx",
-        "models/student.int8.onnx",
+        "models/int8/student.int8.onnx",
         "models/MODEL_CARD.md",
         "dvclive/train_teacher/metrics.json",
         "dvclive/train_teacher/plots/metrics/val/top1.tsv",
@@ -193,8 +193,8 @@ def test_the_shipped_files_are_dvc_artifacts_fetched_by_name(repo: Path, tmp_pat
     fetched = tmp_path / "got"
     fetched.mkdir()
     _run(["dvc", "artifacts", "get", str(clone), "student-int8"], fetched)
-    shipped = (repo / "models/student.int8.onnx").read_bytes()
-    assert (fetched / "student.int8.onnx").read_bytes() == shipped
+    shipped = (repo / "models/int8/student.int8.onnx").read_bytes()
+    assert (fetched / "int8" / "student.int8.onnx").read_bytes() == shipped
 
 
 def test_student_checkpoint_holds_the_student_only(repo: Path) -> None:

@@ -321,17 +321,26 @@ class GateConfig:
         return missed
 
 
+@dataclass(frozen=True)
+class Int8GateConfig(GateConfig):
+    """The INT8 file's gate, and whether the run must ship one."""
+
+    # When no INT8 file within quantize.max_fp32_layers meets the gate: false, quantize records
+    # the refusal and the run ships the checkpoint and the fp32 ONNX file (exit 0, a warning).
+    required: bool = False  # false: INT8 declined when it misses the gate (a warning); true: exit 1
+
+
 def _onnx_gate() -> GateConfig:
     # The same network in another runtime: predictions and logits must match to float error.
     return GateConfig(max_top1_drop=0.002, min_agreement=0.999, max_abs_logit_diff=1.0e-4)
 
 
-def _int8_gate() -> GateConfig:
+def _int8_gate() -> Int8GateConfig:
     # 98 % agreement also for weak students: INT8 noise flips images whose top two logits are
     # close, and a weak student has more of them, but the fp32 fallback restores agreement within
     # a few layers (benchmarks/user_path); a looser default would let through files that disagree
     # with the model they claim to be.
-    return GateConfig(max_top1_drop=0.005, min_agreement=0.98)
+    return Int8GateConfig(max_top1_drop=0.005, min_agreement=0.98)
 
 
 @dataclass(frozen=True)
@@ -340,7 +349,7 @@ class VerifyConfig:
     threads: int = 2  # onnxruntime intra-op threads; 0 lets onnxruntime decide
     min_top1: float = 0.0  # every shipped file's top-1 on the test set must reach this
     onnx: GateConfig = field(default_factory=_onnx_gate)  # the fp32 ONNX file against torch
-    int8: GateConfig = field(default_factory=_int8_gate)  # the INT8 file; quantize meets it too
+    int8: Int8GateConfig = field(default_factory=_int8_gate)  # the INT8 file; quantize meets it too
     latency_runs: int = 200  # timed batch-1 calls per engine for the latency percentiles
 
     def __post_init__(self) -> None:

@@ -157,6 +157,19 @@ def read_json(path: Path, error: type[PipelineError], what: str, fix: str) -> di
 
 
 @contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty temp folder beside `path`; on success it replaces `path` whole (what was
+    there is removed only then), on error it is removed and `path` is left as it was."""
+    with scratch_dir(path.parent, path.name) as tmp:
+        new = tmp / "new"
+        new.mkdir()
+        yield new
+        if path.exists():
+            path.rename(tmp / "old")  # removed with the scratch folder
+        new.rename(path)
+
+
+@contextlib.contextmanager
 def scratch_dir(parent: Path, stage: str) -> Iterator[Path]:
     """A temp folder `.<stage>-<pid>-<random>` in `parent`, removed on exit.
 

@@ -1,7 +1,7 @@
 """One call to load a deployable student with its preprocessing, from a checkpoint or ONNX file.
 
     from pipeline.shipping.deploy import load_student
-    student = load_student("models/student.int8.onnx")   # or .onnx, or a student.pt checkpoint
+    student = load_student("models/int8/student.int8.onnx")   # or .onnx, or a student.pt checkpoint
     logits = student.logits(images)                      # uint8 images, (N, C, H, W)
     labels = student.predict(images)                     # class names
 

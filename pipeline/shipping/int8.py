@@ -51,6 +51,15 @@ CPU = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
 log = logging.getLogger(__name__)
 
 
+class Int8GateError(GateError):
+    """No INT8 file within quantize.max_fp32_layers meets the gate on validation. `figures`: the
+    best it reached (agreement, top-1 drop, fp32 layers), as `int8/...` metrics."""
+
+    def __init__(self, message: str, figures: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.figures = figures
+
+
 QUANTIZED_OPS = {"QLinearConv", "QLinearMatMul", "QuantizeLinear", "ConvInteger", "MatMulInteger"}
 
 
@@ -276,11 +285,19 @@ def _fallback(
         current, kept = tried, [*kept, name]
         if not current.missed:
             return current, kept
-    raise GateError(
+    best = {
+        "int8/val_top1_drop": current.top1_drop,
+        "int8/val_agreement": current.agreement,
+        "int8/fp32_layers": "; ".join(fixed + kept),
+        "int8/fp32_layer_count": len(fixed + kept),
+        "int8/fallback_layers": len(kept),
+    }
+    raise Int8GateError(
         f"INT8 misses the gate with {len(kept)} layer(s) kept fp32 (quantize.max_fp32_layers "
         f"{q.cfg.max_fp32_layers}): {'; '.join(current.missed)}, on {current.images} validation "
         f"images; raise quantize.max_fp32_layers, measure on more images (prepare.val_size), "
-        f"or train the student longer (a weakly trained student flips more borderline images)"
+        f"or train the student longer (a weakly trained student flips more borderline images)",
+        best,
     )
 
 
@@ -308,7 +325,11 @@ def _accuracy_controlled(
         return plain, [], report
     log.info("plain INT8 misses the gate on validation: %s", "; ".join(plain.missed))
     candidates = [n.name for n in nodes if n.name not in fixed]
-    chosen, kept = _fallback(q, fixed, candidates, val, plain, gate, fp32, margins)
+    try:
+        chosen, kept = _fallback(q, fixed, candidates, val, plain, gate, fp32, margins)
+    except Int8GateError as refused:
+        refused.figures = report | refused.figures | {"int8/quantize_builds": q.builds}
+        raise
     shape = (q.data.image_shape[0], *q.spec.size)
     report |= {
         "int8/plain_file_bytes": plain.path.stat().st_size,
@@ -341,7 +362,8 @@ def quantize_int8(
     The file is accepted only when it meets `gate` (the thresholds `verify` checks on test) on
     the validation split (never the test split); until it does, the layers whose quantization
     harms the validation logits most stay fp32, one more at a time, up to
-    `cfg.max_fp32_layers`; past the cap it fails in one line (GateError, exit 1).
+    `cfg.max_fp32_layers`; past the cap it raises Int8GateError (a GateError, exit 1) with the
+    best figures reached, and writes nothing.
     """
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -184,6 +184,16 @@ def _size_and_speed(
     )
 
 
+def _declined(declined: dict[str, str]) -> str:
+    """Why a target's file does not ship, and what would change that."""
+    return "".join(
+        f"\n**{_title(name)}: declined, not shipped.** {reason}. The files above met their gates; "
+        f"to make the run fail instead when this file cannot be built, set "
+        f"`verify.{name}.required: true`.\n"
+        for name, reason in declined.items()
+    )
+
+
 def _run_it(ckpt: Checkpoint, path: Path) -> str:
     c, h, w = ckpt.in_channels, *ckpt.image_size
     return f"""```python
@@ -210,8 +220,10 @@ def render(
     files: dict[str, Path],
     data_path: Path,
     dataset: str,
+    declined: dict[str, str] | None = None,
 ) -> str:
-    """The card's Markdown text. `files`: "checkpoint" and each verified target's file."""
+    """The card's Markdown text. `files`: "checkpoint" and each verified target's file;
+    `declined`: the targets that were not built, with the reason."""
     objective = ckpt.params.get("objective", "?")
     key, targets = f"{objective}/student", [name for name in files if name != "checkpoint"]
     c, h, w = ckpt.in_channels, *ckpt.image_size
@@ -244,7 +256,7 @@ Agreement with the teacher's predictions: {_pct(evaluation[f"{key}/agreement_wit
 {_size_and_speed(report, evaluation, key, targets)}
 | file | bytes | sha256 |
 |---|---|---|
-{hashes}
+{hashes}{_declined(declined or {})}
 ## Run it
 
 {_run_it(ckpt, files[targets[-1]])}

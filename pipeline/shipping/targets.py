@@ -34,6 +34,8 @@ TARGETS: Registry[Target] = Registry("target")
 ONNX = TARGETS.register("onnx")(Target("onnx", "ONNX fp32 (onnxruntime)", "checkpoint"))
 INT8 = TARGETS.register("int8")(Target("int8", "ONNX INT8 (onnxruntime)", "onnx"))
 TARGET_KEY = "target"  # the ONNX metadata key that names a file's target
+# quantize writes a folder: the INT8 file when accepted, in its place the refusal when declined
+INT8_FILE, REFUSAL_FILE = "student.int8.onnx", "refused.json"
 
 
 def target_of(path: Path, metadata: dict[str, str]) -> Target:

@@ -15,9 +15,32 @@ from pipeline.data.batches import make_batches
 from pipeline.data.datasets import Prepared
 from pipeline.models.checkpoint import Checkpoint
 from pipeline.shipping.engines import Engine, open_engine
-from pipeline.shipping.targets import Target, target_of
+from pipeline.shipping.targets import REFUSAL_FILE, Target, target_of
 
 CPU = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False)
+
+
+def shipped_files(artifacts: list[Path]) -> tuple[list[Path], dict[str, str]]:
+    """The files to verify, and the targets declined with their reasons. An artifact that is a
+    folder (quantize's output) holds its ONNX file, or a refusal saying why there is none."""
+    from pipeline.core.files import read_json
+
+    files, declined = [], {}
+    for path in artifacts:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        inside = sorted(path.glob("*.onnx"))
+        if inside:
+            files += inside
+        elif (path / REFUSAL_FILE).is_file():
+            refusal = read_json(path / REFUSAL_FILE, ModelFileError, "refusal", "rerun quantize")
+            declined[str(refusal.get("target", "int8"))] = str(refusal.get("int8/refusal", "?"))
+        else:
+            raise ModelFileError(
+                f"{path} holds no ONNX file and no {REFUSAL_FILE}; rerun `dvc repro quantize`"
+            )
+    return files, declined
 
 
 def open_targets(
