@@ -54,6 +54,8 @@ def verify(
     shape, cfg = (ckpt.in_channels, *ckpt.image_size), p.verify
     report |= measure(ckpt.build(), files, shape, cfg.threads, cfg.latency_runs)
     report |= {f"versions/{k}": v for k, v in library_versions().items()} | machine_metrics()
+    # A target the run may decline records whether it shipped, so `dvc exp show` compares runs.
+    report |= {f"{n}/accepted": True for n in files if hasattr(p.verify.gate(n), "required")}
     for name, reason in declined.items():
         report |= {f"{name}/accepted": False, f"{name}/refusal": reason}
         if getattr(p.verify.gate(name), "required", True):  # an earlier run did not require it
