@@ -18,8 +18,8 @@ def fetch(
     ],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Obtain the raw dataset of prepare.dataset (kept if there; yours for imagefolder)."""
+    """Obtain the raw dataset of prepare.dataset (kept if there); mirror yours for imagefolder."""
     from pipeline.data.fetch import fetch as fetch_dataset
 
     p, _ = setup(params, "fetch")
-    log.info(fetch_dataset(p.prepare.dataset, out))
+    log.info(fetch_dataset(p.prepare.dataset, out, Path(p.prepare.folder)))

@@ -40,7 +40,7 @@ def test_every_stage_reads_only_its_own_params_sections() -> None:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     # The documented reads across sections: the one list of objectives (evaluate and export find
     # every student by it) and the INT8 gate that quantize meets on validation (verify.int8).
-    crossing = {"distill.objectives", "verify.int8", "prepare.dataset"}
+    crossing = {"distill.objectives", "verify.int8", "prepare.dataset", "prepare.folder"}
     for name, stage in stages.items():
         for key in map(str, stage["params"]):
             assert key.split(".")[0] in {name, "seed", "runtime"} or key in crossing, (name, key)

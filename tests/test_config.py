@@ -51,7 +51,7 @@ def test_overlays_state_only_what_differs_from_the_defaults(path: Path) -> None:
     """Every leaf a profile or preset sets differs from its default, except keys DVC needs."""
     dvc_needs = {"seed", "train_teacher.arch", "distill.arch", "distill.objectives"}
     dvc_needs |= {"distill.weights", "distill.seed"}
-    dvc_needs |= {"export.objective", "prepare.dataset"}
+    dvc_needs |= {"export.objective", "prepare.dataset", "prepare.folder"}
     base = as_dict(defaults())
     base["distill"].update(base["distill"].pop("settings"))
 

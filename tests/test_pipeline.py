@@ -340,3 +340,39 @@ def test_an_objective_added_to_the_one_list_is_trained_and_evaluated(repo: Path)
     assert 0 <= evaluate["kd/student/top1"] <= 1
     assert (repo / "plots/evaluate/confusion/kd.csv").is_file()
     assert (repo / "dvclive/distill/kd/plots/metrics/train/student/kd.tsv").is_file()
+
+
+def test_experiments_never_touch_your_image_folder(tmp_path: Path) -> None:
+    """`dvc exp run` checks out the baseline's outputs, emptying any it has not cached: the
+    user's photos live outside them (prepare.folder) and `fetch` mirrors them, on every run."""
+    from tests.helpers import write_image_folder
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for folder in ("pipeline", "stages", ".dvc"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns(
+            "__pycache__", "cache", "tmp", "config.local"))  # fmt: skip
+    shutil.copy(TINY_PARAMS, repo / "params.yaml")
+    write_fashion_mnist(repo / "data" / "raw" / "fashion_mnist", n_train=40, n_test=20)
+    for split in ("train", "val"):
+        write_image_folder(repo / "images" / split, ["cat", "dog"], per_class=3, size=12)
+    before = {p: p.read_bytes() for p in (repo / "images").rglob("*.png")}
+    for args in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "t"]):
+        _run(args, repo)
+    _run(["dvc", "repro", "fetch"], repo)  # the baseline's lock knows only Fashion-MNIST
+    _run(["dvc", "exp", "run", "fetch", "-S", "prepare.dataset=imagefolder"], repo)
+    assert {p: p.read_bytes() for p in (repo / "images").rglob("*.png")} == before
+    mirror = repo / "data" / "raw" / "imagefolder" / "train" / "cat" / "0.png"
+    mirrored = {p.relative_to(mirror.parents[2]) for p in mirror.parents[2].rglob("*.png")}
+    assert mirrored == {p.relative_to(repo / "images") for p in before}
+    assert mirror.read_bytes() == before[repo / "images" / "train" / "cat" / "0.png"]
+    # A photo added later reaches the mirror at the next run (fetch always runs).
+    shutil.copy(
+        repo / "images" / "train" / "cat" / "0.png", repo / "images" / "train" / "cat" / "new.png"
+    )
+    _run(["dvc", "exp", "run", "fetch"], repo)
+    assert (mirror.parent / "new.png").is_file() and len(before) + 1 == len(
+        list((repo / "images").rglob("*.png"))
+    )

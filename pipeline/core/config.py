@@ -68,6 +68,8 @@ class RuntimeConfig:
 @dataclass(frozen=True)
 class PrepareConfig:
     dataset: str = "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | imagefolder | fake
+    # The fetch stage mirrors the folder into data/raw/imagefolder (hard links); DVC never sees it.
+    folder: str = "images"  # imagefolder: your photos, <folder>/{train,val}/<class>/*
     val_size: int = 5000  # carved from the training images with `seed`; test stays untouched
     train_size: int = 0  # training images kept after the carve; 0 keeps them all
     test_size: int = 0  # test images kept; 0 keeps them all

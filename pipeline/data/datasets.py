@@ -160,6 +160,11 @@ def _list_folder(root: Path) -> tuple[list[str], Tensor, tuple[str, ...]]:
     return files, _labels(labels), classes
 
 
+def image_files(root: Path) -> list[str]:
+    """The image files `prepare` takes from `root/<class>/**`, in its order."""
+    return _list_folder(root)[0]
+
+
 def _class_files(folder: Path, seen: set[str], skipped: dict[str, int]) -> list[str]:
     from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
