@@ -288,25 +288,43 @@ def int8_speed() -> str:
 
 
 def int8_calibration() -> str:
-    """Plain INT8 under each calibration and weight granularity (benchmarks/int8_fallback.json)."""
+    """Plain INT8 under each calibration and weight granularity, and the fallback under each layer
+    ranking (benchmarks/int8_fallback.json)."""
     r = read("benchmarks/int8_fallback.json")
     students = r["students"]
-    head = " | ".join(f"{s['arch']} val / test drop" for s in students)
+    head = " | ".join(f"{s['arch']} ({s['val_images']:,} val)" for s in students)
     lines = [
-        f"Measured on {machine_line(r['machine'])}; top-1 drop in points, validation (what "
-        "chooses) / test (for information):",
+        f"Measured on {machine_line(r['machine'])}. Plain INT8 (stem and classifier fp32, no "
+        "fallback): agreement with fp32 on validation / test, and how many activation ranges "
+        "differ from minmax's:",
         "",
         f"| calibration | weights | {head} |",
         "|---|---|" + "---|" * len(students),
     ]
     for i, row in enumerate(students[0]["calibration"]):
         cells = " | ".join(
-            f"{100 * s['calibration'][i]['val_top1_drop']:+.2f} / "
-            f"{100 * s['calibration'][i]['test_top1_drop']:+.2f}"
-            for s in students
+            f"{pct(c['val_agreement'])} / {pct(c['test_agreement'])} "
+            f"({c['ranges_unlike_minmax']} of {c['tensors']})"
+            for c in (s["calibration"][i] for s in students)
         )
         granularity = "per channel" if row["per_channel"] else "per tensor"
         lines.append(f"| {row['calibrate_method']} | {granularity} | {cells} |")
+    lines += [
+        "",
+        "`quantize` at the defaults under each `quantize.rank` (validation agreement of the file "
+        "it kept or, refused, of the best it reached; fp32 layers including stem and classifier; "
+        "builds):",
+        "",
+        f"| rank | {head} |",
+        "|---|" + "---|" * len(students),
+    ]
+    for i, row in enumerate(students[0]["fallback"]):
+        cells = " | ".join(
+            f"{'accepted' if f['accepted'] else 'refused'}, {pct(f['int8/val_agreement'])}, "
+            f"{f['int8/fp32_layer_count']} fp32, {f['int8/quantize_builds']} builds"
+            for f in (s["fallback"][i] for s in students)
+        )
+        lines.append(f"| {row['rank']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

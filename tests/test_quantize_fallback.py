@@ -13,7 +13,8 @@ from pipeline.core.config import GateConfig, Params
 from pipeline.core.errors import GateError
 from pipeline.data.batches import make_batches
 from pipeline.data.datasets import Split, load_prepared
-from pipeline.shipping.int8 import CPU, _Margins, paired_drop_se, quantize_int8
+from pipeline.shipping.gate import Margins, failures, paired_drop_se
+from pipeline.shipping.int8 import CPU, quantize_int8
 from tests.conftest import with_changes
 from tests.test_export import exported, student_ckpt  # noqa: F401  (module fixtures)
 
@@ -163,9 +164,9 @@ def test_the_margins_count_the_test_measurement_verify_will_make(
     full = load_prepared(prepared_path, ("train", "val", "test"))
     assert data.sizes == {s: len(full.splits[s].labels) for s in ("train", "val", "test")}
     cfg = tiny_params.quantize
-    assert _Margins.of(cfg, 1000, 1000).scale == pytest.approx(2**0.5)
-    assert _Margins.of(cfg, 1000, 4000).scale == pytest.approx(1.25**0.5)
-    assert _Margins.of(cfg, 1000, None).scale == pytest.approx(2**0.5)  # unknown: as validation
+    assert Margins.of(cfg, 1000, 1000).scale == pytest.approx(2**0.5)
+    assert Margins.of(cfg, 1000, 4000).scale == pytest.approx(1.25**0.5)
+    assert Margins.of(cfg, 1000, None).scale == pytest.approx(2**0.5)  # unknown: as validation
 
 
 def test_the_cap_fails_in_one_line_and_writes_nothing(
@@ -241,3 +242,12 @@ def test_the_drop_standard_error_counts_only_images_whose_correctness_changed() 
     change = rng.choice([-1, 0, 1], p=[0.01, 0.97, 0.02], size=(20000, 500))
     simulated = (change.sum(1) / 500).std()
     assert paired_drop_se(10, 5, 500) == pytest.approx(simulated, rel=0.05)
+
+
+def test_a_figure_exactly_at_its_gate_threshold_meets_it() -> None:
+    gate = GateConfig(max_top1_drop=0.005, min_agreement=0.98)
+    five_in_a_thousand = 0.694 - 0.689  # 0.0050000000000000044 in floating point
+    assert five_in_a_thousand > 0.005
+    assert failures(gate, "verify.int8", "test", five_in_a_thousand, 980 / 1000) == []
+    missed = failures(gate, "verify.int8", "test", 0.006, 0.979)
+    assert len(missed) == 2 and "max_top1_drop" in missed[0] and "min_agreement" in missed[1]

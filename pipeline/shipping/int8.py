@@ -14,10 +14,11 @@ avoid that. The first convolution reads the raw image through a handful of input
 fp32 (`fp32_stem`) it costs ~1 % of the arithmetic and recovers the rest (both: -0.07 points, 99.3 %
 agreement). The last layer writes the logits the gate compares and is a sliver of the arithmetic:
 kept fp32 too (`fp32_head`; it lifted the agreement of weak MobileNetV2 students most, measured in
-benchmarks/int8_margin.json). Calibration and granularity were measured on a plain conv student
-(resnet8) and a depthwise one (MobileNetV3-Small; `benchmarks/int8_fallback.py`): per-channel
-weights matter for both, minmax is as good as the best on validation for both, so one set of
-defaults serves both families. Students that still lose accuracy get the fp32 fallback below.
+benchmarks/int8_margin.json). Calibration, weight granularity and the
+fallback's layer ranking were measured on the quickstart student and two photo-folder students
+(`benchmarks/int8_fallback.py`, docs/int8.md): per-channel weights matter, minmax and percentile
+trade places between students, and onnxruntime's entropy calibration is minmax in practice.
+Students that still lose accuracy get the fp32 fallback below.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-import math
 import statistics
 import time
 from collections.abc import Iterator
@@ -44,6 +44,7 @@ from pipeline.core.runtime import Runtime
 from pipeline.data.batches import make_batches
 from pipeline.data.datasets import Prepared
 from pipeline.shipping.engines import INPUT_NAME, metadata, open_engine, read_onnx, recorded_spec
+from pipeline.shipping.gate import Held, Margins, held
 from pipeline.shipping.latency import THROUGHPUT_BATCH, round_ratios, timed_files
 from pipeline.shipping.targets import INT8, ONNX, TARGET_KEY, target_of
 
@@ -132,7 +133,7 @@ class _Quantizer:
             extra["calibration_cache_path"] = str(cache)  # onnxruntime >= 1.2x: calibrate once
             if cache.exists():
                 reader = None
-        method = {
+        method = {  # entropy only for benchmarks.int8_fallback, which measures it
             "minmax": CalibrationMethod.MinMax,
             "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile,
@@ -172,90 +173,42 @@ def _val_logits(path: Path, val: Any) -> np.ndarray:
     return open_engine(path, threads=0).batch_logits(val)
 
 
-def binomial_se(fraction: float, images: int) -> float:
-    """The standard error of a fraction measured on `images` images."""
-    return math.sqrt(fraction * (1 - fraction) / images)
-
-
-def paired_drop_se(lost: int, gained: int, images: int) -> float:
-    """The standard error of a top-1 difference between two models on the same images, from the
-    images only one of them gets right (`lost`: fp32 right, INT8 wrong; `gained`: the reverse).
-    Images both get wrong, even with different classes, move neither top-1: a weak student's
-    many wrong-to-wrong flips cost agreement, not accuracy."""
-    return math.sqrt(max(lost + gained - (lost - gained) ** 2 / images, 0.0)) / images
-
-
 @dataclass(frozen=True)
-class _Measured:
-    """An INT8 candidate against fp32 on the validation split."""
+class _Measured(Held):
+    """An INT8 candidate file, held to the gate on the validation split."""
 
-    path: Path
-    top1_drop: float
-    agreement: float
-    missed: list[str]  # the gate's thresholds it misses (empty: accepted)
-    images: int  # the validation images measured
-
-    @property
-    def agreement_se(self) -> float:
-        """The standard error of `agreement`: differences below it are noise."""
-        return binomial_se(self.agreement, self.images)
-
-
-@dataclass(frozen=True)
-class _Margins:
-    """How far a validation figure must clear the gate: the quantize config's margins, in
-    standard errors of the difference between validation and the test split `verify` will
-    measure (independent samples: the variances add)."""
-
-    agreement_se: float
-    drop_se: float
-    scale: float  # sqrt(1 + validation images / test images)
-
-    @classmethod
-    def of(cls, cfg: QuantizeConfig, val_images: int, test_images: int | None) -> _Margins:
-        test = test_images or val_images  # test size unknown: as large as validation
-        scale = math.sqrt(1 + val_images / test)
-        return cls(cfg.agreement_margin_se, cfg.drop_margin_se, scale)
-
-    def label(self) -> str:
-        return (
-            f"INT8 on validation, margins for the test measurement included (agreement "
-            f"{self.agreement_se:g}, top-1 drop {self.drop_se:g} standard errors):"
-        )
+    path: Path = Path()
 
 
 def _measure(
-    path: Path, val: Any, fp32: np.ndarray, gate: GateConfig, margins: _Margins
+    path: Path, val: Any, fp32: np.ndarray, gate: GateConfig, margins: Margins
 ) -> _Measured:
-    """The candidate against fp32 on validation, held to the gate with `margins` to spare: the
-    agreement less its margin, the top-1 drop plus its own (from the paired standard error)."""
-    labels = val.labels.numpy()
+    """The candidate against fp32 on validation, held to the gate with `margins` to spare."""
     predicted = _val_logits(path, val).argmax(1)
-    fp32_right, int8_right = fp32.argmax(1) == labels, predicted == labels
-    lost, gained = int((fp32_right & ~int8_right).sum()), int((int8_right & ~fp32_right).sum())
-    n = len(labels)
-    drop = (lost - gained) / n
-    agreement = float((predicted == fp32.argmax(1)).mean())
-    bounds = (
-        drop + margins.drop_se * margins.scale * paired_drop_se(lost, gained, n),
-        agreement - margins.agreement_se * margins.scale * binomial_se(agreement, n),
-    )
-    missed = gate.failures("verify.int8", margins.label(), *bounds)
-    return _Measured(path, drop, agreement, missed, n)
+    verdict = held(gate, margins, predicted, fp32.argmax(1), val.labels.numpy())
+    return _Measured(**dataclasses.asdict(verdict), path=path)
 
 
-def rank_layers(q: _Quantizer, candidates: list[str], val: Any, fp32: np.ndarray) -> list[str]:
-    """Candidates, most harmful first: each quantized alone, by its validation logit error."""
+def rank_layers(
+    q: _Quantizer, fixed: list[str], candidates: list[str], val: Any, fp32: np.ndarray
+) -> list[str]:
+    """Candidates, most harmful first (quantize.rank): `error`, each quantized alone, by its
+    validation logit error; `agreement`, each kept fp32 alone beside `fixed`, by the validation
+    agreement with fp32 that restores."""
     harm = {}
     for name in candidates:
-        logits = _val_logits(q.build([], only=[name]), val)
-        harm[name] = float(np.mean((logits - fp32) ** 2))
+        if q.cfg.rank == "error":
+            logits = _val_logits(q.build([], only=[name]), val)
+            harm[name] = float(np.mean((logits - fp32) ** 2))
+        else:
+            logits = _val_logits(q.build([*fixed, name]), val)
+            harm[name] = float(np.mean(logits.argmax(1) == fp32.argmax(1)))
     return sorted(candidates, key=lambda n: -harm[n])  # stable: ties keep graph order
 
 
 def _fallback(
     q: _Quantizer, fixed: list[str], candidates: list[str], val: Any, plain: _Measured,
-    gate: GateConfig, fp32: np.ndarray, margins: _Margins,
+    gate: GateConfig, fp32: np.ndarray, margins: Margins,
 ) -> tuple[_Measured, list[str]]:  # fmt: skip
     """Keep the most harmful layers in fp32, one more at a time, until the gate holds.
 
@@ -265,7 +218,7 @@ def _fallback(
     depthwise convolution of a short-trained EfficientNet-Lite took agreement from 96 % to 9 %).
     A change within the noise is kept, so pairs of layers that help only together still can.
     """
-    ranking = rank_layers(q, candidates, val, fp32)
+    ranking = rank_layers(q, fixed, candidates, val, fp32)
     cap = min(q.cfg.max_fp32_layers, len(ranking))
     current, kept = plain, []
     for name in ranking[: TRIES_PER_LAYER * cap]:
@@ -314,7 +267,7 @@ def _accuracy_controlled(
 ) -> tuple[_Measured, list[str], dict[str, Any]]:
     """Plain INT8 if it meets the gate on validation, else the fp32 fallback; and a report."""
     fp32 = _val_logits(q.pre, val)
-    margins = _Margins.of(q.cfg, len(val.labels), q.data.sizes.get("test"))
+    margins = Margins.of(q.cfg, len(val.labels), q.data.sizes.get("test"))
     plain = _measure(q.build(fixed), val, fp32, gate, margins)
     report: dict[str, Any] = {
         "int8/val_top1_fp32": float((fp32.argmax(1) == val.labels.numpy()).mean()),

@@ -14,6 +14,7 @@ from pipeline.core.runtime import Runtime
 from pipeline.data.batches import make_batches
 from pipeline.data.datasets import Prepared
 from pipeline.models.checkpoint import Checkpoint
+from pipeline.shipping import gate
 from pipeline.shipping.engines import Engine, open_engine
 from pipeline.shipping.targets import REFUSAL_FILE, Target, target_of
 
@@ -69,17 +70,6 @@ def open_targets(
     return opened
 
 
-def compare(name: str, torch_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> dict:
-    """One file's figures against torch fp32: top-1, its drop, agreement, max |Δlogit|."""
-    top1 = float((logits.argmax(1) == labels).mean())
-    return {
-        f"{name}/top1": top1,
-        f"{name}/top1_drop": float((torch_logits.argmax(1) == labels).mean()) - top1,
-        f"{name}/agreement": float((torch_logits.argmax(1) == logits.argmax(1)).mean()),
-        f"{name}/max_abs_logit_diff": float(np.abs(torch_logits - logits).max()),
-    }
-
-
 def _file_figures(name: str, target: Target, engine: Engine, sizes: dict[str, int]) -> dict:
     meta = engine.metadata
     figures: dict[str, Any] = {
@@ -117,20 +107,9 @@ def verify(
     sizes = {name: engine.path.stat().st_size for name, (_, engine) in opened.items()}
     failures = []
     for name, (target, engine) in opened.items():
-        figures = compare(name, t, engine.batch_logits(batches), labels)
-        report |= figures | _file_figures(name, target, engine, sizes)
-        if figures[f"{name}/top1"] < cfg.min_top1:
-            failures.append(f"{name} top-1 {figures[f'{name}/top1']:.4f} < min_top1 {cfg.min_top1}")
-        failures += [
-            f"{name} {message}"
-            for message in cfg.gate(name).failures(
-                f"verify.{name}",
-                "test",
-                figures[f"{name}/top1_drop"],
-                figures[f"{name}/agreement"],
-                figures[f"{name}/max_abs_logit_diff"],
-            )
-        ]
+        measured = gate.figures(name, t, engine.batch_logits(batches), labels)
+        report |= measured | _file_figures(name, target, engine, sizes)
+        failures += gate.file_failures(name, measured, cfg)
     report.update({"gate/passed": not failures, "gate/failures": "; ".join(failures)})
     return report, {name: engine for name, (_, engine) in opened.items()}
 
