@@ -9,9 +9,9 @@ file; NAME is one of RENDERERS below, each a function of the metrics and benchma
 machine that measured them comes from the JSON too). Nothing between the markers is typed by hand,
 so a re-measurement is a rerun of this command, and a test fails while the committed text differs
 from what the committed JSON renders. The check reads both as committed (git's index: staged or
-committed), so a user's own `dvc repro`, which rewrites metrics/ with what their CPU measured,
+committed), so a user's own `dvc repro`, which rewrites records/ with what their CPU measured,
 never makes the docs "stale". Figures go to docs/figures/ and `dvc.yaml`'s artifacts get
-their test top-1 and size from metrics/verify.json the same way.
+their test top-1 and size from records/verify.json the same way.
 """
 
 from __future__ import annotations
@@ -83,14 +83,14 @@ def _objectives(evaluation: dict[str, Any]) -> list[str]:
 
 
 def quickstart() -> str:
-    """The quickstart's networks and files, from metrics/ of the committed `dvc repro`."""
+    """The quickstart's networks and files, from records/ of the committed `dvc repro`."""
     ev, ve, ex = (
-        read("metrics/evaluate.json"),
-        read("metrics/verify.json"),
-        read("metrics/export.json"),
+        read("records/evaluate.json"),
+        read("records/verify.json"),
+        read("records/export.json"),
     )
     shipped = ex["selection/objective"]
-    teacher = read("metrics/train_teacher.json")
+    teacher = read("records/train_teacher.json")
     rows = [
         "| network | role | params | MACs / image | validation top-1 | test top-1 |",
         "|---|---|---|---|---|---|",
@@ -110,7 +110,7 @@ def quickstart() -> str:
                 f"| improved teacher | `{name}`'s trunk + bridge | "
                 f"{ev[f'{name}/improved_teacher/params']:,} | "
                 f"{ev[f'{name}/improved_teacher/macs'] / 1e6:.1f} M | "
-                f"{pct(read(f'metrics/distill/{name}.json')['improved_teacher/val_top1'])} | "
+                f"{pct(read(f'records/distill/{name}.json')['improved_teacher/val_top1'])} | "
                 f"{pct(ev[f'{name}/improved_teacher/top1'])} |"
             )
     files = {"onnx": "student.onnx", "int8": "int8/student.int8.onnx"}
@@ -122,7 +122,7 @@ def quickstart() -> str:
         )
     gain = ev[f"{shipped}/student/top1"] - ev.get("vanilla/student/top1", float("nan"))
     seconds = (
-        sum(read(f"metrics/distill/{n}.json")["time/train_s"] for n in _objectives(ev))
+        sum(read(f"records/distill/{n}.json")["time/train_s"] for n in _objectives(ev))
         + teacher["time/train_s"]
     )
     notes = [
@@ -135,7 +135,7 @@ def quickstart() -> str:
         f"the INT8 file is {ve['int8/size_ratio']:.1f}x smaller.",
         f"- Made on {ve['machine/cpu']} ({ve['machine/cores']} cores; "
         f"{ve['machine/cpu_flags']}), torch {ve['versions/torch']}, where training took "
-        f"{seconds / 60:.1f} min (`time/train_s` in metrics/). bf16 results differ slightly "
+        f"{seconds / 60:.1f} min (`time/train_s` in records/). bf16 results differ slightly "
         "between CPUs with and without AMX; the same seeds on one machine give the same numbers.",
     ]
     return "\n".join(rows + notes) + "\n"
@@ -145,9 +145,9 @@ def quickstart() -> str:
 
 
 def artifacts_meta(dvc_yaml: str) -> str:
-    """`dvc.yaml` with each artifact's `meta:` line set from metrics/verify.json."""
-    ve, ev = read("metrics/verify.json"), read("metrics/evaluate.json")
-    shipped = read("metrics/export.json")["selection/objective"]
+    """`dvc.yaml` with each artifact's `meta:` line set from records/verify.json."""
+    ve, ev = read("records/verify.json"), read("records/evaluate.json")
+    shipped = read("records/export.json")["selection/objective"]
     figures = {
         "student": (ve["torch/top1"], ev[f"{shipped}/student/file_bytes"]),
         "student-onnx": (ve["onnx/top1"], ve["onnx/file_bytes"]),
@@ -246,8 +246,8 @@ def speed_gpu() -> str:
 
 
 def int8_files() -> str:
-    """The quickstart's shipped student as torch, fp32 ONNX and INT8 (metrics/verify.json)."""
-    ve = read("metrics/verify.json")
+    """The quickstart's shipped student as torch, fp32 ONNX and INT8 (records/verify.json)."""
+    ve = read("records/verify.json")
     lines = [
         "| file | bytes | test top-1 | same prediction as torch | max \\|Δlogit\\| |",
         "|---|---|---|---|---|",
@@ -258,7 +258,7 @@ def int8_files() -> str:
             f"| `{name}` | {ve[f'{target}/file_bytes']:,} | {pct(ve[f'{target}/top1'])} | "
             f"{pct(ve[f'{target}/agreement'])} | {ve[f'{target}/max_abs_logit_diff']:.1e} |"
         )
-    q = read("metrics/quantize.json")
+    q = read("records/quantize.json")
     lines += [
         "",
         f"`quantize` on validation: plain INT8 {drop_words(q['int8/val_top1_drop_plain'], 'fp32')}"

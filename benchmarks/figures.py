@@ -119,7 +119,7 @@ def draw_user_path(path: Path) -> None:
 
 
 def draw_tradeoff(path: Path) -> None:
-    ev, ve = _read("metrics/evaluate.json"), _read("metrics/verify.json")
+    ev, ve = _read("records/evaluate.json"), _read("records/verify.json")
     if ev is None or ve is None:
         return
     points = [("teacher (torch)", ev["teacher/file_bytes"], ev["teacher/top1"])]

@@ -27,6 +27,13 @@ StateOption = Annotated[
     Path | None,
     typer.Option(help="Training state, rewritten after every epoch; a rerun resumes from it."),
 ]
+RecordOption = Annotated[
+    Path | None,
+    typer.Option(help="JSON of everything measured (records/); without it --metrics holds all."),
+]
+MetricsOption = Annotated[
+    Path, typer.Option(help="The stage's headline metrics JSON, the file DVC declares.")
+]
 LiveOption = Annotated[
     Path, typer.Option(help="dvclive folder: per-epoch metrics.json and plots, history.png.")
 ]

@@ -7,7 +7,15 @@ import typer
 
 from pipeline.core.errors import ConfigError
 from pipeline.objectives import NAMES
-from stages.common import LiveOption, ParamsOption, StateOption, one_line_errors, setup
+from stages.common import (
+    LiveOption,
+    MetricsOption,
+    ParamsOption,
+    RecordOption,
+    StateOption,
+    one_line_errors,
+    setup,
+)
 
 # The choices, without importing torch: `--help` lists them, and a wrong name is one `error:`
 # line (exit 2) before anything heavy is imported.
@@ -31,9 +39,10 @@ def distill(
     out: Annotated[
         Path, typer.Option(help="Directory for student.pt (and improved_teacher.pt for sokd).")
     ],
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
+    metrics: MetricsOption,
     live: LiveOption,
     state: StateOption = None,
+    record: RecordOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Train the student with one objective against the frozen teacher."""
@@ -44,10 +53,11 @@ def distill(
     from pipeline.training.live import EpochLog
     from pipeline.training.runs import Extras, run_distill, save_run
 
-    p, runtime = setup(params, "distill", (objective,), (metrics, state))
+    p, runtime = setup(params, "distill", (objective,), (record, metrics, state))
     epoch_log = EpochLog(live)
     run = run_distill(
         objective, data, teacher, p.distill, runtime, Extras(on_row=epoch_log, state=state)
     )
-    save_run(run, {role: out / f"{role}.pt" for role in run.networks}, metrics, live)
+    paths = {role: out / f"{role}.pt" for role in run.networks}
+    save_run(run, paths, record, metrics, live)
     epoch_log.close()

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import ParamsOption, log, one_line_errors, setup
+from stages.common import MetricsOption, ParamsOption, RecordOption, log, one_line_errors, setup
 
 app = typer.Typer()
 
@@ -23,20 +23,21 @@ def evaluate(
             help="Folder of `distill` outputs: <runs>/<objective> for distill.objectives."
         ),
     ],
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write (flat keys).")],
+    metrics: MetricsOption,
     plots: Annotated[
         Path,
         typer.Option(help="Folder for confusion/<run>.csv (DVC's template) and images/*.png."),
     ],
+    record: RecordOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Test-set accuracy, size, MACs and teacher agreement of every network, in fp32."""
-    from pipeline.core.files import write_json
+    from pipeline.core.files import write_metrics
     from pipeline.training.evaluation import evaluate_all
 
-    p, runtime = setup(params, "evaluate", outputs=(metrics,))
+    p, runtime = setup(params, "evaluate", outputs=(record, metrics))
     run_dirs = [runs / name for name in p.distill.objectives]
     result = evaluate_all(data, teacher, run_dirs, p.evaluate, runtime, plots)
-    write_json(metrics, result)
+    write_metrics(record, metrics, result, ("teacher/top1", "*/student/top1"))
     for key in [k for k in result if k.endswith("/top1")]:
         log.info("%-32s top-1 %.2f%%", key.removesuffix("/top1"), 100 * result[key])

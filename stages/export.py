@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import ParamsOption, log, one_line_errors, setup
+from stages.common import MetricsOption, ParamsOption, RecordOption, log, one_line_errors, setup
 
 app = typer.Typer()
 
@@ -19,23 +19,24 @@ def export(
     teacher: Annotated[Path, typer.Option(help="Teacher checkpoint (its validation top-1).")],
     student: Annotated[Path, typer.Option(help="Where the shipped student's checkpoint goes.")],
     out: Annotated[Path, typer.Option(help="ONNX file to write.")],
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
+    metrics: MetricsOption,
+    record: RecordOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Ship the best student on validation (or the one named): its checkpoint and ONNX file."""
-    from pipeline.core.files import copy_file, write_json
+    from pipeline.core.files import copy_file, write_metrics
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.shipping.onnx import export_onnx
     from pipeline.shipping.selection import choose_student
 
-    p, _ = setup(params, "export", outputs=(out, student, metrics))
+    p, _ = setup(params, "export", outputs=(out, student, record, metrics))
     selection, chosen = choose_student(runs, p.distill.objectives, teacher, p.export)
     for note in selection.notes:
         log.warning("warning: %s", note)
     # ONNX first: a student that must not ship (NaN weights, not a student) leaves no copy.
     report = export_onnx(load_checkpoint(chosen), out, p.export)
     copy_file(chosen, student)  # the same bytes: the ONNX file's recorded SHA-256 holds for it
-    write_json(metrics, selection.metrics() | report)
+    write_metrics(record, metrics, selection.metrics() | report, ("selection/objective",))
     log.info(
         "shipping %s: %s; wrote %s and %s (%d bytes, %s exporter, opset %d)",
         selection.objective,

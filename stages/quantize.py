@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from pipeline.shipping.targets import INT8_FILE, REFUSAL_FILE
-from stages.common import ParamsOption, log, one_line_errors, setup
+from stages.common import MetricsOption, ParamsOption, RecordOption, log, one_line_errors, setup
 
 app = typer.Typer()
 
@@ -26,15 +26,16 @@ def quantize(
             "declined (verify.int8.required: false)."
         ),
     ],
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
+    metrics: MetricsOption,
+    record: RecordOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Static INT8 calibrated on training images; layers stay fp32 until val meets the gate."""
-    from pipeline.core.files import atomic_dir, write_json
+    from pipeline.core.files import atomic_dir, write_json, write_metrics
     from pipeline.data.datasets import load_prepared
     from pipeline.shipping.int8 import Int8GateError, quantize_int8
 
-    p, _ = setup(params, "quantize", outputs=(metrics,))
+    p, _ = setup(params, "quantize", outputs=(record, metrics))
     data_splits = load_prepared(data, ("train", "val"))
     with atomic_dir(out) as folder:
         try:
@@ -46,7 +47,7 @@ def quantize(
                 raise
             report = refused.figures | {"int8/accepted": False, "int8/refusal": str(refused)}
             write_json(folder / REFUSAL_FILE, {"target": "int8"} | report)
-    write_json(metrics, report)
+    write_metrics(record, metrics, report, ("int8/accepted", "int8/val_agreement"))
     if not report["int8/accepted"]:
         log.warning(
             "warning: INT8 declined, the run ships the checkpoint and the fp32 ONNX file (set "

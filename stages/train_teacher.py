@@ -5,7 +5,15 @@ from typing import Annotated
 
 import typer
 
-from stages.common import LiveOption, ParamsOption, StateOption, one_line_errors, setup
+from stages.common import (
+    LiveOption,
+    MetricsOption,
+    ParamsOption,
+    RecordOption,
+    StateOption,
+    one_line_errors,
+    setup,
+)
 
 app = typer.Typer()
 
@@ -15,17 +23,18 @@ app = typer.Typer()
 def train_teacher(
     data: Annotated[Path, typer.Option(help="Prepared dataset (.pt) from `prepare`.")],
     out: Annotated[Path, typer.Option(help="Teacher checkpoint to write (.pt).")],
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")],
+    metrics: MetricsOption,
     live: LiveOption,
     state: StateOption = None,
+    record: RecordOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Pretrain the teacher with cross-entropy, or start it from train_teacher.weights."""
     from pipeline.training.live import EpochLog
     from pipeline.training.runs import Extras, run_teacher, save_run
 
-    p, runtime = setup(params, "train_teacher", outputs=(out, metrics, state))
+    p, runtime = setup(params, "train_teacher", outputs=(out, record, metrics, state))
     epoch_log = EpochLog(live)
     run = run_teacher(data, p.train_teacher, runtime, Extras(on_row=epoch_log, state=state))
-    save_run(run, {"teacher": out}, metrics, live)
+    save_run(run, {"teacher": out}, record, metrics, live)
     epoch_log.close()

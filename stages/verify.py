@@ -5,9 +5,10 @@ from typing import Annotated
 
 import typer
 
-from stages.common import ParamsOption, log, one_line_errors, setup
+from stages.common import MetricsOption, ParamsOption, RecordOption, log, one_line_errors, setup
 
 app = typer.Typer()
+HEADLINE = ("gate/passed", "*/top1", "*/agreement", "int8/accepted")  # for dvc exp show
 
 
 @app.command("verify")
@@ -24,17 +25,18 @@ def verify(
     data: Annotated[
         Path, typer.Option(help="Prepared dataset (.pt); only its test split is read.")
     ],
-    evaluation: Annotated[Path, typer.Option(help="metrics/evaluate.json, for the model card.")],
+    evaluation: Annotated[Path, typer.Option(help="records/evaluate.json, for the model card.")],
     selection: Annotated[
-        Path, typer.Option(help="metrics/export.json: which student ships and why, for the card.")
+        Path, typer.Option(help="records/export.json: which student ships and why, for the card.")
     ],
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write (written on failure too).")],
+    metrics: MetricsOption,
     card: Annotated[Path, typer.Option(help="Model card (Markdown) to write.")],
+    record: RecordOption = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Gate: every shipped file under onnxruntime vs torch on the test set; exit 1 on a miss."""
     from pipeline.core.errors import GateError
-    from pipeline.core.files import write_json, write_text
+    from pipeline.core.files import write_metrics, write_text
     from pipeline.core.runtime import machine_metrics
     from pipeline.data.datasets import load_prepared
     from pipeline.models.checkpoint import load_checkpoint
@@ -43,7 +45,7 @@ def verify(
     from pipeline.shipping.verification import shipped_files, summary
     from pipeline.shipping.verification import verify as verify_files
 
-    p, _ = setup(params, "verify", outputs=(metrics, card))
+    p, _ = setup(params, "verify", outputs=(record, metrics, card))
     ckpt, test = load_checkpoint(checkpoint), load_prepared(data, ("test",))
     # Everything the card quotes is read before any output is written.
     runs = read_metrics(evaluation, "evaluate", card_keys(ckpt.params.get("objective", "?")))
@@ -61,7 +63,8 @@ def verify(
         if getattr(p.verify.gate(name), "required", True):  # an earlier run did not require it
             report["gate/passed"] = False
             report["gate/failures"] += f"; {name} is required (verify.{name}.required): {reason}"
-    write_json(metrics, report)
+    # Both written on failure too: the record says what missed.
+    write_metrics(record, metrics, report, HEADLINE)
     if not report["gate/passed"]:
         raise GateError(f"verify failed: {report['gate/failures'].strip('; ')}")
     shipped = {"checkpoint": checkpoint, **files}

@@ -16,12 +16,22 @@ from benchmarks import docs
 from tests.conftest import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-TOP = ("pipeline", "stages", "tests", "benchmarks", "presets", "docs", "models", "metrics")
+TOP = (
+    "pipeline",
+    "stages",
+    "tests",
+    "benchmarks",
+    "presets",
+    "docs",
+    "models",
+    "metrics",
+    "records",
+)
 TOP += ("data", "dvclive", "plots", ".github", ".ci")
 
 
 def test_every_rendered_block_is_what_the_committed_json_renders() -> None:
-    # Both as committed: a `dvc repro` on another CPU rewrites metrics/, not what the docs quote.
+    # Both as committed: a `dvc repro` on another CPU rewrites records/, not what the docs quote.
     stale = [
         str(path.relative_to(ROOT))
         for path, (text, committed) in docs.rendered_files(committed=True).items()
@@ -33,13 +43,13 @@ def test_every_rendered_block_is_what_the_committed_json_renders() -> None:
 def test_a_rebuild_that_rewrites_the_metrics_leaves_the_docs_check_passing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What a user's `make repro` then `make test` does: metrics/ rewritten, nothing committed.
+    # What a user's `make repro` then `make test` does: records/ rewritten, nothing committed.
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     for path in docs.rendered_files():  # the working tree's pages (committed or staged)
         (clone / path.relative_to(ROOT)).write_text(docs.text_of(path))
     subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
-    verify = clone / "metrics" / "verify.json"
+    verify = clone / "records" / "verify.json"
     figures = json.loads(verify.read_text())
     figures["onnx/file_bytes"] += 292  # another CPU, another exporter build: another size
     figures["int8/top1"] += 0.0001  # and one test image more
@@ -62,11 +72,11 @@ def test_every_page_has_its_blocks_and_no_block_is_empty() -> None:
 def test_a_changed_number_in_the_json_fails_until_rendered_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for folder in ("metrics", "benchmarks", "docs"):
+    for folder in ("records", "benchmarks", "docs"):
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("work"))
     for name in ("README.md", "dvc.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    verify = tmp_path / "metrics" / "verify.json"
+    verify = tmp_path / "records" / "verify.json"
     figures = json.loads(verify.read_text())
     figures["int8/top1"] += 0.0001  # one test image more
     verify.write_text(json.dumps(figures))

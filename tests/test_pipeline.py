@@ -104,7 +104,7 @@ def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
 
 
 def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
-    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    evaluate = json.loads((repo / "records/evaluate.json").read_text())
     for name in ("teacher", "vanilla/student", "sokd/student", "sokd/improved_teacher"):
         for metric in ("top1", "top5", "params", "macs", "file_bytes"):
             assert f"{name}/{metric}" in evaluate, f"{name}/{metric}"
@@ -112,13 +112,13 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     assert evaluate["sokd/student/params"] * 3 <= evaluate["teacher/params"]
     assert 0 <= evaluate["sokd/student/agreement_with_teacher"] <= 1
     assert "sokd/student/gain_over_vanilla" in evaluate
-    verify = json.loads((repo / "metrics/verify.json").read_text())
+    verify = json.loads((repo / "records/verify.json").read_text())
     assert verify["gate/passed"] is True
     assert verify["int8/size_ratio"] > 3 and verify["int8/agreement"] >= 0.5
     for engine in ("torch", "onnx", "int8"):
         assert verify[f"latency/{engine}_b1_median_ms"] <= verify[f"latency/{engine}_b1_p95_ms"]
         assert verify[f"throughput/{engine}_b64_images_per_s"] > 0
-    quantize = json.loads((repo / "metrics/quantize.json").read_text())
+    quantize = json.loads((repo / "records/quantize.json").read_text())
     assert quantize["int8/val_top1_drop"] <= 0.2  # the tiny profile's quantize.max_top1_drop
     card = (repo / "models/MODEL_CARD.md").read_text()
     words = " ".join(card.split())  # the card's prose, whatever its line breaks
@@ -126,7 +126,7 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     assert f"in {verify['latency/rounds']} rounds" in words
     assert "machine that built this card" in words
     assert verify["int8/how"] in words and "opset" in verify["onnx/how"]
-    shipped = json.loads((repo / "metrics/export.json").read_text())["selection/objective"]
+    shipped = json.loads((repo / "records/export.json").read_text())["selection/objective"]
     assert f"resnet8 student ({shipped})" in card and "resnet20" in card
     assert "ONNX INT8 (onnxruntime)" in card and "**Why this student.**" in card
     assert "sha256" in card and "git commit" in card and "InferenceSession" in card
@@ -150,7 +150,7 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     assert ran.stdout.strip() in classes
     assert verify["onnx/agreement"] >= 0.999 and verify["onnx/max_abs_logit_diff"] <= 1e-4
     assert verify["onnx/top1"] == evaluate[f"{shipped}/student/top1"] == verify["torch/top1"]
-    sokd = json.loads((repo / "metrics/distill/sokd.json").read_text())
+    sokd = json.loads((repo / "records/distill/sokd.json").read_text())
     assert {"val/top1_best", "val/top1_last", "val/best_epoch", "improved_teacher/val_top1"} <= set(
         sokd
     )
@@ -168,12 +168,12 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
 
 
 def test_the_shipped_student_is_the_best_on_validation(repo: Path) -> None:
-    chosen = json.loads((repo / "metrics/export.json").read_text())
+    chosen = json.loads((repo / "records/export.json").read_text())
     val = {name: chosen[f"selection/{name}/val_top1"] for name in ("vanilla", "sokd")}
     # The first listed wins a tie; the figures are the runs' own, after BatchNorm re-estimation.
     assert chosen["selection/objective"] == max(val, key=lambda name: val[name])
     for name, top1 in val.items():
-        run = json.loads((repo / f"metrics/distill/{name}.json").read_text())
+        run = json.loads((repo / f"records/distill/{name}.json").read_text())
         assert run["val/top1_final"] == top1
     shipped = repo / "models/distill" / chosen["selection/objective"] / "student.pt"
     assert (repo / "models/student.pt").read_bytes() == shipped.read_bytes()
@@ -294,7 +294,7 @@ def test_the_gate_fails_the_pipeline_with_one_clear_line(repo: Path) -> None:
         and "verify failed: onnx top-1" in errors[0]
         and "min_top1 1.0" in errors[0]
     )
-    assert json.loads((repo / "metrics/verify.json").read_text())["gate/passed"] is False
+    assert json.loads((repo / "records/verify.json").read_text())["gate/passed"] is False
     # The command itself: exit status 1 for a missed gate (2 is kept for bad input and usage).
     command = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["verify"]["cmd"]
     direct = _run(command.replace("sokd", str(BIN / "sokd"), 1).split(), repo, check=False)
@@ -336,7 +336,7 @@ def test_an_objective_added_to_the_one_list_is_trained_and_evaluated(repo: Path)
     )
     assert "distill@kd" in _stages_run(exp.stdout)
     assert not {"distill@vanilla", "train_teacher"} & _stages_run(exp.stdout)
-    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    evaluate = json.loads((repo / "records/evaluate.json").read_text())
     assert 0 <= evaluate["kd/student/top1"] <= 1
     assert (repo / "plots/evaluate/confusion/kd.csv").is_file()
     assert (repo / "dvclive/distill/kd/plots/metrics/train/student/kd.tsv").is_file()

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,16 @@ def _alive(pid: str) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def write_metrics(
+    record: Path | None, metrics: Path, report: dict, headline: tuple[str, ...]
+) -> None:
+    """The whole `report` to `record`, and the keys matching a `headline` pattern (fnmatch) to
+    `metrics`: the file DVC declares, so `dvc exp show` shows a few figures per stage while the
+    timings, hashes and versions stay in the record. Without a record, `metrics` gets it all."""
+    if record is None:
+        write_json(metrics, report)
+        return
+    write_json(record, report)
+    write_json(metrics, {k: v for k, v in report.items() if any(fnmatch(k, p) for p in headline)})

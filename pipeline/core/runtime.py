@@ -121,7 +121,7 @@ def cpu_info(field: str) -> str:
 
 def machine() -> dict[str, object]:
     """What a timing or a bf16 result depends on: CPU model and its speed-relevant flags,
-    threads, versions (recorded with every benchmark and in metrics/verify.json)."""
+    threads, versions (recorded with every benchmark and in records/verify.json)."""
     flags = set(cpu_info("flags").split())
     return {
         "cpu": cpu_info("model name"),

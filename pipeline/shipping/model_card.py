@@ -73,7 +73,7 @@ def _pct(x: float) -> str:
 
 
 def read_metrics(path: Path, stage: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A stage's metrics JSON (metrics/evaluate.json, metrics/export.json) holding the `required`
+    """A stage's metrics JSON (records/evaluate.json, records/export.json) holding the `required`
     keys, or one clear error."""
     fix = f"run `dvc repro {stage}`"
     metrics = read_json(path, PipelineError, f"{stage} metrics", fix)

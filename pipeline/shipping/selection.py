@@ -36,7 +36,7 @@ class Selection:
     notes: list[str] = field(default_factory=list)  # one line each, for the log and the card
 
     def metrics(self) -> dict[str, Any]:
-        """Flat metric keys for metrics/export.json."""
+        """Flat metric keys for records/export.json."""
         out: dict[str, Any] = {
             "selection/objective": self.objective,
             "selection/reason": self.reason,

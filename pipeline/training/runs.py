@@ -16,7 +16,7 @@ from torch import nn
 from pipeline.core.config import DistillConfig, TeacherConfig, TrainConfig, as_dict
 from pipeline.core.distributed import world
 from pipeline.core.errors import CheckpointError, ConfigError
-from pipeline.core.files import sha256_file, write_json
+from pipeline.core.files import sha256_file, write_metrics
 from pipeline.core.inputs import InputSpec, renormalise_input, run_spec
 from pipeline.core.runtime import Runtime, prepare_module, seed_everything
 from pipeline.data.batches import make_batches
@@ -289,10 +289,13 @@ def _saved_networks(
 DEPLOYED = ("teacher", "student")  # the roles whose per-epoch validation `fit` measured
 
 
+HEADLINE = ("val/top1_best", "val/top1_final", "improved_teacher/val_top1")  # for dvc exp show
+
+
 def save_run(
-    run: TrainedRun, checkpoints: dict[str, Path], metrics_path: Path, live_dir: Path
+    run: TrainedRun, checkpoints: dict[str, Path], record: Path, metrics: Path, live_dir: Path
 ) -> None:
-    """Write each network's checkpoint, the run's metrics JSON and its history picture."""
+    """Write each network's checkpoint, the run's record and metrics JSON, its history picture."""
     if not world().is_main:  # under torchrun one process writes the files
         return
     for role, path in checkpoints.items():
@@ -309,5 +312,5 @@ def save_run(
             curve=[row["val/top1"] for row in run.fit.history] if role in DEPLOYED else (),
         )
         log.info("wrote %s (%s, %s)", path, role, arch)
-    write_json(metrics_path, run.metrics)
+    write_metrics(record, metrics, run.metrics, HEADLINE)
     plot_history(live_dir / "history.png", run.fit.history, title=run.name)
