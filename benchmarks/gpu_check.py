@@ -214,8 +214,8 @@ def part_pipeline(scale: Scale, work: Path, clock: Clock) -> dict[str, Any]:
         if code != 0:
             why = f"{label} exit {code}: {_first_line(output)}"
             raise PartFailedError(why, {"stage_seconds": seconds})
-    verify = yaml.safe_load((work / "metrics" / "verify.json").read_text())
-    sokd = yaml.safe_load((work / "metrics" / "distill" / "sokd.json").read_text())
+    verify = yaml.safe_load((work / "records" / "verify.json").read_text())
+    sokd = yaml.safe_load((work / "records" / "distill" / "sokd.json").read_text())
     return {
         "stage_seconds": seconds,
         "gate_passed": verify["gate/passed"],

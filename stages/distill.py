@@ -59,5 +59,5 @@ def distill(
         objective, data, teacher, p.distill, runtime, Extras(on_row=epoch_log, state=state)
     )
     paths = {role: out / f"{role}.pt" for role in run.networks}
-    save_run(run, paths, record, metrics, live)
+    save_run(run, paths, metrics, live, record)
     epoch_log.close()

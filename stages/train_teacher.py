@@ -36,5 +36,5 @@ def train_teacher(
     p, runtime = setup(params, "train_teacher", outputs=(out, record, metrics, state))
     epoch_log = EpochLog(live)
     run = run_teacher(data, p.train_teacher, runtime, Extras(on_row=epoch_log, state=state))
-    save_run(run, {"teacher": out}, record, metrics, live)
+    save_run(run, {"teacher": out}, metrics, live, record)
     epoch_log.close()

@@ -293,9 +293,14 @@ HEADLINE = ("val/top1_best", "val/top1_final", "improved_teacher/val_top1")  # f
 
 
 def save_run(
-    run: TrainedRun, checkpoints: dict[str, Path], record: Path, metrics: Path, live_dir: Path
+    run: TrainedRun,
+    checkpoints: dict[str, Path],
+    metrics: Path,
+    live_dir: Path,
+    record: Path | None = None,
 ) -> None:
-    """Write each network's checkpoint, the run's record and metrics JSON, its history picture."""
+    """Write each network's checkpoint, the run's metrics JSON (headline figures when a `record`
+    takes them all) and its history picture."""
     if not world().is_main:  # under torchrun one process writes the files
         return
     for role, path in checkpoints.items():
