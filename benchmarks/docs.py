@@ -287,6 +287,17 @@ def int8_speed() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _per_student(
+    students: list[dict], key: str, label: Callable[[dict], str], cell: Callable[[dict], str]
+) -> list[str]:
+    """One table row per entry of each student's `key` list: `label` of the first student's
+    entry, then `cell` of every student's entry at that place."""
+    return [
+        f"| {label(row)} | " + " | ".join(cell(s[key][i]) for s in students) + " |"
+        for i, row in enumerate(students[0][key])
+    ]
+
+
 def int8_calibration() -> str:
     """Plain INT8 under each calibration and weight granularity, and the fallback under each layer
     ranking (benchmarks/int8_fallback.json)."""
@@ -300,16 +311,18 @@ def int8_calibration() -> str:
         "",
         f"| calibration | weights | {head} |",
         "|---|---|" + "---|" * len(students),
-    ]
-    for i, row in enumerate(students[0]["calibration"]):
-        cells = " | ".join(
-            f"{pct(c['val_agreement'])} / {pct(c['test_agreement'])} "
-            f"({c['ranges_unlike_minmax']} of {c['tensors']})"
-            for c in (s["calibration"][i] for s in students)
-        )
-        granularity = "per channel" if row["per_channel"] else "per tensor"
-        lines.append(f"| {row['calibrate_method']} | {granularity} | {cells} |")
-    lines += [
+        *_per_student(
+            students,
+            "calibration",
+            lambda row: (
+                f"{row['calibrate_method']} | "
+                f"{'per channel' if row['per_channel'] else 'per tensor'}"
+            ),
+            lambda c: (
+                f"{pct(c['val_agreement'])} / {pct(c['test_agreement'])} "
+                f"({c['ranges_unlike_minmax']} of {c['tensors']})"
+            ),
+        ),
         "",
         "`quantize` at the defaults under each `quantize.rank` (validation agreement of the file "
         "it kept or, refused, of the best it reached; fp32 layers including stem and classifier; "
@@ -317,14 +330,17 @@ def int8_calibration() -> str:
         "",
         f"| rank | {head} |",
         "|---|" + "---|" * len(students),
+        *_per_student(
+            students,
+            "fallback",
+            lambda row: row["rank"],
+            lambda f: (
+                f"{'accepted' if f['accepted'] else 'refused'}, "
+                f"{pct(f['int8/val_agreement'])}, {f['int8/fp32_layer_count']} fp32, "
+                f"{f['int8/quantize_builds']} builds"
+            ),
+        ),
     ]
-    for i, row in enumerate(students[0]["fallback"]):
-        cells = " | ".join(
-            f"{'accepted' if f['accepted'] else 'refused'}, {pct(f['int8/val_agreement'])}, "
-            f"{f['int8/fp32_layer_count']} fp32, {f['int8/quantize_builds']} builds"
-            for f in (s["fallback"][i] for s in students)
-        )
-        lines.append(f"| {row['rank']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

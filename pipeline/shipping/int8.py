@@ -238,20 +238,24 @@ def _fallback(
         current, kept = tried, [*kept, name]
         if not current.missed:
             return current, kept
-    best = {
-        "int8/val_top1_drop": current.top1_drop,
-        "int8/val_agreement": current.agreement,
-        "int8/fp32_layers": "; ".join(fixed + kept),
-        "int8/fp32_layer_count": len(fixed + kept),
-        "int8/fallback_layers": len(kept),
-    }
     raise Int8GateError(
         f"INT8 misses the gate with {len(kept)} layer(s) kept fp32 (quantize.max_fp32_layers "
         f"{q.cfg.max_fp32_layers}): {'; '.join(current.missed)}, on {current.images} validation "
         f"images; raise quantize.max_fp32_layers, measure on more images (prepare.val_size), "
         f"or train the student longer (a weakly trained student flips more borderline images)",
-        best,
+        _kept_figures(current, fixed, kept),
     )
+
+
+def _kept_figures(measured: _Measured, fixed: list[str], kept: list[str]) -> dict[str, Any]:
+    """A candidate's validation figures and its fp32 layers (`fixed`, then the fallback's)."""
+    return {
+        "int8/val_top1_drop": measured.top1_drop,
+        "int8/val_agreement": measured.agreement,
+        "int8/fp32_layers": "; ".join(fixed + kept),
+        "int8/fp32_layer_count": len(fixed + kept),
+        "int8/fallback_layers": len(kept),
+    }
 
 
 def _speed_cost(plain: Path, chosen: Path, shape: tuple[int, ...]) -> float:
@@ -339,19 +343,18 @@ def quantize_int8(
     onnx.checker.check_model(proto, full_check=True)
     with atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
-    return report | {
-        "int8/val_top1_drop": chosen.top1_drop,
-        "int8/val_agreement": chosen.agreement,
-        "int8/fp32_layers": "; ".join(fixed + kept),
-        "int8/fp32_layer_count": len(fixed + kept),
-        "int8/fallback_layers": len(kept),
-        "int8/file_bytes": out.stat().st_size,
-        "int8/size_ratio": fp32_path.stat().st_size / out.stat().st_size,
-        "int8/quantize_s": time.perf_counter() - start,
-        "int8/calibration_images": cfg.calibration_images,
-        "int8/agreement_margin_se": cfg.agreement_margin_se,
-        "int8/drop_margin_se": cfg.drop_margin_se,
-    }
+    return (
+        report
+        | _kept_figures(chosen, fixed, kept)
+        | {
+            "int8/file_bytes": out.stat().st_size,
+            "int8/size_ratio": fp32_path.stat().st_size / out.stat().st_size,
+            "int8/quantize_s": time.perf_counter() - start,
+            "int8/calibration_images": cfg.calibration_images,
+            "int8/agreement_margin_se": cfg.agreement_margin_se,
+            "int8/drop_margin_se": cfg.drop_margin_se,
+        }
+    )
 
 
 def _stamp(proto: Any, fp32_path: Path, cfg: QuantizeConfig, seed: int, kept: list[str]) -> None:
