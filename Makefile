@@ -9,20 +9,13 @@ export DVC_NO_ANALYTICS := 1
 
 .PHONY: repro test install lint clean params bench-speed bench-accuracy benchmark bench-user-path gpu-check docs
 
-# `make repro PRESET=presets/<file>.yaml` runs the pipeline as a DVC experiment with that overlay's
-# values set through `dvc exp run -S` (params.yaml then holds exactly the preset's differences:
-# `dvc params diff` lists them); without PRESET it is `dvc repro` of params.yaml.
 # Every section of the params is checked first (each stage checks only its own), so a typo stops
-# the run before the first stage instead of at the stage that reads it.
+# the run before the first stage instead of at the stage that reads it. A preset runs as a DVC
+# experiment: its `dvc exp run -S ...` line in docs/presets.md.
 # The first stage, `fetch`, obtains the dataset (DVC tracks it, so `dvc exp run --queue` finds it).
-ifdef PRESET
-repro: $(STAMP)
-	eval "dvc exp run $$(python -m pipeline.core.template overrides $(PRESET))"
-else
 repro: $(STAMP)
 	python -m pipeline.core.template show params.yaml > /dev/null
 	dvc repro
-endif
 
 test: $(STAMP)
 	ruff check .

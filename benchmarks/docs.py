@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- rendered: ([\w-]+) -->\n)(.*?)(<!-- end rendered -->)", re.S)
@@ -158,6 +160,40 @@ def artifacts_meta(dvc_yaml: str) -> str:
         pattern = rf"(\n  {re.escape(name)}:\n(?:    .*\n)*?    )meta: .*"
         dvc_yaml = re.sub(pattern, rf"\g<1>{meta}", dvc_yaml)
     return dvc_yaml
+
+
+# --- presets (docs/presets.md, README.md) ----------------------------------------------------
+
+
+def _preset_text(stem: str) -> str:
+    return text_of(ROOT / "presets" / f"{stem}.yaml")
+
+
+def presets() -> str:
+    """Each preset's header and the `dvc exp run` line that applies it to params.yaml."""
+    from pipeline.core.template import exp_run_line, preset_overrides
+
+    current = yaml.safe_load(text_of(ROOT / "params.yaml"))
+    parts = []
+    for path in sorted((ROOT / "presets").glob("*.yaml")):
+        text = _preset_text(path.stem)
+        about = " ".join(
+            line.removeprefix("#").strip()
+            for line in text.splitlines()
+            if line.startswith("#") and "An overlay onto" not in line
+        )
+        line = exp_run_line(path.stem, preset_overrides(yaml.safe_load(text), current))
+        parts.append(f"### `presets/{path.name}`\n\n{about}\n\n```bash\n{line}\n```\n")
+    return "\n".join(parts)
+
+
+def preset_photos() -> str:
+    """The own-photos preset's values, as the README shows them."""
+    body = [ln for ln in _preset_text(PHOTOS).splitlines() if not ln.startswith("#")]
+    return "```yaml\n" + "\n".join(body) + "\n```\n"
+
+
+PHOTOS = "photos_tv_resnet34_mobilenet_v2"
 
 
 # --- benchmarks (docs/) --------------------------------------------------------------------------
@@ -469,6 +505,8 @@ def short_runs_comparison() -> str:
 
 RENDERERS: dict[str, Callable[[], str]] = {
     "quickstart": quickstart,
+    "presets": presets,
+    "preset-photos": preset_photos,
     "comparison": comparison,
     "user-path": user_path,
     "speed-cpu": speed_cpu,

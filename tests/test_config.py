@@ -219,7 +219,7 @@ def test_a_preset_applied_with_dvc_overrides_gives_exactly_the_preset(
 ) -> None:
     params_file = tmp_path / "params.yaml"
     params_file.write_text((ROOT / "params.yaml").read_text())
-    applied = _apply(preset_overrides(preset, params_file), params_file)
+    applied = _apply(preset_overrides(read_yaml(preset), read_yaml(params_file)), params_file)
     assert parse_params(applied) == load_params(preset)
     # DVC still finds every section it tracks for the objectives the preset trains.
     for name in applied["distill"]["objectives"]:
@@ -231,7 +231,7 @@ def test_overrides_reset_what_params_yaml_sets_and_the_preset_does_not(tmp_path:
     params_file.write_text("verify: {min_top1: 0.8}\ndistill: {sokd: {temperature: 2.0}}\n")
     preset = tmp_path / "preset.yaml"
     preset.write_text("distill: {objectives: [vanilla, kd, sokd], train: {epochs: 3}}\n")
-    applied = _apply(preset_overrides(preset, params_file), params_file)
+    applied = _apply(preset_overrides(read_yaml(preset), read_yaml(params_file)), params_file)
     params = parse_params(applied)
     assert params.verify.min_top1 == defaults().verify.min_top1
     assert params.distill.objective("sokd").temperature == SokdConfig().temperature

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,9 +73,9 @@ def test_every_page_has_its_blocks_and_no_block_is_empty() -> None:
 def test_a_changed_number_in_the_json_fails_until_rendered_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for folder in ("records", "benchmarks", "docs"):
+    for folder in ("records", "benchmarks", "docs", "presets"):
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("work"))
-    for name in ("README.md", "dvc.yaml"):
+    for name in ("README.md", "dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
     verify = tmp_path / "records" / "verify.json"
     figures = json.loads(verify.read_text())
@@ -106,7 +107,7 @@ def _exists(path: str, outputs: list[str]) -> bool:
     if any(ROOT.glob(pattern)) or (ROOT / pattern).exists():
         return True
     # What `dvc repro` or the user writes: the pipeline's outputs, raw data, a preset of yours.
-    made = [*outputs, "data/raw", "models/distill", "models/state", "presets/my_photos.yaml"]
+    made = [*outputs, "data/raw", "models/distill", "models/state"]
     return any(pattern == o or pattern.startswith(f"{o}/") or o.startswith(pattern) for o in made)
 
 
@@ -140,3 +141,20 @@ def test_the_readme_is_short_and_has_what_a_user_needs() -> None:
     for heading in ("## Two commands", "## Your own images", "## The gate in CI", "## The CLI"):
         assert heading in text
     assert "make repro" in text and "make test" in text
+
+
+def test_the_ci_example_runs_the_ci_preset_line_of_docs_presets() -> None:
+    """The workflow's experiment is the CI preset's rendered line, argument for argument."""
+    from pipeline.core.config import read_yaml
+    from pipeline.core.template import exp_run_line, preset_overrides
+
+    workflow = yaml.safe_load((ROOT / ".github/workflows/pipeline.yml").read_text())
+    runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    script = next(run for run in runs if "dvc exp run" in run).replace("\\\n", " ")
+    command = next(line for line in script.splitlines() if "dvc exp run" in line)
+    preset = read_yaml(ROOT / "presets/ci_fashion_mnist.yaml")
+    line = exp_run_line(
+        "ci_fashion_mnist", preset_overrides(preset, read_yaml(ROOT / "params.yaml"))
+    )
+    assert shlex.split(command) == shlex.split(line.replace("\\\n", " "))
+    assert line in (ROOT / "docs/presets.md").read_text()

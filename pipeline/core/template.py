@@ -1,11 +1,11 @@
 """The complete params file and presets: tools for `make`, never imported by a stage.
 
     python -m pipeline.core.template show [FILE]        the effective params (defaults + FILE)
-    python -m pipeline.core.template overrides PRESET   `-S` overrides that make params.yaml PRESET
     python -m pipeline.core.template template [FILE]    a complete params file keeping FILE's values
 
-`show` and `overrides` check every registry name of the file (datasets, architectures,
-objectives), so `make repro` stops on a typo before the first stage runs.
+`show` checks every registry name of the file (datasets, architectures, objectives), so `make
+repro` stops on a typo before the first stage runs. A preset runs as the `dvc exp run` line
+`exp_run_line` writes (docs/presets.md, rendered by `make docs`): DVC applies it, no `make` needed.
 """
 
 from __future__ import annotations
@@ -56,12 +56,18 @@ def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix.removesuffix("."), tree
 
 
+BARE = re.compile(r"[A-Za-z_][\w-]*$")
+HYDRA_WORDS = {"true", "false", "null", "nan", "inf"}  # what Hydra would read as no string
+
+
 def _hydra_value(value: Any) -> str:
     """A value in Hydra's override grammar, which `dvc exp run -S` speaks."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, str) and BARE.match(value) and value.lower() not in HYDRA_WORDS:
+        return value  # a plain name needs no quotes (and reads well in a shell line)
     if isinstance(value, str):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     if isinstance(value, (list, tuple)):
@@ -78,19 +84,30 @@ def complete(params: Params) -> dict[str, Any]:
     return tree
 
 
-def preset_overrides(preset: Path, current: Path) -> list[str]:
-    """`-S` overrides that turn `current` (params.yaml) into the defaults + `preset`.
+def preset_overrides(preset: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`-S` overrides that turn `current` (params.yaml, parsed) into the defaults + `preset`.
 
     Only keys whose value changes are set, so `dvc params diff` shows exactly what the preset
     changes; a key `current` lacks is added (`++key=value`).
     """
-    target, now = read_yaml(preset) or {}, dict(_leaves(read_yaml(current) or {}))
+    target, now = preset or {}, dict(_leaves(current or {}))
     wanted = _leaves(complete(check_names(parse_params(target))))  # fails before DVC runs
     return [
         f"{'' if key in now else '++'}{key}={_hydra_value(value)}"
         for key, value in wanted
         if key not in now or now[key] != value
     ]
+
+
+def exp_run_line(name: str, overrides: list[str], width: int = 96) -> str:
+    """The shell command that runs a preset as a named DVC experiment, wrapped at `width`."""
+    lines, line = [], f"dvc exp run -n {name}"
+    for arg in (f"-S {shlex.quote(o)}" for o in overrides):
+        if len(line) + len(arg) + 3 > width:
+            lines.append(line + " \\")
+            line = "  "
+        line += ("" if line == "  " else " ") + arg
+    return "\n".join([*lines, line])
 
 
 # --- the complete params file: every key, its comment, the quickstart's choices ---------------
@@ -209,9 +226,6 @@ def main(argv: list[str] | None = None) -> int:
     full = sub.add_parser("template", help="print a complete params file (every key, commented)")
     full.add_argument("overlay", type=Path, nargs="?", help="values to keep (e.g. params.yaml)")
     full.add_argument("--out", type=Path, help="write here (atomically) instead of stdout")
-    over = sub.add_parser("overrides", help="print `-S` arguments for `dvc exp run`")
-    over.add_argument("preset", type=Path)
-    over.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     try:
         if args.command == "template":
@@ -220,12 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                 write_text(args.out, text)
             else:
                 print(text, end="")
-        elif args.command == "show":
+        else:
             params = check_names(load_params(args.file) if args.file else defaults())
             print(yaml.safe_dump(json.loads(json.dumps(as_dict(params))), sort_keys=False))
-        else:
-            overrides = preset_overrides(args.preset, args.params)
-            print(" ".join(f"-S {shlex.quote(o)}" for o in overrides))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
