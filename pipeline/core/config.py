@@ -203,6 +203,9 @@ class DistillConfig:
     seed: int = 0  # the students' initialisation and data order, the same for every objective
     # The one list of objectives: each is trained by `distill`, evaluated, plotted and carded.
     objectives: tuple[str, ...] = ("vanilla", "sokd")  # each trains a student (distill@<name>)
+    # Papers quote the best epoch on test; this measures test top-1 after every epoch so that a
+    # benchmark can report it beside the last, while validation alone still chooses everything.
+    test_curve: bool = False  # also record test top-1 per epoch (best and last; never chooses)
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     def objective(self, name: str) -> Any:

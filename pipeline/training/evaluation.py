@@ -114,6 +114,12 @@ def evaluate_all(
         )
         if name.endswith("student") or name == "teacher":
             _confusion(plots_dir, name, predictions[name], labels, data.classes, metrics)
+    # The teacher's training figures, from its self-describing checkpoint: `train_teacher`'s own
+    # record is a DVC-cached output (its run cache serves every experiment with the same inputs).
+    trained = checkpoints["teacher"].metrics
+    for key in ("val/top1_final", "time/train_s"):
+        if key in trained:
+            metrics[f"teacher/{key.replace('/', '_')}"] = trained[key]
     for name in [n for n in named if n.endswith("/student")]:
         metrics[f"{name}/agreement_with_teacher"] = (
             predictions[name] == predictions["teacher"]

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from pipeline.objectives import OBJECTIVES, build_objective
 from pipeline.objectives.base import Objective
 from pipeline.training.batchnorm import near_chance, recalibrate_all, val_top1
 from pipeline.training.engine import FitHooks, FitResult, fit
+from pipeline.training.inference import predict, topk_accuracy
 from pipeline.training.reporting import plot_history
 from pipeline.training.resume import ResumeFile, code_fingerprint
 
@@ -135,9 +136,32 @@ def fit_and_measure(
     return result, metrics
 
 
+def test_each_epoch(data_path: Path, runtime: Runtime) -> Callable[[nn.Module], dict[str, float]]:
+    """Test top-1 of the network after each epoch, in fp32 (a history column: never chooses)."""
+    test = make_batches(load_prepared(data_path, ("test",)), "test", 500, None, runtime.fp32(), 0)
+
+    def measure(network: nn.Module) -> dict[str, float]:
+        logits = predict(network, test, runtime.fp32())
+        return {"test/top1": topk_accuracy(logits, test.labels.cpu(), 1)}
+
+    return measure
+
+
+def _test_summary(h: list[dict[str, float]]) -> dict[str, float]:
+    """Best and last epoch on test, where the history measured it (`distill.test_curve`)."""
+    if not h or "test/top1" not in h[-1]:
+        return {}
+    best = max(h, key=lambda r: r["test/top1"])
+    return {
+        "test/top1_last": h[-1]["test/top1"],
+        "test/top1_best": best["test/top1"],
+        "test/best_epoch": int(best["epoch"]),
+    }
+
+
 def _summary(result: FitResult, trainable: int) -> dict[str, float]:
     h = result.history
-    return {
+    return _test_summary(h) | {
         "val/top1_best": result.best_val_top1,
         "val/best_epoch": result.best_epoch,
         "val/top1_last": result.last_val_top1,
@@ -238,6 +262,8 @@ def run_distill(
     renormalise_input(teacher, spec, ckpt.spec)
     objective_cfg = cfg.objective(objective_name)
     objective = build_objective(objective_name, student, teacher, objective_cfg)
+    if cfg.test_curve and extras.on_epoch is None:
+        extras = replace(extras, on_epoch=test_each_epoch(data_path, runtime))
     resume = _resume_file(
         extras,
         objective_name,
@@ -289,7 +315,8 @@ def _saved_networks(
 DEPLOYED = ("teacher", "student")  # the roles whose per-epoch validation `fit` measured
 
 
-HEADLINE = ("val/top1_best", "val/top1_final", "improved_teacher/val_top1")  # for dvc exp show
+# For dvc exp show; test/ only where distill.test_curve measured it.
+HEADLINE = ("val/top1_best", "val/top1_final", "improved_teacher/val_top1", "test/top1_*")
 
 
 def save_run(
