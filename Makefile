@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test install lint clean params bench-speed bench-accuracy benchmark bench-user-path gpu-check docs
+.PHONY: repro test install lint clean params bench-speed bench-accuracy benchmark bench-user-path gpu-plan gpu-check docs
 
 # Every section of the params is checked first (each stage checks only its own), so a typo stops
 # the run before the first stage instead of at the stage that reads it. A preset runs as a DVC
@@ -39,18 +39,21 @@ bench-speed: $(STAMP)
 bench-accuracy: repro
 	python -m benchmarks.fast_vs_plain --out benchmarks/fast_vs_plain.json
 
-# On a GPU machine, from a plain checkout (no venv, no dvc, no network): ~7 minutes.
+# On a GPU machine, from a plain checkout (no venv, no dvc, no network): ~7 minutes. Its pipeline
+# part runs the stage commands DVC resolved here (`make gpu-plan`: benchmarks/gpu_stages.txt).
+gpu-plan: $(STAMP)
+	python -m benchmarks.gpu_check --write-plan
+
 gpu-check:
 	PYTHONPATH=. $(PYTHON) -m benchmarks.gpu_check --out benchmarks/gpu.json
 
-# The comparison (benchmarks/comparison, a DVC project of its own): methods x seeds, ~75 min here.
-benchmark: repro
-	cd benchmarks/comparison && dvc repro
-
-# The user path (benchmarks/user_path): photo folders, torchvision and timm pairs, two student
-# budgets, 3 seeds, the shipped student's INT8 gate; about 75 minutes here.
-bench-user-path: repro
-	cd benchmarks/user_path && dvc repro
+# The comparison (methods x seeds, ~75 min here) and the user path (photo folders, torchvision and
+# timm pairs, two student budgets, 3 seeds, the shipped student's INT8 gate; ~75 min): each cell
+# of benchmarks/<name>.yaml a queued experiment of this dvc.yaml, then the report from them.
+benchmark bench-user-path: repro
+	python -m benchmarks.experiments queue $(if $(filter benchmark,$@),comparison,user_path)
+	dvc queue start
+	python -m benchmarks.experiments collect $(if $(filter benchmark,$@),comparison,user_path) --wait
 
 # Re-install only when the dependency list changes; a second `make` skips this.
 $(STAMP): pyproject.toml

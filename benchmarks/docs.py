@@ -199,10 +199,10 @@ PHOTOS = "photos_tv_resnet34_mobilenet_v2"
 
 
 def comparison() -> str:
-    """The comparison benchmark: setting, table, verdicts (benchmarks/comparison/results.json)."""
-    from benchmarks.compare_report import table, verdicts
+    """The comparison benchmark: setting, table, verdicts (benchmarks/comparison.json)."""
+    from benchmarks.experiments import table, verdicts
 
-    r = read("benchmarks/comparison/results.json")
+    r = read("benchmarks/comparison.json")
     return (
         f"Measured on {machine_line(r['machine'])}: {len(r['rows'])} student runs and one "
         f"teacher, {r['compute_min']:.0f} min of training. Setting: {r['setting']}\n\n"
@@ -216,10 +216,10 @@ def comparison() -> str:
 
 
 def user_path() -> str:
-    """The user-path benchmark (benchmarks/user_path/results.json)."""
-    from benchmarks.user_path_report import summarise
+    """The user-path benchmark (benchmarks/user_path.json)."""
+    from benchmarks.experiments import summarise
 
-    r = read("benchmarks/user_path/results.json")
+    r = read("benchmarks/user_path.json")
     return f"Measured on {machine_line(r['machine'])}.\n\n" + summarise(r)
 
 

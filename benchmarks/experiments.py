@@ -175,6 +175,28 @@ def read_at(rev: str, path: str, root: Path = ROOT) -> Any:
     return list(csv.DictReader(io.StringIO(text))) if path.endswith(".csv") else json.loads(text)
 
 
+def ship_files(cell: str, out: Path, root: Path = ROOT) -> dict[str, Path]:
+    """The shipped checkpoint and the prepared data of a finished cell, copied out of DVC's cache
+    by `dvc.api` (for the INT8 studies: benchmarks.int8_margin, benchmarks.int8_fallback)."""
+    import shutil
+
+    import dvc.api
+
+    rev = experiments(root)[cell]["rev"]
+    files = {"student": out / "student.pt", "data": out / "prepared.pt"}
+    out.mkdir(parents=True, exist_ok=True)
+    for path, target in (
+        ("models/student.pt", files["student"]),
+        ("data/prepared.pt", files["data"]),
+    ):
+        with (
+            dvc.api.open(path, repo=str(root), rev=rev, mode="rb") as src,
+            target.open("wb") as dst,
+        ):
+            shutil.copyfileobj(src, dst)
+    return files
+
+
 def _val_curve(rows: list[dict[str, str]], network: str) -> list[float]:
     return [float(r["top1"]) for r in rows if r["network"] == network]
 

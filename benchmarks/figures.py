@@ -89,7 +89,7 @@ def _intervals(ax: plt.Axes, rows: list[tuple[str, float, float, float]], xlabel
 
 
 def draw_comparison(path: Path) -> None:
-    results = _read("benchmarks/comparison/results.json")
+    results = _read("benchmarks/comparison.json")
     if results is None:
         return
     rows = [
@@ -104,7 +104,7 @@ def draw_comparison(path: Path) -> None:
 
 
 def draw_user_path(path: Path) -> None:
-    results = _read("benchmarks/user_path/results.json")
+    results = _read("benchmarks/user_path.json")
     if results is None:
         return
     cells = [(p, b) for p in results["params"]["pairs"] for b in results["params"]["budgets"]]

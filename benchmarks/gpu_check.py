@@ -9,7 +9,8 @@ the speed rows, which can trade their torch.compile columns for time, last):
 1. tests     the CUDA tests (`pytest -m cuda`: bf16, fp16 with GradScaler, channels_last,
              torch.compile, both loaders, device checkpoints);
 2. pipeline  the tiny profile's stages, in dvc.yaml's order, through `python -m stages` on the GPU,
-             the onnxruntime gate included (commands are read from dvc.yaml, so they cannot drift);
+             the onnxruntime gate included (the commands DVC resolved here: `make gpu-plan`
+             writes benchmarks/gpu_stages.txt, and a test fails while it differs from dvc.yaml);
 3. torchrun  a one-process `torchrun` run of `distill` (NCCL on a GPU: the process group and DDP
              are set up even for one process);
 4. epoch     one timed SOKD epoch, WRN-40-2 -> WRN-16-2, 50,000 generated 32x32x3 images,
@@ -160,39 +161,35 @@ def part_tests(scale: Scale, work: Path, clock: Clock) -> dict[str, Any]:
 
 # --- part 2: the tiny profile's stages, as dvc.yaml writes them ---------------------------------
 
-_TEMPLATE = re.compile(r"\$\{\s*([^}\s]+)\s*\}")
+PLAN = ROOT / "benchmarks" / "gpu_stages.txt"  # written here by `make gpu-plan`, with dvc
 
 
-def _lookup(context: dict[str, Any], dotted: str) -> Any:
-    value: Any = context
-    for key in dotted.split("."):
-        value = value[key]
-    return value
+def resolve_plan(out: Path = PLAN) -> None:
+    """The tiny profile's stage commands as DVC resolves them (`dvc repro --dry --force` in a
+    scratch project), written to `out` for the GPU machine, which has no dvc."""
+    with tempfile.TemporaryDirectory(prefix="gpu-plan-") as tmp:
+        (Path(tmp) / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+        (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(tiny_params("cuda")))
+        env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+        for args in (["init", "--no-scm", "-q"], ["repro", "--dry", "--force"]):
+            dvc = [sys.executable, "-m", "dvc", *args]
+            done = subprocess.run(dvc, cwd=tmp, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"error: dvc {args[0]} failed: {_first_line(done.stderr)}")
+    stages = re.findall(r"Running stage '([^']+)':\n> (.+)", done.stdout)
+    lines = [f"{name}\t{cmd}" for name, cmd in stages]
+    out.write_text(
+        "# dvc.yaml's stages on tests/tiny_params.yaml (make gpu-plan)\n" + "\n".join(lines) + "\n"
+    )
 
 
-def _substitute(text: str, context: dict[str, Any]) -> str:
-    return _TEMPLATE.sub(lambda m: str(_lookup(context, m.group(1))), text)
-
-
-def stage_commands(dvc_yaml: Path, params: dict[str, Any]) -> Iterator[tuple[str, list[str]]]:
-    """(name, argv) of every dvc.yaml stage in file order, matrices expanded, `sokd` as a module."""
-    spec = yaml.safe_load(dvc_yaml.read_text())
-    context = {**params}
-    for entry in spec.get("vars", []) or []:
-        if isinstance(entry, dict):
-            context.update(entry)
-    for name, stage in spec["stages"].items():
-        items: list[dict[str, Any]] = [{}]
-        for key, values in (stage.get("matrix") or {}).items():
-            if isinstance(values, str):  # `${distill.objectives}`: a list from the params
-                values = _lookup(context, _TEMPLATE.fullmatch(values.strip()).group(1))
-            items = [{**item, key: value} for item in items for value in values]
-        for item in items:
-            label = "@".join([name, *map(str, item.values())])
-            argv = shlex.split(_substitute(stage["cmd"], {**context, "item": item}))
-            if argv[0] == "sokd":
-                argv = [sys.executable, "-m", "stages", *argv[1:]]
-            yield label, argv
+def stage_commands(plan: Path = PLAN) -> Iterator[tuple[str, list[str]]]:
+    """(name, argv) of every stage in the plan, in DVC's order, `sokd` run as a module."""
+    for line in plan.read_text().splitlines():
+        if line and not line.startswith("#"):
+            label, cmd = line.split("\t", 1)
+            argv = shlex.split(cmd)
+            yield label, [sys.executable, "-m", "stages", *argv[1:]] if argv[0] == "sokd" else argv
 
 
 def tiny_params(device: str) -> dict[str, Any]:
@@ -207,7 +204,7 @@ def part_pipeline(scale: Scale, work: Path, clock: Clock) -> dict[str, Any]:
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     write_fashion_mnist(work / "data" / "raw" / params["prepare"]["dataset"], 400, 120)
     seconds: dict[str, float] = {}
-    for label, argv in stage_commands(ROOT / "dvc.yaml", params):
+    for label, argv in stage_commands():
         start = time.perf_counter()
         code, output = _run(argv, work, _env(scale), clock.left())
         seconds[label] = round(time.perf_counter() - start, 2)
@@ -473,7 +470,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cpu-dry-run", action="store_true", help="every part at toy size on the CPU"
     )
     parser.add_argument("--budget-s", type=float, default=420, help="time the check aims for")
+    parser.add_argument("--write-plan", action="store_true", help=f"(with dvc) rewrite {PLAN.name}")
     args = parser.parse_args(argv)
+    if args.write_plan:
+        resolve_plan()
+        return 0
     if not args.cpu_dry_run and not torch.cuda.is_available():
         print(
             "error: no CUDA device is visible (torch.cuda.is_available() is False); run "

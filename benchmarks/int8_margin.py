@@ -2,8 +2,9 @@
 
     python -m benchmarks.int8_margin [--out benchmarks/int8_margin.json]
 
-Reads the user-path benchmark's records (run `make bench-user-path` first); every student is the
-one the pipeline ships, exported to the same fp32 ONNX file, calibrated with the same seed.
+Reads the user-path benchmark's experiments (run `make bench-user-path` first): every student is
+the one the pipeline shipped in a cell, exported to the same fp32 ONNX file, calibrated with the
+same seed.
 
 - `head`: plain INT8 (no fallback) of every shipped student with the classifier quantized and kept
   fp32 (`quantize.fp32_head`), agreement and top-1 drop on validation and test.
@@ -25,16 +26,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.user_path import BENCH, Bench, load_bench
+from benchmarks.experiments import cells, definition, experiments, ship_files
 from pipeline.core.config import GateConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import write_json
+from pipeline.core.params import parse_params
 from pipeline.core.runtime import machine
 from pipeline.data.datasets import load_prepared
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.shipping.int8 import quantize_int8
 from pipeline.shipping.onnx import export_onnx
-from pipeline.shipping.selection import choose_student
 from pipeline.shipping.verification import verify
 
 ANY_FILE = GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8, whatever it scores
@@ -42,22 +43,24 @@ ANY_FILE = GateConfig(max_top1_drop=1.0, min_agreement=0.0)  # plain INT8, whate
 SETTINGS = ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0))
 
 
-def ships(bench: Path = BENCH) -> list[tuple[str, str, int]]:
-    """(pair, budget, seed) of every ship the user-path benchmark recorded."""
-    paths = sorted((bench / "ship").glob("*/*/*.json"))
-    return [(path.parent.parent.name, path.parent.name, int(path.stem)) for path in paths]
+def ships() -> dict[str, dict[str, Any]]:
+    """Every finished cell of the user-path benchmark: its pair, budget and seed."""
+    done = experiments()
+    return {
+        cell: axes | {"seed": overlay["distill"]["seed"]}
+        for cell, (axes, overlay) in cells("user_path", definition("user_path")).items()
+        if cell in done and not done[cell]["error"]
+    }
 
 
 @contextmanager
-def shipped(b: Bench, pair: str, budget: str, seed: int) -> Iterator[tuple[Any, ...]]:
+def shipped(cell: str) -> Iterator[tuple[Any, ...]]:
     """The ship's params, checkpoint, data and fp32 ONNX file, in a scratch folder."""
-    p = b.params(pair, budget, seed)
-    teacher = b.work / pair / "teacher.pt"
-    runs = b.run_dir(pair, budget, seed)
-    _, chosen = choose_student(runs, p.distill.objectives, teacher, p.export)
-    data = load_prepared(b.work / "prepared.pt", ("train", "val", "test"))
-    ckpt = load_checkpoint(chosen)
+    p = parse_params(cells("user_path", definition("user_path"))[cell][1])
     with tempfile.TemporaryDirectory(prefix="margin-") as scratch:
+        files = ship_files(cell, Path(scratch))
+        ckpt = load_checkpoint(files["student"])
+        data = load_prepared(files["data"], ("train", "val", "test"))
         fp32 = Path(scratch) / "student.onnx"
         export_onnx(ckpt, fp32, p.export)
         yield p, ckpt, data, fp32
@@ -79,25 +82,25 @@ def _measured(
     }
 
 
-def head_rows(b: Bench, pair: str, budget: str, seed: int) -> list[dict]:
+def head_rows(cell: str, where: dict[str, Any]) -> list[dict]:
     rows = []
-    with shipped(b, pair, budget, seed) as (p, ckpt, data, fp32):
+    with shipped(cell) as (p, ckpt, data, fp32):
         for head in (False, True):
             int8 = fp32.with_name(f"plain-{head}.int8.onnx")
             cfg = dataclasses.replace(p.quantize, fp32_head=head)
-            row = {"pair": pair, "budget": budget, "seed": seed, "fp32_head": head}
+            row = where | {"fp32_head": head}
             rows.append(row | _measured(p, ckpt, data, fp32, int8, cfg, ANY_FILE))
     return rows
 
 
-def margin_rows(b: Bench, pair: str, budget: str, seed: int) -> list[dict]:
+def margin_rows(cell: str, where: dict[str, Any]) -> list[dict]:
     rows = []
-    with shipped(b, pair, budget, seed) as (p, ckpt, data, fp32):
+    with shipped(cell) as (p, ckpt, data, fp32):
         for agreement, drop in SETTINGS:
             int8 = fp32.with_name(f"student-{agreement:g}-{drop:g}.int8.onnx")
             margins = {"agreement_margin_se": agreement, "drop_margin_se": drop}
             cfg = dataclasses.replace(p.quantize, **margins)
-            row = {"pair": pair, "budget": budget, "seed": seed} | margins
+            row = where | margins
             try:
                 measured = _measured(p, ckpt, data, fp32, int8, cfg, p.verify.int8)
             except PipelineError as err:  # refused: a result
@@ -151,10 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/int8_margin.json"))
     args = parser.parse_args(argv)
-    b = load_bench()
-    head = [r for case in ships() for r in head_rows(b, *case)]
+    found = ships()
+    head = [r for cell, where in found.items() for r in head_rows(cell, where)]
     print(head_table(head))
-    margins = [r for case in ships() for r in margin_rows(b, *case)]
+    margins = [r for cell, where in found.items() for r in margin_rows(cell, where)]
     print(margin_table(margins))
     result = {"machine": machine(), "head": head, "settings": SETTINGS, "rows": margins}
     write_json(args.out, result)

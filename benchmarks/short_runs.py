@@ -27,7 +27,7 @@ import torch
 import yaml
 
 import pipeline.training.engine as engine
-from benchmarks.user_path import write_photos
+from benchmarks.experiments import write_photos
 from pipeline.core.files import write_json
 from pipeline.core.params import parse_params
 from pipeline.core.runtime import machine, resolve_runtime
@@ -60,7 +60,7 @@ def set_up(teacher: str, student: str, raw: Path) -> tuple[Path, Path]:
     photos, data = WORK / "photos", WORK / "prepared.pt"
     p = parse_params(overlay(teacher, student))
     if not photos.exists():
-        write_photos(raw, photos, 300, 100)
+        write_photos(raw, photos, {"train_per_class": 300, "test_per_class": 100})
     if not data.exists():
         save_prepared(data, prepare(photos, p.prepare, p.seed))
     path = WORK / f"teacher-{teacher.replace(':', '_')}.pt"

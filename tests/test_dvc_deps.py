@@ -168,20 +168,3 @@ def test_every_dep_exists_or_is_made_by_a_stage(stage: str) -> None:
         if "${" in dep:
             continue  # templated: matrix items and the dataset's folder (the fetch stage's out)
         assert (ROOT / dep).exists() or dep in outs or any(dep in o for o in outs), dep
-
-
-BENCHMARKS = {
-    name: yaml.safe_load((ROOT / "benchmarks" / name / "dvc.yaml").read_text())["stages"]
-    for name in ("comparison", "user_path")
-}
-PIPELINE = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline").rglob("*.py")}
-
-
-@pytest.mark.parametrize(
-    ("bench", "stage"), [(b, s) for b, stages in BENCHMARKS.items() for s in stages]
-)
-def test_every_benchmark_stage_depends_on_every_pipeline_module(bench: str, stage: str) -> None:
-    # A benchmark's DVC project lives two folders down: its deps are "../../<file>"; its runs
-    # take models and objectives by name, so it lists every pipeline module.
-    deps = {d.removeprefix("../../") for d in map(str, BENCHMARKS[bench][stage]["deps"])}
-    assert {d for d in deps if d.startswith("pipeline")} == PIPELINE, stage

@@ -43,29 +43,33 @@ def test_only_shared_seeds_pair_up() -> None:
 
 
 def test_the_comparison_holds_the_modern_distillers_at_five_seeds() -> None:
-    from benchmarks.compare import load_bench
-    from tests.conftest import ROOT
+    from benchmarks.experiments import cells, definition
+    from pipeline.core.params import parse_params
 
-    bench = load_bench(ROOT / "benchmarks" / "comparison")
-    assert len(bench.seeds) >= 5
-    objectives = {objective for objective, _ in bench.methods.values()}
+    grid = cells("comparison", definition("comparison"))
+    seeds = {overlay["distill"]["seed"] for _, overlay in grid.values()}
+    assert len(seeds) >= 5 and len(grid) == len(seeds) * len(
+        {a["method"] for a, _ in grid.values()}
+    )
+    objectives = {overlay["distill"]["objectives"][0] for _, overlay in grid.values()}
     assert {"vanilla", "kd", "dkd", "dist", "sokd"} <= objectives
-    standardised = {m for m, (_, how) in bench.methods.items() if how.get("logit_standardisation")}
+    standardised = {
+        axes["method"]
+        for axes, overlay in grid.values()
+        if overlay["distill"]
+        .get(overlay["distill"]["objectives"][0], {})
+        .get("logit_standardisation")
+    }
     assert {"kd_ls", "dkd_ls", "sokd_ls"} <= standardised
-    objective, params = bench.method_params("sokd_reference", seed=3)
-    cfg = params.distill.objective(objective)
+    params = parse_params(grid["comparison-sokd_reference-s3"][1])
+    cfg = params.distill.objective("sokd")
     assert (cfg.bridge_init, cfg.teacher_bn, params.distill.seed) == ("random", "train", 3)
     assert params.train_teacher.seed == 0  # one teacher for every student seed
+    assert params.distill.test_curve  # the best epoch papers quote, beside the last
 
 
-def test_a_method_without_a_definition_is_one_clear_error(tmp_path) -> None:
-    import yaml
+def test_an_unknown_benchmark_is_one_clear_error() -> None:
+    from benchmarks.experiments import definition
 
-    from benchmarks.compare import load_bench
-    from tests.conftest import ROOT
-
-    raw = yaml.safe_load((ROOT / "benchmarks" / "comparison" / "params.yaml").read_text())
-    raw["methods"].append("crd")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(SystemExit, match=r"methods \['crd'\] have no `method:` entry"):
-        load_bench(tmp_path)
+    with pytest.raises(SystemExit, match=r"no benchmark 'nope'.*known: \['comparison'"):
+        definition("nope")
