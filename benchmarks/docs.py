@@ -379,6 +379,75 @@ def int8_calibration() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ship_label(student: dict) -> str:
+    """`pair, budget, seed s, objective` from a user-path ship's path (work/<pair>/<budget>/
+    <seed>/<objective>/student.pt)."""
+    pair, budget, seed, objective = Path(student["student"]).parts[-5:-1]
+    return f"{pair} {budget} s{seed} {objective}"
+
+
+def int8_ships() -> str:
+    """Calibration and ranking on the user-path benchmark's shipped students
+    (benchmarks/int8_ships.json, written by benchmarks.int8_fallback)."""
+    r = read("benchmarks/int8_ships.json")
+    ships = r["students"]
+    shown = [("minmax", True), ("percentile", True), ("minmax", False), ("entropy_2048", True)]
+
+    def plain(s: dict, method: str, per_channel: bool) -> dict:
+        return next(
+            c
+            for c in s["calibration"]
+            if c["calibrate_method"] == method and c["per_channel"] is per_channel
+        )
+
+    def ranked(s: dict, rank: str) -> dict:
+        return next(f for f in s["fallback"] if f["rank"] == rank)
+
+    def fallback(f: dict) -> str:
+        verdict = "accepted" if f["accepted"] else "refused"
+        return f"{verdict}, {f['int8/fp32_layer_count']} fp32, {f['int8/quantize_builds']} builds"
+
+    head = " | ".join(f"{m} {'per channel' if c else 'per tensor'}" for m, c in shown)
+    lines = [
+        f"Measured on {machine_line(r['machine'])}: the user-path benchmark's {len(ships)} shipped "
+        "students (one per pair, budget and seed; 1,000 validation photos). Plain INT8 agreement "
+        "with fp32, validation / test, then `quantize` at the defaults under each `quantize.rank`:",
+        "",
+        f"| ship | student | {head} | rank error | rank agreement |",
+        "|---|---|" + "---|" * (len(shown) + 2),
+    ]
+    for s in ships:
+        cells = [
+            f"{pct(c['val_agreement'])} / {pct(c['test_agreement'])}"
+            for c in (plain(s, m, pc) for m, pc in shown)
+        ]
+        ranks = [fallback(ranked(s, k)) for k in ("error", "agreement")]
+        lines.append(f"| {_ship_label(s)} | {s['arch']} | {' | '.join(cells + ranks)} |")
+
+    def val(s: dict, shown_at: int) -> float:
+        return plain(s, *shown[shown_at])["val_agreement"]
+
+    def wins(a: int, b: int) -> str:  # how often shown[a] beats and trails shown[b] on val
+        up, down = (sum(val(s, x) > val(s, y) for s in ships) for x, y in ((a, b), (b, a)))
+        return f"above on {up} of {len(ships)} ships, below on {down}"
+
+    fewer = sum(
+        ranked(s, "agreement")["int8/fp32_layer_count"]
+        < ranked(s, "error")["int8/fp32_layer_count"]
+        for s in ships
+    )
+    accepted = sum(
+        ranked(s, "error")["accepted"] and ranked(s, "agreement")["accepted"] for s in ships
+    )
+    lines += [
+        "",
+        f"Against per-channel `minmax` on validation, `percentile`: {wins(1, 0)}; per-tensor "
+        f"weights: {wins(2, 0)}; `entropy_2048`: {wins(3, 0)}. Both rankings accept {accepted} "
+        f"of {len(ships)}; ranking by agreement needs fewer fp32 layers on {fewer}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def int8_margin() -> str:
     """The classifier's precision and quantize's margin on the user-path ships
     (benchmarks/int8_margin.json)."""
@@ -513,6 +582,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "int8-files": int8_files,
     "int8-speed": int8_speed,
     "int8-calibration": int8_calibration,
+    "int8-ships": int8_ships,
     "int8-margin": int8_margin,
     "short-runs": short_runs,
     "short-runs-trace": short_runs_trace,
