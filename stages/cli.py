@@ -15,7 +15,17 @@ try:  # typer >= 0.2x carries its own copy of click
 except ImportError:  # older typer runs on click itself
     from click.exceptions import NoArgsIsHelpError, UsageError
 
-from stages import distill, evaluate, export, fetch, prepare, quantize, train_teacher, verify
+from stages import (
+    distill,
+    evaluate,
+    export,
+    fetch,
+    prepare,
+    profile,
+    quantize,
+    train_teacher,
+    verify,
+)
 
 EPILOG = (
     "Exit status: 0 done; 1 a gate was missed (verify); 2 bad input or usage, with one "
@@ -85,7 +95,7 @@ def main_options(
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-for stage in (fetch, prepare, train_teacher, distill, evaluate, export, quantize, verify):
+for stage in (fetch, prepare, profile, train_teacher, distill, evaluate, export, quantize, verify):
     app.add_typer(stage.app)  # unnamed: the stage's command appears at the top level
 
 

@@ -16,6 +16,7 @@ from tests.conftest import ROOT, TINY_PARAMS
 COMMANDS = [
     "fetch",
     "prepare",
+    "profile",
     "train_teacher",
     "distill",
     "evaluate",
@@ -29,9 +30,11 @@ SOKD = str(Path(sys.executable).parent / "sokd")
 def test_dvc_stages_cli_commands_and_params_sections_agree() -> None:
     stages = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     commands = set(typer.main.get_command(app).commands)
-    sections = set(yaml.safe_load((ROOT / "params.yaml").read_text())) - {"seed", "runtime"}
-    # fetch has no knobs of its own: it obtains prepare.dataset.
-    assert stages == commands == sections | {"fetch"} == set(COMMANDS)
+    shared = {"seed", "runtime", "budget"}  # budget: held by profile now, by the gate later
+    sections = set(yaml.safe_load((ROOT / "params.yaml").read_text())) - shared
+    # fetch and profile have no knobs of their own: fetch obtains prepare.dataset, profile weighs
+    # distill's candidates against the budget.
+    assert stages == commands == sections | {"fetch", "profile"} == set(COMMANDS)
     for stage_file in COMMANDS:
         assert (ROOT / "stages" / f"{stage_file}.py").is_file()
 
@@ -40,10 +43,13 @@ def test_every_stage_reads_only_its_own_params_sections() -> None:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     # The documented reads across sections: the one list of objectives (evaluate and export find
     # every student by it) and the INT8 gate that quantize meets on validation (verify.int8).
+    # And profile: the candidate students, built into INT8 files as quantize builds them.
     crossing = {"distill.objectives", "verify.int8", "prepare.dataset", "prepare.folder"}
+    crossing |= {"distill.arch", "distill.candidates", "quantize"}
     for name, stage in stages.items():
         for key in map(str, stage["params"]):
-            assert key.split(".")[0] in {name, "seed", "runtime"} or key in crossing, (name, key)
+            own = {name, "seed", "runtime", "budget"}
+            assert key.split(".")[0] in own or key in crossing, (name, key)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -50,7 +50,7 @@ def test_params_yaml_holds_every_key_with_a_comment_and_names_each_changed_defau
 def test_overlays_state_only_what_differs_from_the_defaults(path: Path) -> None:
     """Every leaf a profile or preset sets differs from its default, except keys DVC needs."""
     dvc_needs = {"seed", "train_teacher.arch", "distill.arch", "distill.objectives"}
-    dvc_needs |= {"distill.weights", "distill.seed", "distill.test_curve"}
+    dvc_needs |= {"distill.weights", "distill.seed", "distill.test_curve", "distill.candidates"}
     dvc_needs |= {"export.objective", "prepare.dataset", "prepare.folder"}
     base = as_dict(defaults())
     base["distill"].update(base["distill"].pop("settings"))

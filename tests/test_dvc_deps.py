@@ -140,7 +140,7 @@ def test_the_walk_sees_function_level_and_by_name_imports() -> None:
     assert ROOT / "pipeline/models/timm_zoo.py" in with_members
 
 
-@pytest.mark.parametrize("stage", ["fetch", "prepare", "train_teacher"])
+@pytest.mark.parametrize("stage", ["fetch", "prepare", "profile", "train_teacher"])
 def test_an_objective_edit_never_reruns_prepare_or_the_teacher(stage: str) -> None:
     shared = {"__init__", "base", "losses", "vanilla"}  # the teacher trains with `vanilla`
     for name in [n for n in NAMES if n not in shared]:

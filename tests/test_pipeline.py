@@ -66,10 +66,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
-    ran = _stages_run((repo / "first_run.log").read_text())
+    log = (repo / "first_run.log").read_text()
+    ran = _stages_run(log)
     assert ran == {
         "fetch",
         "prepare",
+        "profile",
         "train_teacher",
         "distill@vanilla",
         "distill@sokd",
@@ -99,6 +101,8 @@ def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
         "dvc.lock",
     ]:
         assert (repo / path).is_file(), path
+    # The budget is weighed before any training.
+    assert log.index("Running stage 'profile'") < log.index("Running stage 'train_teacher'")
     stray = [p.name for p in (repo / "models").rglob(".*") if p.name != ".gitignore"]
     assert stray == []  # no temp files or exporter sidecars left behind
 
@@ -241,7 +245,8 @@ def test_changing_a_distill_param_reruns_distill_and_what_follows_only(repo: Pat
     [
         ("distill.seed", {"distill@vanilla", "distill@sokd"}),  # a student seed study
         ("train_teacher.seed", {"train_teacher"}),
-        ("seed", {"prepare", "quantize"}),  # the data split and the calibration sample
+        # the data split and the calibration sample (profile's INT8 files calibrate too)
+        ("seed", {"prepare", "profile", "quantize"}),
     ],
 )
 def test_each_seed_reaches_only_its_own_stages(repo: Path, key: str, stale: set[str]) -> None:
@@ -269,9 +274,9 @@ SHIPPING = {"export", "quantize", "verify"}
         ("pipeline/objectives/dkd.py", set()),  # an objective the run does not train
         ("pipeline/objectives/kd.py", set()),
         ("pipeline/objectives/sokd.py", {"distill@vanilla", "distill@sokd"}),  # shared: the bridge
-        ("pipeline/models/vgg.py", TRAINING | SHIPPING),  # the models folder: every network
-        ("pipeline/shipping/int8.py", SHIPPING),
-        ("pipeline/data/batches.py", {"fetch", "prepare"} | TRAINING | SHIPPING),
+        ("pipeline/models/vgg.py", {"profile"} | TRAINING | SHIPPING),  # every network's folder
+        ("pipeline/shipping/int8.py", {"profile"} | SHIPPING),
+        ("pipeline/data/batches.py", {"fetch", "prepare", "profile"} | TRAINING | SHIPPING),
     ],
 )
 def test_a_code_edit_stales_the_stages_of_its_role_only(

@@ -203,6 +203,8 @@ class DistillConfig:
     seed: int = 0  # the students' initialisation and data order, the same for every objective
     # The one list of objectives: each is trained by `distill`, evaluated, plotted and carded.
     objectives: tuple[str, ...] = ("vanilla", "sokd")  # each trains a student (distill@<name>)
+    # The architectures `profile` times against `budget` before any training; empty: arch alone.
+    candidates: tuple[str, ...] = ()  # student architectures to weigh against the budget
     # Papers quote the best epoch on test; this measures test top-1 after every epoch so that a
     # benchmark can report it beside the last, while validation alone still chooses everything.
     test_curve: bool = False  # also record test top-1 per epoch (best and last; never chooses)
@@ -213,6 +215,38 @@ class DistillConfig:
         if name not in self.settings:
             raise ConfigError(f"params.distill: no settings for objective {name!r}")
         return self.settings[name]
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """What the shipped file may cost where it runs (stage `profile` weighs the candidates).
+
+    0 leaves a limit unchecked; with every limit 0 nothing is held to a budget.
+    """
+
+    latency_ms: float = 0.0  # 90th-percentile batch-1 latency on onnxruntime's CPU provider
+    threads: int = 1  # onnxruntime intra-op threads the latency is measured with
+    max_bytes: int = 0  # the shipped file's size in bytes
+    max_macs: int = 0  # multiply-accumulates per image
+
+    def __post_init__(self) -> None:
+        for key in ("latency_ms", "max_bytes", "max_macs"):
+            value = getattr(self, key)
+            _require(value >= 0, key, f"must be >= 0 (0: unchecked), got {value}")
+        _require(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+
+    def misses(self, latency_ms: float, size: int, macs: int) -> list[str]:
+        """Each limit the figures exceed, in words; empty: within budget."""
+        checks = [
+            ("latency_ms", latency_ms, f"p90 {latency_ms:.3g} ms"),
+            ("max_bytes", size, f"{size:,} bytes"),
+            ("max_macs", macs, f"{macs:,} MACs"),
+        ]
+        return [
+            f"{shown} > budget.{key} {getattr(self, key):,}"
+            for key, value, shown in checks
+            if getattr(self, key) and value > getattr(self, key)
+        ]
 
 
 # Inference batches of 128, not 500: activations that stay in cache run 1.2-1.5x faster through
@@ -354,6 +388,7 @@ class Params:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train_teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

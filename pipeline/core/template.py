@@ -185,6 +185,7 @@ SECTION_NOTES = {
     "runtime": "how to compute (never what): device, precision, memory layout",
     "prepare": "the data split (stage prepare)",
     "train_teacher": "the teacher and its pretraining (stage train_teacher)",
+    "budget": "what the shipped file may cost, 0: unchecked (stage profile weighs candidates)",
     "distill": "the students: one per objective, same architecture and schedule",
     "evaluate": "test-set numbers of every network (stage evaluate)",
     "export": "which student ships, as ONNX (stage export)",

@@ -306,6 +306,21 @@ def fixed_fp32_layers(nodes: list[Any], cfg: QuantizeConfig) -> list[str]:
     return fixed
 
 
+def plain_int8(
+    fp32_path: Path, scratch: Path, data: Prepared, cfg: QuantizeConfig, seed: int
+) -> Path:
+    """`fp32_path` as static INT8 in `scratch`, only the fixed layers (stem, classifier) fp32 and
+    no accuracy control: the file the fallback starts from, for its size and speed (`profile`)."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = scratch / "pre.onnx"
+    quant_pre_process(str(fp32_path), str(pre))
+    nodes = [n for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE]
+    spec = onnx_input_spec(fp32_path, data)
+    return _Quantizer(pre, scratch, data, cfg, seed, spec).build(fixed_fp32_layers(nodes, cfg))
+
+
 def quantize_int8(
     fp32_path: Path,
     out: Path,

@@ -1,0 +1,118 @@
+"""The candidate students' cost before any training: each built for the data, exported, quantized
+and timed as the file it would ship as.
+
+Weights change neither a file's speed nor its size, so untrained networks serve. Each candidate
+becomes its fp32 ONNX file and its plain static INT8 file (stem and classifier fp32, calibrated on
+training images, no accuracy control: what `quantize` starts from). Every file is timed at batch
+1 on onnxruntime's CPU provider with `budget.threads` threads and no spinning, after a warm-up,
+the files taking turns within each of ROUNDS rounds (`latency.side_by_side`), CALLS calls per
+file in all; p50 and p90 are over every call. A candidate is within budget when its INT8 file's
+p90, size and MACs meet `budget`'s limits.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.config import BudgetConfig, ExportConfig, QuantizeConfig
+from pipeline.core.errors import GateError
+from pipeline.core.runtime import machine
+from pipeline.data.datasets import Prepared
+from pipeline.models import create_model
+from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.models.staged import count_macs, count_parameters
+from pipeline.shipping.int8 import plain_int8
+from pipeline.shipping.latency import timed_files
+from pipeline.shipping.onnx import export_onnx
+
+# 1,000 timed calls per file: the floor the budget issue sets; its p90 then rests on 100 calls
+# above it. In 10 rounds, so a slow second of a shared machine hits every file alike.
+CALLS = 1000
+ROUNDS = 10
+
+
+def candidate_files(
+    arch: str, data: Prepared, cfg: QuantizeConfig, seed: int, work: Path
+) -> dict[str, Any]:
+    """`arch` built for the data's classes and input, untrained: its fp32 and INT8 files, MACs
+    and parameters."""
+    folder = work / arch.replace(":", "_").replace("/", "_")
+    folder.mkdir(parents=True)
+    model = create_model(arch, data.num_classes, data.image_shape[0]).eval()
+    spec = data.input_spec()
+    shape = (data.image_shape[0], *spec.size)
+    save_checkpoint(
+        folder / "untrained.pt", model, arch=arch, role="student", data=data, params={}, metrics={}
+    )
+    fp32 = folder / "student.onnx"
+    export_onnx(load_checkpoint(folder / "untrained.pt"), fp32, ExportConfig())
+    int8 = plain_int8(fp32, folder, data, cfg, seed)
+    return {
+        "fp32": fp32,
+        "int8": int8,
+        "macs": count_macs(model, shape),
+        "params": count_parameters(model),
+        "shape": shape,
+    }
+
+
+def _percentiles(times: list[list[float]]) -> tuple[float, float]:
+    every = [t for round_ in times for t in round_]
+    return 1000 * statistics.median(every), 1000 * float(np.percentile(every, 90))
+
+
+def profile_candidates(
+    archs: tuple[str, ...],
+    data: Prepared,
+    budget: BudgetConfig,
+    cfg: QuantizeConfig,
+    seed: int,
+    work: Path,
+) -> dict[str, Any]:
+    """Per candidate `<arch>/...` figures and `within_budget`; the timing protocol beside them."""
+    built = {arch: candidate_files(arch, data, cfg, seed, work) for arch in archs}
+    shape = next(iter(built.values()))["shape"]
+    files = {f"{a}|{f}": b[f] for a, b in built.items() for f in ("fp32", "int8")}
+    x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
+    times = timed_files(files, budget.threads, x, ROUNDS, CALLS // ROUNDS)
+    report: dict[str, Any] = {
+        "profile/calls_per_file": CALLS,
+        "profile/rounds": ROUNDS,
+        "profile/threads": budget.threads,
+        "profile/machine": machine(),
+    }
+    for arch, b in built.items():
+        fp32_p50, fp32_p90 = _percentiles(times[f"{arch}|fp32"])
+        int8_p50, int8_p90 = _percentiles(times[f"{arch}|int8"])
+        size = b["int8"].stat().st_size
+        misses = budget.misses(int8_p90, size, b["macs"])
+        report |= {
+            f"{arch}/fp32_p50_ms": fp32_p50,
+            f"{arch}/fp32_p90_ms": fp32_p90,
+            f"{arch}/int8_p50_ms": int8_p50,
+            f"{arch}/int8_p90_ms": int8_p90,
+            f"{arch}/fp32_bytes": b["fp32"].stat().st_size,
+            f"{arch}/bytes": size,
+            f"{arch}/macs": b["macs"],
+            f"{arch}/params": b["params"],
+            f"{arch}/within_budget": not misses,
+            f"{arch}/over_budget": "; ".join(misses),
+        }
+    return report
+
+
+def check_some_within(archs: tuple[str, ...], report: dict[str, Any]) -> None:
+    """Fail in one line (a GateError, exit 1) when no candidate is within budget: the fastest
+    candidate, what it misses, and what to change."""
+    if any(report[f"{a}/within_budget"] for a in archs):
+        return
+    fastest = min(archs, key=lambda a: report[f"{a}/int8_p90_ms"])
+    raise GateError(
+        f"no candidate student is within budget (before any training); the fastest, {fastest}: "
+        f"{report[f'{fastest}/over_budget']}; relax those budget limits or add a smaller "
+        "architecture to distill.candidates (metrics/profile.json lists every candidate)"
+    )

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stages.common import MetricsOption, ParamsOption, RecordOption, log, one_line_errors, setup
+
+app = typer.Typer()
+
+
+@app.command("profile")
+@one_line_errors
+def profile(
+    data: Annotated[
+        Path, typer.Option(help="Prepared dataset: its classes and input size; calibration.")
+    ],
+    metrics: MetricsOption,
+    record: RecordOption = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Time each candidate student as its shipped files, untrained; stop if none fits budget."""
+    from pipeline.core.files import scratch_dir, write_metrics
+    from pipeline.data.datasets import load_prepared
+    from pipeline.models import check_model_name
+    from pipeline.shipping.profile import check_some_within, profile_candidates
+
+    p, _ = setup(params, "profile", outputs=(record, metrics))
+    archs = p.distill.candidates or (p.distill.arch,)
+    for i, arch in enumerate(archs):
+        check_model_name(
+            arch, f"distill.candidates[{i}]" if p.distill.candidates else "distill.arch"
+        )
+    prepared = load_prepared(data, ("train",))
+    with scratch_dir(metrics.parent, "profile") as work:
+        report = profile_candidates(archs, prepared, p.budget, p.quantize, p.seed, work)
+    write_metrics(record, metrics, report, ("*/int8_p90_ms", "*/bytes", "*/within_budget"))
+    for arch in archs:
+        log.info(
+            "%s: INT8 p90 %.3f ms (fp32 %.3f), %d bytes, %.1f M MACs: %s",
+            arch,
+            report[f"{arch}/int8_p90_ms"],
+            report[f"{arch}/fp32_p90_ms"],
+            report[f"{arch}/bytes"],
+            report[f"{arch}/macs"] / 1e6,
+            report[f"{arch}/over_budget"] or "within budget",
+        )
+    check_some_within(archs, report)

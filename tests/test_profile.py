@@ -1,0 +1,98 @@
+"""`sokd profile`: each candidate student timed as its shipped files before any training, and the
+budget it is held to (params `budget`, `distill.candidates`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.core.config import BudgetConfig
+from pipeline.core.errors import ConfigError
+from stages.cli import app
+from tests.conftest import TINY_PARAMS
+
+CANDIDATES = ["lenet5", "resnet8", "resnet20"]
+
+
+def _profile(tmp_path: Path, prepared_path: Path, budget: dict, candidates: list[str]):
+    params = yaml.safe_load(TINY_PARAMS.read_text())
+    params["budget"] = budget
+    params["distill"]["candidates"] = candidates
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args = ["profile", "--data", str(prepared_path), "--params", str(tmp_path / "params.yaml")]
+    args += ["--record", str(tmp_path / "record.json"), "--metrics", str(tmp_path / "m.json")]
+    return CliRunner().invoke(app, args)
+
+
+@pytest.fixture(scope="module")
+def unlimited(tmp_path_factory: pytest.TempPathFactory, prepared_path: Path) -> dict:
+    """Every candidate profiled with no limit set."""
+    tmp = tmp_path_factory.mktemp("profile")
+    done = _profile(tmp, prepared_path, {}, CANDIDATES)
+    assert done.exit_code == 0, done.output
+    return json.loads((tmp / "record.json").read_text())
+
+
+def test_every_candidate_gets_its_shipped_files_figures(unlimited: dict) -> None:
+    for arch in CANDIDATES:
+        assert unlimited[f"{arch}/within_budget"] is True  # no limit set: all within
+        assert 0 < unlimited[f"{arch}/int8_p50_ms"] <= unlimited[f"{arch}/int8_p90_ms"]
+        assert 0 < unlimited[f"{arch}/fp32_p50_ms"] <= unlimited[f"{arch}/fp32_p90_ms"]
+        assert 0 < unlimited[f"{arch}/bytes"] < unlimited[f"{arch}/fp32_bytes"]  # INT8 is smaller
+    # Size and arithmetic order the networks as their definitions do.
+    assert unlimited["resnet8/macs"] < unlimited["resnet20/macs"]
+    assert unlimited["resnet8/params"] < unlimited["resnet20/params"]
+    assert unlimited["profile/calls_per_file"] >= 1000
+    assert unlimited["profile/machine"]["cpu_flags"] is not None
+
+
+def test_a_budget_between_the_candidates_excludes_the_larger(
+    tmp_path: Path, prepared_path: Path, unlimited: dict
+) -> None:
+    limit = (unlimited["resnet8/bytes"] + unlimited["resnet20/bytes"]) // 2
+    done = _profile(tmp_path, prepared_path, {"max_bytes": limit}, CANDIDATES)
+    assert done.exit_code == 0, done.output
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["resnet8/within_budget"] and record["lenet5/within_budget"]
+    assert not record["resnet20/within_budget"]
+    assert f"> budget.max_bytes {limit:,}" in record["resnet20/over_budget"]
+    metrics = json.loads((tmp_path / "m.json").read_text())  # the headline for dvc exp show
+    assert set(metrics) == {
+        f"{a}/{k}" for a in CANDIDATES for k in ("int8_p90_ms", "bytes", "within_budget")
+    }
+
+
+def test_a_budget_below_every_candidate_stops_with_one_line(
+    tmp_path: Path, prepared_path: Path, unlimited: dict
+) -> None:
+    smallest = min(unlimited[f"{a}/macs"] for a in CANDIDATES)
+    done = _profile(tmp_path, prepared_path, {"max_macs": smallest - 1}, CANDIDATES[1:])
+    assert done.exit_code == 1
+    errors = [line for line in done.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no candidate student is within budget" in errors[0]
+    assert "the fastest, resnet8" in errors[0] and "budget.max_macs" in errors[0]
+    assert json.loads((tmp_path / "record.json").read_text())["resnet8/within_budget"] is False
+
+
+def test_an_unknown_candidate_is_refused_before_any_work(
+    tmp_path: Path, prepared_path: Path
+) -> None:
+    done = _profile(tmp_path, prepared_path, {}, ["resnet8", "resnet9000"])
+    assert done.exit_code == 2
+    assert "distill.candidates[1]" in done.output and "resnet9000" in done.output
+    assert not (tmp_path / "record.json").exists()
+
+
+def test_budget_limits_are_checked() -> None:
+    with pytest.raises(ConfigError, match="latency_ms"):
+        BudgetConfig(latency_ms=-1)
+    budget = BudgetConfig(latency_ms=2.0, max_bytes=1000)
+    assert budget.misses(1.9, 1000, 10**9) == []  # max_macs 0: unchecked
+    assert [m.split(" > ")[1] for m in budget.misses(2.1, 1001, 0)] == [
+        "budget.latency_ms 2.0",
+        "budget.max_bytes 1,000",
+    ]
