@@ -8,7 +8,8 @@ import typer
 from stages.common import MetricsOption, ParamsOption, RecordOption, log, one_line_errors, setup
 
 app = typer.Typer()
-HEADLINE = ("gate/passed", "*/top1", "*/agreement", "int8/accepted")  # for dvc exp show
+# For dvc exp show.
+HEADLINE = ("gate/passed", "*/top1", "*/agreement", "int8/accepted", "budget/passed")
 
 
 @app.command("verify")
@@ -63,6 +64,13 @@ def verify(
         if getattr(p.verify.gate(name), "required", True):  # an earlier run did not require it
             report["gate/passed"] = False
             report["gate/failures"] += f"; {name} is required (verify.{name}.required): {reason}"
+    if p.budget.limited:  # the shipped file against the budget, as profile measured candidates
+        from pipeline.shipping.profile import hold_budget
+
+        report |= hold_budget(ckpt.build(), files, shape, p.budget)
+        if not report["budget/passed"]:
+            report["gate/passed"] = False
+            report["gate/failures"] += f"; over budget: {report['budget/failures']}"
     # Both written on failure too: the record says what missed.
     write_metrics(record, metrics, report, HEADLINE)
     if not report["gate/passed"]:

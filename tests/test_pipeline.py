@@ -312,6 +312,29 @@ def test_the_gate_fails_the_pipeline_with_one_clear_line(repo: Path) -> None:
     assert direct.returncode == 1, direct.stderr
 
 
+def test_verify_holds_the_shipped_file_to_the_budget(repo: Path, tmp_path: Path) -> None:
+    # The command as dvc.yaml runs it, with its own params file and outputs (the repo is shared).
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["verify"]["min_top1"] = 0.0
+    command = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["verify"]["cmd"].split()
+    for flag, name in (("--record", "r.json"), ("--metrics", "m.json"), ("--card", "card.md")):
+        command[command.index(flag) + 1] = str(tmp_path / name)
+    size = (repo / "models/int8/student.int8.onnx").stat().st_size
+    for limit, passed in ((size, True), (size - 1, False)):
+        params["budget"] = {"max_bytes": limit, "latency_ms": 1000.0}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        args = [str(BIN / "sokd"), *command[1:], "--params", str(tmp_path / "params.yaml")]
+        done = _run(args, repo, check=False)
+        record = json.loads((tmp_path / "r.json").read_text())
+        assert record["budget/passed"] is passed and record["budget/file"] == "int8"
+        assert record["budget/bytes"] == size and 0 < record["budget/latency_p90_ms"] < 1000
+        assert done.returncode == (0 if passed else 1), done.stderr
+        if not passed:
+            errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+            missed = f"over budget: {size:,} bytes > budget.max_bytes"
+            assert len(errors) == 1 and missed in errors[0]
+
+
 def test_dvc_plots_are_the_meaningful_ones(repo: Path) -> None:
     shown = _run(["dvc", "plots", "show", "--json"], repo)
     ids = list(json.loads(shown.stdout)["data"])
