@@ -329,6 +329,8 @@ def test_verify_holds_the_shipped_file_to_the_budget(repo: Path, tmp_path: Path)
         assert record["budget/passed"] is passed and record["budget/file"] == "int8"
         assert record["budget/bytes"] == size and 0 < record["budget/latency_p90_ms"] < 1000
         assert done.returncode == (0 if passed else 1), done.stderr
+        if passed:
+            assert "**Budget: met** by the int8 file" in (tmp_path / "card.md").read_text()
         if not passed:
             errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
             missed = f"over budget: {size:,} bytes > budget.max_bytes"

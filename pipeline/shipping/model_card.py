@@ -212,6 +212,18 @@ With this project installed, one call does the same from the ONNX file or the ch
 """
 
 
+def _budget(report: dict[str, Any]) -> str:
+    """The budget's verdict on the shipped file, where a budget was set (docs/budget.md)."""
+    if "budget/passed" not in report:
+        return ""
+    return (
+        f"\n**Budget: met** by the {report['budget/file']} file: p90 batch-1 latency "
+        f"{report['budget/latency_p90_ms']:.3f} ms, {report['budget/bytes']:,} bytes, "
+        f"{report['budget/macs']:,} MACs per image, within params.yaml's `budget` "
+        "(docs/budget.md).\n"
+    )
+
+
 def render(
     ckpt: Checkpoint,
     report: dict[str, Any],
@@ -253,7 +265,7 @@ Agreement with the teacher's predictions: {_pct(evaluation[f"{key}/agreement_wit
 
 ## Size and speed
 
-{_size_and_speed(report, evaluation, key, targets)}
+{_size_and_speed(report, evaluation, key, targets)}{_budget(report)}
 | file | bytes | sha256 |
 |---|---|---|
 {hashes}{_declined(declined or {})}
