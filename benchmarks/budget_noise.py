@@ -20,8 +20,8 @@ from pipeline.core.config import QuantizeConfig
 from pipeline.core.files import write_json
 from pipeline.core.runtime import machine
 from pipeline.data.datasets import load_prepared
-from pipeline.shipping.latency import budget_latencies
 from pipeline.shipping.profile import candidate_files
+from pipeline.shipping.timing import latencies
 
 ARCHS = ("resnet8", "mobilenetv2_x0_5")
 
@@ -39,7 +39,7 @@ def main() -> None:
         for arch in ARCHS:
             built = candidate_files(arch, data, QuantizeConfig(), 0, Path(work))
             p90s = [
-                budget_latencies({arch: built["int8"]}, 1, built["shape"])[arch][1]
+                latencies({arch: built["int8"]}, 1, built["shape"])[arch][1]
                 for _ in range(args.repeats)
             ]
             median = statistics.median(p90s)

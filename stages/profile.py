@@ -18,6 +18,13 @@ def profile(
     ],
     metrics: MetricsOption,
     record: RecordOption = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the candidates' files, a manifest and time_candidates.py here, to "
+            "time them on the deployment machine (numpy and onnxruntime only)."
+        ),
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Time each candidate student as its shipped files, untrained; stop if none fits budget."""
@@ -34,7 +41,7 @@ def profile(
         )
     prepared = load_prepared(data, ("train",))
     with scratch_dir(metrics.parent, "profile") as work:
-        report = profile_candidates(archs, prepared, p.budget, p.quantize, p.seed, work)
+        report = profile_candidates(archs, prepared, p.budget, p.quantize, p.seed, work, export)
     write_metrics(record, metrics, report, ("*/int8_p90_ms", "*/bytes", "*/within_budget"))
     for arch in archs:
         log.info(
@@ -46,4 +53,7 @@ def profile(
             report[f"{arch}/macs"] / 1e6,
             report[f"{arch}/over_budget"] or "within budget",
         )
+    if export is not None:
+        log.info("wrote %s: time them there with `python %s/time_candidates.py %s`", export,
+                 export, export)  # fmt: skip
     check_some_within(archs, report)

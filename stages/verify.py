@@ -67,7 +67,7 @@ def verify(
     if p.budget.limited:  # the shipped file against the budget, as profile measured candidates
         from pipeline.shipping.profile import hold_budget
 
-        report |= hold_budget(ckpt.build(), files, shape, p.budget)
+        report |= hold_budget(ckpt.build(), ckpt.arch, files, shape, p.budget)
         if not report["budget/passed"]:
             report["gate/passed"] = False
             report["gate/failures"] += f"; over budget: {report['budget/failures']}"

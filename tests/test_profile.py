@@ -4,6 +4,8 @@ budget it is held to (params `budget`, `distill.candidates`)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,50 @@ def test_budget_limits_are_checked() -> None:
         "budget.latency_ms 2.0",
         "budget.max_bytes 1,000",
     ]
+
+
+def test_candidates_timed_on_another_machine_feed_the_budget(
+    tmp_path: Path, prepared_path: Path
+) -> None:
+    # `--export`: the files, a manifest and the timing script, for a machine without this project.
+    params = yaml.safe_load(TINY_PARAMS.read_text())
+    params["distill"]["candidates"] = ["lenet5", "resnet8"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out, common = tmp_path / "deploy", ["--data", str(prepared_path), "--metrics"]
+    args = ["profile", *common, str(tmp_path / "m.json"), "--params", str(tmp_path / "params.yaml")]
+    done = CliRunner().invoke(app, [*args, "--export", str(out)])
+    assert done.exit_code == 0, done.output
+    # There: isolated from this checkout, torch made unimportable; numpy and onnxruntime only.
+    script = "import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+    script += "runpy.run_path(sys.argv[0], run_name='__main__')"
+    there = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(out / "time_candidates.py"), str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert there.returncode == 0, there.stderr
+    measured = json.loads((out / "latencies.json").read_text())
+    assert set(measured["files"]) == {
+        f"{a}|{k}" for a in ("lenet5", "resnet8") for k in ("fp32", "int8")
+    }
+    assert measured["calls_per_file"] >= 1000 and measured["machine"]["onnxruntime"]
+    # Back here: the budget reads those figures instead of measuring.
+    params["budget"] = {"latency_ms": measured["files"]["lenet5|int8"]["p90_ms"] * 1.01,
+                        "latencies_from": str(out / "latencies.json")}  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = CliRunner().invoke(app, [*args, "--record", str(tmp_path / "r.json")])
+    record = json.loads((tmp_path / "r.json").read_text())
+    for arch in ("lenet5", "resnet8"):
+        assert record[f"{arch}/int8_p90_ms"] == measured["files"][f"{arch}|int8"]["p90_ms"]
+    assert record["lenet5/within_budget"] is True
+    assert record["profile/latencies_from"] == str(out / "latencies.json")
+
+
+def test_a_latencies_file_without_a_candidate_is_refused(
+    tmp_path: Path, prepared_path: Path
+) -> None:
+    (tmp_path / "latencies.json").write_text(json.dumps({"files": {}}))
+    done = _profile(
+        tmp_path, prepared_path, {"latencies_from": str(tmp_path / "latencies.json")}, ["resnet8"]
+    )
+    assert done.exit_code == 2
+    assert "has no figures for resnet8|fp32, resnet8|int8" in done.output

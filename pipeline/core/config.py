@@ -228,6 +228,9 @@ class BudgetConfig:
     threads: int = 1  # onnxruntime intra-op threads the latency is measured with
     max_bytes: int = 0  # the shipped file's size in bytes
     max_macs: int = 0  # multiply-accumulates per image
+    # Latencies measured on the deployment machine (`sokd profile --export DIR`, then
+    # `python DIR/time_candidates.py DIR` there) instead of here; "": measure here.
+    latencies_from: str = ""  # a latencies.json written on the machine the student runs on
 
     def __post_init__(self) -> None:
         for key in ("latency_ms", "max_bytes", "max_macs"):

@@ -75,30 +75,6 @@ def timed_files(
     return side_by_side(_file_calls(files, threads, x), rounds, repeats)
 
 
-# The budget's protocol (`profile`, and `verify` holding the shipped file to the budget): 1,000
-# timed batch-1 calls per file, the floor the budget issue set, so p90 rests on the 100 slowest;
-# in 10 rounds, the files taking turns, so a slow second of a shared machine hits all alike.
-BUDGET_CALLS = 1000
-BUDGET_ROUNDS = 10
-
-
-def budget_latencies(
-    files: dict[str, Path], threads: int, shape: tuple[int, ...]
-) -> dict[str, tuple[float, float]]:
-    """Per file, p50 and p90 in ms of batch-1 calls on `shape` images, by the budget's protocol:
-    each the median over rounds of that round's percentile. Pooled over every call, one slow
-    second of a shared machine (a round at twice the time) would become the p90 itself; the
-    median over rounds ignores up to four bad rounds of ten."""
-    x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
-    times = timed_files(files, threads, x, BUDGET_ROUNDS, BUDGET_CALLS // BUDGET_ROUNDS)
-    return {
-        name: tuple(
-            1000 * statistics.median(float(np.percentile(r, q)) for r in rounds) for q in (50, 90)
-        )
-        for name, rounds in times.items()
-    }
-
-
 def _engines(
     model: nn.Module, files: dict[str, Path], threads: int, x: np.ndarray
 ) -> dict[str, Callable[[], object]]:

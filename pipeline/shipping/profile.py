@@ -5,13 +5,14 @@ Weights change neither a file's speed nor its size, so untrained networks serve.
 becomes its fp32 ONNX file and its plain static INT8 file (stem and classifier fp32, calibrated on
 training images, no accuracy control: what `quantize` starts from). Every file is timed at batch
 1 on onnxruntime's CPU provider with `budget.threads` threads and no spinning, after a warm-up,
-the files taking turns within each round (`latency.budget_latencies`, the protocol `verify` holds
-the shipped file to); p50 and p90 are over every call. A candidate is within budget when its INT8
-file's p90, size and MACs meet `budget`'s limits.
+the files taking turns within each round (`timing.latencies`, the protocol `verify` holds the
+shipped file to, torch-free so that it also runs on the deployment machine). A candidate is
+within budget when its INT8 file's p90, size and MACs meet `budget`'s limits.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ from pipeline.models import create_model
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.staged import count_macs, count_parameters
 from pipeline.shipping.int8 import plain_int8
-from pipeline.shipping.latency import BUDGET_CALLS, BUDGET_ROUNDS, budget_latencies
 from pipeline.shipping.onnx import export_onnx
+from pipeline.shipping.timing import CALLS, MANIFEST, ROUNDS, latencies
 
 
 def candidate_files(
@@ -52,6 +53,45 @@ def candidate_files(
     }
 
 
+def measured_elsewhere(path: str, names: list[str]) -> dict[str, tuple[float, float]]:
+    """p50 and p90 per file name from a latencies.json written on the deployment machine."""
+    from pipeline.core.errors import ConfigError
+
+    source = Path(path)
+    try:
+        figures = json.loads(source.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"budget.latencies_from: {source} is not a latencies.json ({err}); write it with "
+            f"`python DIR/time_candidates.py DIR` on the deployment machine"
+        ) from None
+    if missing := [n for n in names if n not in figures]:
+        raise ConfigError(
+            f"budget.latencies_from: {source} has no figures for {', '.join(missing)}; export "
+            "the candidates again (`sokd profile --export DIR`) and time them there"
+        )
+    return {n: (figures[n]["p50_ms"], figures[n]["p90_ms"]) for n in names}
+
+
+def export_candidates(built: dict[str, dict[str, Any]], threads: int, folder: Path) -> None:
+    """The candidates' files, a manifest and the timing script, for another machine."""
+    import shutil
+
+    from pipeline.shipping import timing
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for arch, b in built.items():
+        for kind in ("fp32", "int8"):
+            name = f"{arch.replace(':', '_')}.{kind}.onnx"
+            shutil.copyfile(b[kind], folder / name)
+            files[f"{arch}|{kind}"] = name
+    shape = list(next(iter(built.values()))["shape"])
+    manifest = {"threads": threads, "shape": shape, "files": files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.copyfile(timing.__file__, folder / "time_candidates.py")
+
+
 def profile_candidates(
     archs: tuple[str, ...],
     data: Prepared,
@@ -59,16 +99,24 @@ def profile_candidates(
     cfg: QuantizeConfig,
     seed: int,
     work: Path,
+    export: Path | None = None,
 ) -> dict[str, Any]:
-    """Per candidate `<arch>/...` figures and `within_budget`; the timing protocol beside them."""
+    """Per candidate `<arch>/...` figures and `within_budget`; the timing protocol beside them.
+    `export`: also write the files and the timing script there (for the deployment machine)."""
     built = {arch: candidate_files(arch, data, cfg, seed, work) for arch in archs}
     shape = next(iter(built.values()))["shape"]
     files = {f"{a}|{f}": b[f] for a, b in built.items() for f in ("fp32", "int8")}
-    times = budget_latencies(files, budget.threads, shape)
+    if export is not None:
+        export_candidates(built, budget.threads, export)
+    if budget.latencies_from:
+        times = measured_elsewhere(budget.latencies_from, list(files))
+    else:
+        times = latencies(files, budget.threads, shape)
     report: dict[str, Any] = {
-        "profile/calls_per_file": BUDGET_CALLS,
-        "profile/rounds": BUDGET_ROUNDS,
+        "profile/calls_per_file": CALLS,
+        "profile/rounds": ROUNDS,
         "profile/threads": budget.threads,
+        "profile/latencies_from": budget.latencies_from or "measured here",
         "profile/machine": machine(),
     }
     for arch, b in built.items():
@@ -112,12 +160,17 @@ LATENCY_TOLERANCE = 1.15
 
 
 def hold_budget(
-    model: Any, files: dict[str, Path], shape: tuple[int, ...], budget: BudgetConfig
+    model: Any, arch: str, files: dict[str, Path], shape: tuple[int, ...], budget: BudgetConfig
 ) -> dict[str, Any]:
     """The shipped file (INT8 where it ships, else fp32 ONNX) against the budget, measured by
-    the profile's protocol: `budget/passed` and the figures, `budget/failures` in words."""
+    the profile's protocol: `budget/passed` and the figures, `budget/failures` in words. With
+    `budget.latencies_from`, the latency is that file's figure for this architecture."""
     shipped = "int8" if "int8" in files else "onnx"
-    _, p90 = budget_latencies({shipped: files[shipped]}, budget.threads, shape)[shipped]
+    if budget.latencies_from:
+        name = f"{arch}|{'int8' if shipped == 'int8' else 'fp32'}"
+        _, p90 = measured_elsewhere(budget.latencies_from, [name])[name]
+    else:
+        _, p90 = latencies({shipped: files[shipped]}, budget.threads, shape)[shipped]
     size, macs = files[shipped].stat().st_size, count_macs(model, shape)
     misses = budget.misses(p90, size, macs, LATENCY_TOLERANCE)
     return {
@@ -127,5 +180,6 @@ def hold_budget(
         "budget/bytes": size,
         "budget/macs": macs,
         "budget/latency_tolerance": LATENCY_TOLERANCE,
+        "budget/latencies_from": budget.latencies_from or "measured here",
         "budget/failures": "; ".join(misses),
     }
