@@ -93,23 +93,16 @@ def recorded_spec(meta: dict[str, str], path: Path, graph_input: tuple[Any, ...]
 
 
 def open_session(path: Path, threads: int, spinning: bool = True) -> Any:
-    """An onnxruntime CPU session for `path`; a damaged or truncated file fails in one line.
-
-    `spinning=False` lets idle pool threads sleep at once: when two sessions take turns on a
-    small CPU, the idle one's spinning threads otherwise steal the cores from the busy one.
-    """
+    """An onnxruntime CPU session for `path` (`timing.cpu_session`, after the ONNX checker); a
+    damaged or truncated file fails in one line."""
     import onnx
-    import onnxruntime as ort
+
+    from pipeline.shipping.timing import cpu_session
 
     proto = read_onnx(path)
     try:
         onnx.checker.check_model(proto, full_check=True)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        if not spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return cpu_session(path, threads, spinning)
     # Protobuf, checker and runtime errors all mean the same thing: this file is unusable.
     except Exception as err:
         raise ModelFileError(

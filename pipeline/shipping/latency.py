@@ -12,7 +12,6 @@ that waits does not steal the cores from the one being timed.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,32 +21,11 @@ import torch
 from torch import nn
 
 from pipeline.shipping.engines import engine_calls, open_engine
+from pipeline.shipping.timing import side_by_side
 
 THROUGHPUT_BATCH = 64
 FP32 = "onnx"  # the target every other file's speed is compared with
 ROUNDS = 7  # alternating rounds; medians and ratios over these
-
-
-def side_by_side(
-    calls: dict[str, Callable[[], object]], rounds: int, repeats: int
-) -> dict[str, list[list[float]]]:
-    """Seconds of each call, `repeats` per engine per round, the engines taking turns in a round.
-
-    Returns engine -> one list of call times per round.
-    """
-    for call in calls.values():  # warm-up: allocations, kernel selection, caches
-        for _ in range(3):
-            call()
-    times: dict[str, list[list[float]]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            this_round = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                call()
-                this_round.append(time.perf_counter() - start)
-            times[name].append(this_round)
-    return times
 
 
 def round_ratios(times: dict[str, list[list[float]]], slower: str, faster: str) -> list[float]:

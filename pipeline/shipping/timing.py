@@ -21,6 +21,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,40 @@ MANIFEST = "manifest.json"
 LATENCIES = "latencies.json"
 
 
-def _session(path: Path, threads: int) -> Any:  # an onnxruntime InferenceSession
+def cpu_session(path: Path, threads: int, spinning: bool = True) -> Any:
+    """An onnxruntime CPU session (an InferenceSession) with `threads` intra-op threads;
+    `spinning=False` lets idle pool threads sleep at once, so that of two sessions taking turns on
+    a small CPU the idle one does not steal the cores from the busy one."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def side_by_side(
+    calls: dict[str, Callable[[], object]], rounds: int, repeats: int
+) -> dict[str, list[list[float]]]:
+    """Seconds of each call, `repeats` per engine per round, the engines taking turns in a round.
+
+    Returns engine -> one list of call times per round.
+    """
+    for call in calls.values():  # warm-up: allocations, kernel selection, caches
+        for _ in range(3):
+            call()
+    times: dict[str, list[list[float]]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            this_round = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                call()
+                this_round.append(time.perf_counter() - start)
+            times[name].append(this_round)
+    return times
 
 
 def latencies(
@@ -48,20 +75,11 @@ def latencies(
 ) -> dict[str, tuple[float, float]]:
     """Per file, p50 and p90 in ms of batch-1 calls on random `shape` images."""
     x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
-    sessions = {name: _session(path, threads) for name, path in files.items()}
-    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
-    for name, s in sessions.items():
-        for _ in range(3):
-            s.run(None, feeds[name])
-    times: dict[str, list[list[float]]] = {name: [] for name in sessions}
-    for _ in range(ROUNDS):
-        for name, s in sessions.items():
-            this_round = []
-            for _ in range(CALLS // ROUNDS):
-                start = time.perf_counter()
-                s.run(None, feeds[name])
-                this_round.append(time.perf_counter() - start)
-            times[name].append(this_round)
+    sessions = {name: cpu_session(path, threads, spinning=False) for name, path in files.items()}
+    calls = {
+        name: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for name, s in sessions.items()
+    }
+    times = side_by_side(calls, ROUNDS, CALLS // ROUNDS)
     return {
         name: (
             1000 * statistics.median(float(np.percentile(r, 50)) for r in rounds),
