@@ -20,7 +20,7 @@ def evaluate(
     runs: Annotated[
         Path,
         typer.Option(
-            help="Folder of `distill` outputs: <runs>/<objective> for distill.objectives."
+            help="Folder of `distill` outputs: <runs>/<objective> (or <runs>/<objective>/<arch>)."
         ),
     ],
     metrics: MetricsOption,
@@ -33,10 +33,11 @@ def evaluate(
 ) -> None:
     """Test-set accuracy, size, MACs and teacher agreement of every network, in fp32."""
     from pipeline.core.files import write_metrics
+    from pipeline.core.students import student_runs
     from pipeline.training.evaluation import evaluate_all
 
     p, runtime = setup(params, "evaluate", outputs=(record, metrics))
-    run_dirs = [runs / name for name in p.distill.objectives]
+    run_dirs = student_runs(runs, p.distill.objectives)
     result = evaluate_all(data, teacher, run_dirs, p.evaluate, runtime, plots)
     write_metrics(record, metrics, result, ("teacher/top1", "*/student/top1"))
     for key in [k for k in result if k.endswith("/top1")]:

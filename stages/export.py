@@ -21,25 +21,38 @@ def export(
     out: Annotated[Path, typer.Option(help="ONNX file to write.")],
     metrics: MetricsOption,
     record: RecordOption = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="profile's record: ties on validation go to the faster INT8 file."),
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Ship the best student on validation (or the one named): its checkpoint and ONNX file."""
-    from pipeline.core.files import copy_file, write_metrics
+    from pipeline.core.errors import ConfigError
+    from pipeline.core.files import copy_file, read_json, write_metrics
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.shipping.onnx import export_onnx
     from pipeline.shipping.selection import choose_student
 
     p, _ = setup(params, "export", outputs=(out, student, record, metrics))
-    selection, chosen = choose_student(runs, p.distill.objectives, teacher, p.export)
+    int8_p90 = None
+    if profile is not None:
+        figures = read_json(profile, ConfigError, "profile's record", "run `dvc repro profile`")
+        int8_p90 = {k.removesuffix("/int8_p90_ms"): v for k, v in figures.items()
+                    if k.endswith("/int8_p90_ms")}  # fmt: skip
+    selection, chosen = choose_student(runs, p.distill.objectives, teacher, p.export, int8_p90)
     for note in selection.notes:
         log.warning("warning: %s", note)
     # ONNX first: a student that must not ship (NaN weights, not a student) leaves no copy.
     report = export_onnx(load_checkpoint(chosen), out, p.export)
     copy_file(chosen, student)  # the same bytes: the ONNX file's recorded SHA-256 holds for it
-    write_metrics(record, metrics, selection.metrics() | report, ("selection/objective",))
+    write_metrics(
+        record, metrics, selection.metrics() | report, ("selection/objective", "selection/arch")
+    )
     log.info(
-        "shipping %s: %s; wrote %s and %s (%d bytes, %s exporter, opset %d)",
+        "shipping %s (%s): %s; wrote %s and %s (%d bytes, %s exporter, opset %d)",
         selection.objective,
+        selection.arch,
         selection.reason,
         student,
         out,

@@ -18,6 +18,10 @@ def profile(
     ],
     metrics: MetricsOption,
     record: RecordOption = None,
+    within: Annotated[
+        Path | None,
+        typer.Option(help="JSON list of the candidates within budget: the ones distill trains."),
+    ] = None,
     export: Annotated[
         Path | None,
         typer.Option(
@@ -28,12 +32,12 @@ def profile(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Time each candidate student as its shipped files, untrained; stop if none fits budget."""
-    from pipeline.core.files import scratch_dir, write_metrics
+    from pipeline.core.files import scratch_dir, write_json, write_metrics
     from pipeline.data.datasets import load_prepared
     from pipeline.models import check_model_name
     from pipeline.shipping.profile import check_some_within, profile_candidates
 
-    p, _ = setup(params, "profile", outputs=(record, metrics))
+    p, _ = setup(params, "profile", outputs=(record, metrics, within))
     archs = p.distill.candidates or (p.distill.arch,)
     for i, arch in enumerate(archs):
         check_model_name(
@@ -57,3 +61,6 @@ def profile(
         log.info("wrote %s: time them there with `python %s/time_candidates.py %s`", export,
                  export, export)  # fmt: skip
     check_some_within(archs, report)
+    if within is not None:  # only what decides training: timings alone never rerun distill
+        chosen = [arch for arch in archs if report[f"{arch}/within_budget"]]
+        write_json(within, {"within_budget": chosen})

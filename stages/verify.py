@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,10 @@ def verify(
     metrics: MetricsOption,
     card: Annotated[Path, typer.Option(help="Model card (Markdown) to write.")],
     record: RecordOption = None,
+    front: Annotated[
+        Path | None,
+        typer.Option(help="PNG beside the card: every student's val top-1 against its latency."),
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Gate: every shipped file under onnxruntime vs torch on the test set; exit 1 on a miss."""
@@ -41,6 +46,7 @@ def verify(
     from pipeline.core.runtime import machine_metrics
     from pipeline.data.datasets import load_prepared
     from pipeline.models.checkpoint import load_checkpoint
+    from pipeline.shipping.front import plot_front
     from pipeline.shipping.latency import measure
     from pipeline.shipping.model_card import card_keys, library_versions, read_metrics, render
     from pipeline.shipping.verification import shipped_files, summary
@@ -49,8 +55,9 @@ def verify(
     p, _ = setup(params, "verify", outputs=(record, metrics, card))
     ckpt, test = load_checkpoint(checkpoint), load_prepared(data, ("test",))
     # Everything the card quotes is read before any output is written.
-    runs = read_metrics(evaluation, "evaluate", card_keys(ckpt.params.get("objective", "?")))
     chosen = read_metrics(selection, "export")
+    name = chosen.get("selection/objective") or ckpt.params.get("objective", "?")
+    runs = read_metrics(evaluation, "evaluate", card_keys(str(name)))
     listed, declined = shipped_files(artifact)
     report, engines = verify_files(ckpt, listed, test, p.verify)
     files = {name: engine.path for name, engine in engines.items()}
@@ -76,7 +83,11 @@ def verify(
     if not report["gate/passed"]:
         raise GateError(f"verify failed: {report['gate/failures'].strip('; ')}")
     shipped = {"checkpoint": checkpoint, **files}
-    write_text(card, render(ckpt, report, runs, chosen, shipped, data, test.dataset, declined))
+    drawn = front is not None and plot_front(front, chosen, p.budget.latency_ms)
+    picture = os.path.relpath(front, card.parent) if drawn else ""
+    write_text(
+        card, render(ckpt, report, runs, chosen, shipped, data, test.dataset, declined, picture)
+    )
     for name, reason in declined.items():
         log.warning("warning: %s declined, not shipped: %s", name, reason)
     log.info("verify passed: %s; wrote %s", summary(report, list(files)), card)

@@ -69,12 +69,12 @@ def test_selection_metrics_name_every_candidate() -> None:
     assert m["selection/vanilla/val_top1"] == 0.7 and m["selection/teacher/val_top1"] == 0.8
 
 
-def _checkpoint(path: Path, role: str, data, metrics: dict) -> None:
+def _checkpoint(path: Path, role: str, data, metrics: dict, arch: str = "resnet8") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         path,
-        create_model("resnet8", 10, 1),
-        arch="resnet8",
+        create_model(arch, 10, 1),
+        arch=arch,
         role=role,
         data=data,
         params={"train": {"epochs": 2}},
@@ -101,3 +101,75 @@ def test_choose_student_reads_each_runs_recorded_validation_top1(
     assert load_checkpoint(chosen).role == "student"
     with pytest.raises(CheckpointError, match="student not found"):
         choose_student(runs, ["vanilla", "dkd"], teacher, ExportConfig())
+
+
+# With distill.candidates: one student per objective and architecture, named `<objective>/<arch>`.
+CANDIDATE_RUNS = {
+    "vanilla/lenet5": 0.70,
+    "vanilla/resnet8": 0.74,
+    "sokd/lenet5": 0.76,
+    "sokd/resnet8": 0.76,
+}
+
+
+def test_a_tie_across_architectures_goes_to_the_faster_file() -> None:
+    p90 = {
+        "vanilla/lenet5": 0.05,
+        "vanilla/resnet8": 0.06,
+        "sokd/lenet5": 0.05,
+        "sokd/resnet8": 0.06,
+    }
+    name, reason = pick("best", CANDIDATE_RUNS, p90)
+    assert name == "sokd/lenet5" and "tied with sokd/resnet8: the faster ships" in reason
+    slower_first = {**p90, "sokd/lenet5": 0.07}
+    assert pick("best", CANDIDATE_RUNS, slower_first)[0] == "sokd/resnet8"
+
+
+def test_every_student_not_shipped_says_why() -> None:
+    p90 = {"sokd/lenet5": 0.05, "sokd/resnet8": 0.06}
+    s = select_student("best", CANDIDATE_RUNS, 0.9, 0.03, 2, p90)
+    assert s.objective == "sokd/lenet5"
+    assert s.why_not["vanilla/lenet5"] == "lower validation top-1 (70.00 % < 76.00 %)"
+    assert s.why_not["sokd/resnet8"].startswith("tied on validation top-1, slower")
+    assert "sokd/lenet5" not in s.why_not
+    assert s.metrics()["selection/vanilla/resnet8/why_not"].startswith("lower validation top-1")
+
+
+def test_a_named_objective_ships_its_best_architecture() -> None:
+    name, reason = pick("vanilla", CANDIDATE_RUNS)
+    assert name == "vanilla/resnet8" and "among vanilla's students" in reason
+    why = select_student("vanilla", CANDIDATE_RUNS, 0.9, 0.03, 2).why_not
+    assert why["sokd/lenet5"] == "export.objective names vanilla"
+
+
+def test_diagnoses_compare_students_of_the_shipped_architecture() -> None:
+    # sokd/resnet8 is below vanilla/resnet8: distillation did not pay off on that architecture,
+    # whatever vanilla/lenet5 did.
+    val = {
+        "vanilla/lenet5": 0.60,
+        "vanilla/resnet8": 0.80,
+        "sokd/lenet5": 0.65,
+        "sokd/resnet8": 0.78,
+    }
+    notes = select_student("best", val, 0.95, 0.03, 2).notes
+    assert len(notes) == 1 and "every distilled student ended below vanilla" in notes[0]
+    assert "sokd 78.00 % < 80.00 %" in notes[0]
+
+
+def test_choose_student_weighs_every_trained_architecture(
+    prepared_path: Path, tmp_path: Path
+) -> None:
+    data = load_prepared(prepared_path, ("train", "val"))
+    _checkpoint(tmp_path / "teacher.pt", "teacher", data, {"val/top1_final": 0.9})
+    runs = tmp_path / "runs"
+    for name, top1 in CANDIDATE_RUNS.items():
+        objective, arch = name.split("/")
+        path = runs / objective / arch / "student.pt"
+        _checkpoint(path, "student", data, {"val/top1_final": top1}, arch)
+    int8_p90 = {"lenet5": 0.08, "resnet8": 0.06}  # profile's figures, by architecture
+    selection, chosen = choose_student(
+        runs, ["vanilla", "sokd"], tmp_path / "teacher.pt", ExportConfig(), int8_p90
+    )
+    assert selection.objective == "sokd/resnet8" and selection.arch == "resnet8"
+    assert chosen == runs / "sokd" / "resnet8" / "student.pt"
+    assert selection.metrics()["selection/arch"] == "resnet8"

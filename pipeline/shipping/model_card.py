@@ -101,7 +101,7 @@ def _students_table(evaluation: dict[str, Any], selection: dict[str, Any]) -> st
     for key, value in selection.items():
         if not (key.startswith("selection/") and key.endswith("/val_top1")):
             continue
-        name = key.split("/")[1]
+        name = key.removeprefix("selection/").removesuffix("/val_top1")
         if name == "teacher":
             continue
         test = evaluation.get(f"{name}/student/top1", float("nan"))
@@ -109,15 +109,18 @@ def _students_table(evaluation: dict[str, Any], selection: dict[str, Any]) -> st
         mark = " **shipped**" if name == shipped else ""
         rows.append(f"| `{name}`{mark} | {_pct(value)} | {_pct(test)} | {_pct(agree)} |")
     header = (
-        "| objective | validation top-1 | test top-1 | agreement with the teacher |\n"
+        "| student | validation top-1 | test top-1 | agreement with the teacher |\n"
         "|---|---|---|---|\n"
     )
+    same = "same schedule" if "/" in str(shipped) else "same architecture and schedule"
     notes = [n for n in str(selection.get("selection/notes", "")).split(" | ") if n]
     warnings = "".join(f"\n**Warning:** {note}.\n" for note in notes)
     return (
         f"**Why this student.** {selection.get('selection/reason', 'not recorded')}. Every "
-        f"student this run trained, same architecture and schedule (validation chooses; test "
-        f"only reports):\n\n{header}" + "\n".join(rows) + "\n" + warnings
+        f"student this run trained, {same} (validation chooses; test only reports):\n\n{header}"
+        + "\n".join(rows)
+        + "\n"
+        + warnings
     )
 
 
@@ -212,6 +215,15 @@ With this project installed, one call does the same from the ONNX file or the ch
 """
 
 
+def _front(picture: str) -> str:
+    if not picture:
+        return ""
+    return (
+        f"\n![Validation top-1 of every trained student against its INT8 file's p90 batch-1 "
+        f"latency (stage profile); the budget dashed, the shipped student starred]({picture})\n"
+    )
+
+
 def _budget(report: dict[str, Any]) -> str:
     """The budget's verdict on the shipped file, where a budget was set (docs/budget.md)."""
     if "budget/passed" not in report:
@@ -233,11 +245,14 @@ def render(
     data_path: Path,
     dataset: str,
     declined: dict[str, str] | None = None,
+    front: str = "",
 ) -> str:
     """The card's Markdown text. `files`: "checkpoint" and each verified target's file;
-    `declined`: the targets that were not built, with the reason."""
+    `declined`: the targets that were not built, with the reason; `front`: the front's picture,
+    relative to the card."""
     objective = ckpt.params.get("objective", "?")
-    key, targets = f"{objective}/student", [name for name in files if name != "checkpoint"]
+    student = selection.get("selection/objective") or objective  # `sokd` or `sokd/<arch>`
+    key, targets = f"{student}/student", [name for name in files if name != "checkpoint"]
     c, h, w = ckpt.in_channels, *ckpt.image_size
     teacher, k = ckpt.params.get("teacher_arch", "?"), len(ckpt.classes)
     mean, std = [round(m, 4) for m in ckpt.mean], [round(s, 4) for s in ckpt.std]
@@ -260,7 +275,7 @@ dataset `{dataset}`; the params below; {versions}.
 ## Accuracy on {report["test/images"]:,} test images
 
 {_accuracy(report, evaluation, teacher, targets)}
-{_students_table(evaluation, selection)}
+{_students_table(evaluation, selection)}{_front(front)}
 Agreement with the teacher's predictions: {_pct(evaluation[f"{key}/agreement_with_teacher"])}.
 
 ## Size and speed

@@ -1,9 +1,12 @@
 """Which student ships: the best on validation (never test), and whether distillation helped.
 
-`export.objective: best` ships the objective of `distill.objectives` whose student has the highest
-validation top-1 (ties go to the first in the list); naming an objective ships that one. Either
-way the choice, every candidate's validation top-1 and the reason are recorded, and two
-situations are diagnosed in one line each, with the likely cause and the fix:
+`export.objective: best` ships the student with the highest validation top-1: one per objective of
+`distill.objectives`, or with `distill.candidates` one per objective and architecture within
+budget (ties go to the faster INT8 file in profile's figures, then to the first in the list);
+naming an objective ships its student (its best architecture). Either way the choice, every
+student's validation top-1, why each other one was not chosen and the reason are recorded, and
+two situations are diagnosed in one line each (among the shipped architecture's students), with
+the likely cause and the fix:
 
 - the teacher is not clearly better than the `vanilla` student (by less than
   `export.teacher_margin` on validation): there is little for distillation to transfer;
@@ -14,12 +17,13 @@ situations are diagnosed in one line each, with the likely cause and the fix:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import SHIP_BEST, ExportConfig
 from pipeline.core.errors import CheckpointError, ConfigError
+from pipeline.core.students import student_runs
 from pipeline.models.checkpoint import load_checkpoint
 
 BASELINE = "vanilla"  # the student without distillation, what distillation must beat
@@ -29,20 +33,26 @@ BASELINE = "vanilla"  # the student without distillation, what distillation must
 class Selection:
     """The shipped objective, why, every candidate's validation top-1, and the diagnoses."""
 
-    objective: str
+    objective: str  # the shipped student's name: its objective, `/<arch folder>` with candidates
     reason: str
-    val_top1: dict[str, float]  # objective -> its student's validation top-1, in list order
+    val_top1: dict[str, float]  # student -> its validation top-1, in list order
     teacher_val_top1: float | None
     notes: list[str] = field(default_factory=list)  # one line each, for the log and the card
+    arch: str = ""  # the shipped student's architecture
+    why_not: dict[str, str] = field(default_factory=dict)  # every other student: why not it
+    int8_p90_ms: dict[str, float] = field(default_factory=dict)  # student -> profile's figure
 
     def metrics(self) -> dict[str, Any]:
         """Flat metric keys for records/export.json."""
         out: dict[str, Any] = {
             "selection/objective": self.objective,
+            "selection/arch": self.arch,
             "selection/reason": self.reason,
             "selection/notes": " | ".join(self.notes),
         }
         out |= {f"selection/{name}/val_top1": top1 for name, top1 in self.val_top1.items()}
+        out |= {f"selection/{name}/why_not": why for name, why in self.why_not.items()}
+        out |= {f"selection/{name}/int8_p90_ms": ms for name, ms in self.int8_p90_ms.items()}
         if self.teacher_val_top1 is not None:
             out["selection/teacher/val_top1"] = self.teacher_val_top1
         return out
@@ -52,23 +62,62 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
-def pick(requested: str, val_top1: Mapping[str, float]) -> tuple[str, str]:
-    """The objective to ship and why: `requested`, or the best on validation for `best`."""
+def _objective_of(name: str) -> str:
+    return name.split("/")[0]
+
+
+def pick(
+    requested: str, val_top1: Mapping[str, float], p90: Mapping[str, float] | None = None
+) -> tuple[str, str]:
+    """The student to ship and why: the best on validation, among the students of `requested`
+    unless it is `best`; ties go to the faster (`p90`, ms per student), then to the first."""
+    pool = dict(val_top1)
     if requested != SHIP_BEST:
-        if requested not in val_top1:
+        pool = {n: t for n, t in val_top1.items() if _objective_of(n) == requested}
+        if not pool:
             raise ConfigError(
                 f"params.export.objective: {requested!r} was not trained; choose best or one of "
-                f"{', '.join(val_top1)}"
+                f"{', '.join(dict.fromkeys(map(_objective_of, val_top1)))}"
             )
-        return requested, f"named in params (export.objective: {requested})"
-    # max() keeps the first of equal values: ties go to the first objective in the list.
-    best = max(val_top1, key=lambda name: val_top1[name])
+        if len(pool) == 1:
+            return next(iter(pool)), f"named in params (export.objective: {requested})"
+    speed = p90 or {}
+    # max() keeps the first of equal keys: a tie in both goes to the first in the list.
+    best = max(pool, key=lambda name: (pool[name], -speed.get(name, 0.0)))
     others = [f"{name} {_pct(top1)}" for name, top1 in val_top1.items() if name != best]
     versus = f" (others: {', '.join(others)})" if others else " (the only one trained)"
-    tied = [name for name, top1 in val_top1.items() if name != best and top1 == val_top1[best]]
+    tied = [name for name, top1 in pool.items() if name != best and top1 == pool[best]]
     if tied:
-        versus += f"; tied with {', '.join(tied)}: the first in distill.objectives ships"
-    return best, f"highest validation top-1, {_pct(val_top1[best])}{versus}"
+        faster = any(speed.get(n, 0.0) != speed.get(best, 0.0) for n in tied)
+        rule = "the faster ships" if faster else "the first in distill.objectives ships"
+        versus += f"; tied with {', '.join(tied)}: {rule}"
+    named = "" if requested == SHIP_BEST else f" among {requested}'s students"
+    return best, f"highest validation top-1{named}, {_pct(val_top1[best])}{versus}"
+
+
+def why_not(
+    shipped: str, val_top1: Mapping[str, float], p90: Mapping[str, float] | None = None
+) -> dict[str, str]:
+    """For every student but the shipped one, the reason in words."""
+    reasons = {}
+    for name, top1 in val_top1.items():
+        if name == shipped:
+            continue
+        if top1 < val_top1[shipped]:
+            reasons[name] = f"lower validation top-1 ({_pct(top1)} < {_pct(val_top1[shipped])})"
+        elif top1 > val_top1[shipped]:
+            reasons[name] = f"export.objective names {_objective_of(shipped)}"
+        elif p90 and p90.get(name, 0.0) > p90.get(shipped, 0.0):
+            reasons[name] = f"tied on validation top-1, slower (INT8 p90 {p90[name]:.3f} ms)"
+        else:
+            reasons[name] = "tied on validation top-1, later in the list"
+    return reasons
+
+
+def _same_arch(val_top1: Mapping[str, float], shipped: str) -> dict[str, float]:
+    """The students of the shipped one's architecture, by objective (for the diagnoses)."""
+    arch = shipped.split("/", 1)[1:]
+    return {_objective_of(n): t for n, t in val_top1.items() if n.split("/", 1)[1:] == arch}
 
 
 def diagnose(
@@ -120,11 +169,15 @@ def select_student(
     teacher_val_top1: float | None,
     teacher_margin: float,
     epochs: int,
+    p90: Mapping[str, float] | None = None,
 ) -> Selection:
-    """Choose the student to ship from each objective's validation top-1 and diagnose the run."""
-    objective, reason = pick(requested, val_top1)
-    notes = diagnose(val_top1, teacher_val_top1, objective, teacher_margin, epochs)
-    return Selection(objective, reason, dict(val_top1), teacher_val_top1, notes)
+    """Choose the student to ship from each one's validation top-1 and diagnose the run."""
+    name, reason = pick(requested, val_top1, p90)
+    peers = _same_arch(val_top1, name)
+    notes = diagnose(peers, teacher_val_top1, _objective_of(name), teacher_margin, epochs)
+    return Selection(
+        name, reason, dict(val_top1), teacher_val_top1, notes, why_not=why_not(name, val_top1, p90)
+    )
 
 
 def _val_top1(metrics: Mapping[str, Any]) -> float | None:
@@ -136,25 +189,32 @@ def _val_top1(metrics: Mapping[str, Any]) -> float | None:
 
 
 def choose_student(
-    runs: Path, objectives: Sequence[str], teacher: Path, cfg: ExportConfig
+    runs: Path,
+    objectives: Sequence[str],
+    teacher: Path,
+    cfg: ExportConfig,
+    int8_p90: Mapping[str, float] | None = None,
 ) -> tuple[Selection, Path]:
-    """Select among `runs/<objective>/student.pt` for every objective (in list order) by the
-    validation top-1 each checkpoint recorded; returns the selection and the chosen file."""
-    if runs.is_file():
-        raise CheckpointError(
-            f"--runs {runs} is a file; give the folder of `distill` outputs (models/runs)"
-        )
-    val_top1 = {}
-    for name in objectives:
-        path = runs / name / "student.pt"
-        if not path.exists():
-            raise CheckpointError(f"student not found: {path}; run `dvc repro distill`")
-        top1 = _val_top1(load_checkpoint(path).metrics)
-        if top1 is None:
-            raise CheckpointError(f"{path} records no validation top-1; rerun `dvc repro distill`")
-        val_top1[name] = top1
-    chosen = runs / pick(cfg.objective, val_top1)[0] / "student.pt"
+    """Select among every student under `runs` (objective by objective, in list order) by the
+    validation top-1 each checkpoint recorded; `int8_p90` (ms by architecture, from profile)
+    breaks ties. Returns the selection and the chosen file."""
+    val_top1, archs, files = {}, {}, {}
+    for objective in objectives:  # each read as found: the first bad file is the one named
+        for name, folder in student_runs(runs, (objective,)).items():
+            files[name] = folder / "student.pt"
+            ckpt = load_checkpoint(files[name])
+            top1 = _val_top1(ckpt.metrics)
+            if top1 is None:
+                raise CheckpointError(
+                    f"{files[name]} records no validation top-1; rerun `dvc repro distill`"
+                )
+            val_top1[name], archs[name] = top1, ckpt.arch
+    p90 = {n: int8_p90[a] for n, a in archs.items() if a in int8_p90} if int8_p90 else None
+    shipped = pick(cfg.objective, val_top1, p90)[0]
+    chosen = files[shipped]
     epochs = load_checkpoint(chosen).params.get("train", {}).get("epochs", 0)
     teacher_top1 = _val_top1(load_checkpoint(teacher).metrics)
-    selection = select_student(cfg.objective, val_top1, teacher_top1, cfg.teacher_margin, epochs)
-    return selection, chosen
+    selection = select_student(
+        cfg.objective, val_top1, teacher_top1, cfg.teacher_margin, epochs, p90
+    )
+    return replace(selection, arch=archs[shipped], int8_p90_ms=p90 or {}), chosen

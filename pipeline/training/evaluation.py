@@ -42,7 +42,8 @@ def _confusion(
         writer.writerow(["actual", "predicted"])
         pairs = zip(labels.tolist(), predicted.tolist(), strict=True)
         writer.writerows((classes[a], classes[b]) for a, b in pairs)
-        write_text(plots_dir / "confusion" / f"{name.split('/')[0]}.csv", buf.getvalue())
+        run = name.removesuffix("/student").replace("/", "_")
+        write_text(plots_dir / "confusion" / f"{run}.csv", buf.getvalue())
 
 
 def _validation_curves(checkpoints: dict[str, Any]) -> str:
@@ -55,7 +56,7 @@ def _validation_curves(checkpoints: dict[str, Any]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["epoch", "network", "top1"])
     for name, ckpt in checkpoints.items():
-        label = "teacher" if name == "teacher" else name.split("/")[0]
+        label = name.removesuffix("/student")
         if not ckpt.curve or not (name == "teacher" or name.endswith("/student")):
             continue
         writer.writerows((epoch, label, top1) for epoch, top1 in enumerate(ckpt.curve, 1))
@@ -68,12 +69,13 @@ def _validation_curves(checkpoints: dict[str, Any]) -> str:
 def evaluate_all(
     data_path: Path,
     teacher_path: Path,
-    run_dirs: list[Path],
+    run_dirs: dict[str, Path],
     cfg: EvaluateConfig,
     runtime: Runtime,
     plots_dir: Path,
 ) -> dict[str, Any]:
-    """Evaluate the teacher and every checkpoint in `run_dirs` in fp32; return flat metrics.
+    """Evaluate the teacher and every checkpoint in `run_dirs` (run name -> folder) in fp32;
+    return flat metrics.
 
     Keys are `teacher/<metric>` and `<run>/<role>/<metric>` (e.g. `sokd/student/top1`), plus each
     student's agreement with the teacher, its compression ratio and its gain over `vanilla/student`.
@@ -82,12 +84,12 @@ def evaluate_all(
     runtime = runtime.fp32()
     labels = data.splits["test"].labels.cpu()
     named = {"teacher": teacher_path}
-    for run_dir in run_dirs:
+    for run, run_dir in run_dirs.items():
         if not run_dir.is_dir():
             raise CheckpointError(
                 f"run directory not found: {run_dir}; run `dvc repro distill` first"
             )
-        named.update({f"{run_dir.name}/{pt.stem}": pt for pt in sorted(run_dir.glob("*.pt"))})
+        named.update({f"{run}/{pt.stem}": pt for pt in sorted(run_dir.glob("*.pt"))})
     metrics: dict[str, Any] = {"test/images": len(labels)}
     predictions: dict[str, torch.Tensor] = {}
     checkpoints = {name: load_checkpoint(path) for name, path in named.items()}
@@ -125,8 +127,10 @@ def evaluate_all(
             predictions[name] == predictions["teacher"]
         ).sum().item() / len(labels)
         metrics[f"{name}/compression"] = metrics["teacher/params"] / metrics[f"{name}/params"]
-        if "vanilla/student" in named and name != "vanilla/student":
+        # against the vanilla student of the same architecture (`vanilla[/<arch>]/student`)
+        vanilla = "/".join(["vanilla", *name.split("/")[1:]])
+        if vanilla in named and name != vanilla:
             metrics[f"{name}/gain_over_vanilla"] = (
-                metrics[f"{name}/top1"] - metrics["vanilla/student/top1"]
+                metrics[f"{name}/top1"] - metrics[f"{vanilla}/top1"]
             )
     return metrics

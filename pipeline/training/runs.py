@@ -319,16 +319,9 @@ DEPLOYED = ("teacher", "student")  # the roles whose per-epoch validation `fit` 
 HEADLINE = ("val/top1_best", "val/top1_final", "improved_teacher/val_top1", "test/top1_*")
 
 
-def save_run(
-    run: TrainedRun,
-    checkpoints: dict[str, Path],
-    metrics: Path,
-    live_dir: Path,
-    record: Path | None = None,
-) -> None:
-    """Write each network's checkpoint, the run's metrics JSON (headline figures when a `record`
-    takes them all) and its history picture."""
-    if not world().is_main:  # under torchrun one process writes the files
+def save_checkpoints(run: TrainedRun, checkpoints: dict[str, Path]) -> None:
+    """Write each network's self-describing checkpoint (the main process alone, under torchrun)."""
+    if not world().is_main:
         return
     for role, path in checkpoints.items():
         arch, net = run.networks[role]
@@ -344,5 +337,19 @@ def save_run(
             curve=[row["val/top1"] for row in run.fit.history] if role in DEPLOYED else (),
         )
         log.info("wrote %s (%s, %s)", path, role, arch)
+
+
+def save_run(
+    run: TrainedRun,
+    checkpoints: dict[str, Path],
+    metrics: Path,
+    live_dir: Path,
+    record: Path | None = None,
+) -> None:
+    """Write each network's checkpoint, the run's metrics JSON (headline figures when a `record`
+    takes them all) and its history picture."""
+    if not world().is_main:  # under torchrun one process writes the files
+        return
+    save_checkpoints(run, checkpoints)
     write_metrics(record, metrics, run.metrics, HEADLINE)
     plot_history(live_dir / "history.png", run.fit.history, title=run.name)
