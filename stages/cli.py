@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import sys
+import traceback
 from typing import Annotated, Any
 
 import typer
@@ -28,9 +29,12 @@ from stages import (
 )
 
 EPILOG = (
-    "Exit status: 0 done; 1 a gate was missed (verify); 2 bad input or usage, with one "
-    "`error:` line saying what is wrong and how to fix it."
+    "Exit status: 0 done; 1 a gate was missed (verify, profile, quantize); 2 bad input or usage, "
+    "with one `error:` line saying what is wrong and how to fix it; 3 an internal error (a bug: "
+    "rerun with -v for the traceback and report it); 130 interrupted."
 )
+INTERNAL_ERROR = 3  # neither the user's input nor a gate: the code itself failed
+_verbose = False  # set by `-v`: an internal error then prints its traceback
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -50,9 +54,25 @@ class OneLineUsageErrors(TyperGroup):
         except typer.Abort:
             typer.echo("error: interrupted", err=True)
             status = 130
+        except Exception as err:  # not bad input (one_line_errors), not a gate: a bug
+            status = _internal_error(err)
         if not standalone_mode:
             return status
         sys.exit(status if isinstance(status, int) else 0)
+
+
+def _internal_error(err: Exception) -> int:
+    """One line saying it is a bug and how to report it; the traceback with `-v`."""
+    if _verbose:
+        traceback.print_exception(err)
+    what = " ".join(str(err).split())[:200]
+    how = "report it" if _verbose else "rerun with -v for the traceback and report it"
+    typer.echo(
+        f"error: internal error, a bug in sokd ({type(err).__name__}: {what}); {how} to the "
+        "project's issue tracker with the command and params.yaml",
+        err=True,
+    )
+    return INTERNAL_ERROR
 
 
 app = typer.Typer(
@@ -89,6 +109,8 @@ def main_options(
     ] = False,
 ) -> None:
     """SOKD compression pipeline. Each command is exactly one dvc.yaml stage."""
+    global _verbose
+    _verbose = verbose
     # Our own loggers speak at INFO; libraries (the ONNX exporter narrates every pass) only warn.
     logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
     for name in ("pipeline", "stages"):

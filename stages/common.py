@@ -42,7 +42,7 @@ LiveOption = Annotated[
 def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Report a PipelineError as `error: <message>` on stderr and exit with its status.
 
-    2 for bad input or usage, 1 for a missed gate (see pipeline/core/errors.py).
+    2 for bad input or usage, 1 for a missed gate (see pipeline/core/errors.py), 130 for Ctrl-C.
     """
 
     @functools.wraps(command)
@@ -60,6 +60,9 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
                 err=True,
             )
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # Ctrl-C: every output is written whole or not at all
+            typer.echo("error: interrupted; no output was half-written", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper
 

@@ -253,3 +253,58 @@ def test_unknown_objective_is_one_line(tmp_path: Path, prepared_path: Path) -> N
         result,
         "unknown objective 'crd'; choose one of at, dist, dkd, dml, fitnet, kd, kd_dml, sokd",
     )
+
+
+# A command that fails the way a bug does, or waits to be interrupted, added to the real `sokd`
+# group in a child process: the exit statuses a CI script reads come from that group.
+_FAULTY = """
+import sys, time
+import typer
+from stages.cli import app, main
+from stages.common import one_line_errors
+
+@app.command("faulty")
+@one_line_errors
+def faulty(wait: bool = False) -> None:
+    if wait:
+        print("ready", flush=True)
+        time.sleep(60)
+    raise KeyError("a key the code forgot")
+
+sys.argv = ["sokd", *sys.argv[1:]]
+main()
+"""
+
+
+def _faulty(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", _FAULTY, *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_an_internal_error_is_a_bug_of_its_own_status_in_one_line() -> None:
+    done = _faulty("faulty")
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: internal error, a bug in sokd")
+    assert "KeyError" in lines[0] and "rerun with -v for the traceback" in lines[0]
+    verbose = _faulty("-v", "faulty")
+    assert verbose.returncode == 3
+    assert "Traceback (most recent call last)" in verbose.stderr
+    assert verbose.stderr.strip().splitlines()[-1].startswith("error: internal error")
+
+
+def test_an_interrupted_command_exits_130() -> None:
+    import signal
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _FAULTY, "faulty", "--wait"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted"), err
