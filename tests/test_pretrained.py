@@ -252,3 +252,31 @@ def test_timm_not_installed_stops_the_first_stage_in_one_line(
     monkeypatch.setitem(sys.modules, "timm", None)
     args = _teacher_command(tmp_path, prepared_path, arch="timm:resnet18")
     _one_line_exit_2(args, "timm is not installed", tmp_path)
+
+
+def test_a_timm_tag_brings_its_own_preprocessing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # resnet18's default tag (a1_in1k) evaluates bicubic with crop 0.95; tv_in1k, torchvision's
+    # weights, bilinear with crop 0.875 (256 -> 224). The weights come from a real Hugging Face
+    # cache laid out on disk, read offline by timm's own loader.
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = tmp_path / "hub" / "models--timm--resnet18.tv_in1k"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    state = timm.create_model("resnet18", pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, snapshot / "model.safetensors")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    imported = import_weights(create_model("timm:resnet18", 7, 3), "timm:resnet18", "tv_in1k", 7)
+    assert imported.spec.interpolation == "bilinear" and imported.spec.resize == 256
+    assert imported.spec.source == "timm resnet18.tv_in1k"
+    default = timm.create_model("resnet18", pretrained=False).pretrained_cfg
+    assert default["interpolation"] == "bicubic" and default["crop_pct"] == 0.95

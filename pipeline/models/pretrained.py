@@ -123,7 +123,8 @@ def _timm(arch: str, tag: str) -> tuple[dict[str, Tensor], InputSpec, str]:
             f"({type(err).__name__}); download them on a machine with internet (HF_HOME), "
             f"or give a local file"
         ) from None
-    return model.state_dict(), _timm_spec(name, f"timm {full}"), f"huggingface:{full}"
+    # the tag's own configuration (mean, std, size, crop, interpolation), not the name's default
+    return model.state_dict(), _timm_spec(full, f"timm {full}"), f"huggingface:{full}"
 
 
 def content_sha256(state: dict[str, Tensor]) -> str:
