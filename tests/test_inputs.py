@@ -51,6 +51,30 @@ def test_evaluation_resizes_the_shorter_side_and_crops_the_centre() -> None:
     assert 0.45 < mid < 0.55
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize(
+    ("h", "w", "resize", "crop"),
+    [(40, 81, 33, 28), (77, 50, 37, 31), (64, 64, 0, 48), (35, 61, 0, 28)],
+)
+def test_the_evaluation_geometry_is_torchvisions_bit_for_bit(
+    interpolation: str, h: int, w: int, resize: int, crop: int
+) -> None:
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+    spec = InputSpec((0.5,) * 3, (0.25,) * 3, (crop, crop), resize, interpolation)
+    mode = v2.InterpolationMode(interpolation)
+    if resize:  # the shorter side to `resize` (the longer truncated), then the centre crop
+        ours = resize_and_crop(x.clone(), spec)
+        theirs = TF.center_crop(TF.resize(x, [resize], mode, antialias=True), [crop, crop])
+    else:  # a plain resize to the input size
+        ours = resize_and_crop(x.clone(), spec)
+        theirs = TF.resize(x, [crop, crop], mode, antialias=True)
+    # Bicubic overshoots [0, 1]; the evaluation path clamps it back to what an image can hold.
+    assert torch.equal(ours, theirs.clamp(0, 1))
+
+
 def _data(n: int = 24, h: int = 40, w: int = 40) -> Prepared:
     images = _gradient_images(n, h, w)
     labels = torch.arange(n) % 3
@@ -205,3 +229,11 @@ def test_the_figures_around_batchnorm_reestimation_are_each_networks_own(
     ):
         fresh = topk_accuracy(predict(network, val, CPU), val.labels, 1)
         assert metrics[key] == metrics[after] == fresh
+
+
+def test_the_side_before_the_crop_is_floored_as_timm_does() -> None:
+    from pipeline.core.inputs import scale_size
+
+    assert scale_size(224, 0.875) == 256 and scale_size(224, 224 / 256) == 256
+    assert scale_size(224, 0.95) == 235  # timm: math.floor(224 / 0.95) = floor(235.79)
+    assert scale_size(48, 0.875) == 54  # not 55, as rounding gave

@@ -8,6 +8,7 @@ normalisation at its own input size, in training, evaluation, calibration and de
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,12 @@ class InputSpec:
         return f"{resize}{h}x{w}; x = (uint8 / 255 - [{mean}]) / [{std}] ({self.source})"
 
 
+def scale_size(size: int, crop_pct: float) -> int:
+    """The side resized to before a centre crop of `size`: floored, as timm's evaluation
+    transform does (`math.floor(size / crop_pct)`); the epsilon keeps 224 / (224 / 256) at 256."""
+    return math.floor(size / crop_pct + 1e-9)
+
+
 def run_spec(
     data: Prepared, train: TrainConfig, weights: InputSpec | None, base: InputSpec | None
 ) -> InputSpec:
@@ -95,7 +102,7 @@ def run_spec(
     )
     crop_pct = weights.size[0] / weights.resize if weights and weights.resize else train.crop_pct
     natural = train.augment.kind == "random_resized_crop" or expects_crop
-    resize = round(size[0] / crop_pct) if natural else 0
+    resize = scale_size(size[0], crop_pct) if natural else 0
     lead = weights if weights is not None and weights.resize else base
     interpolation = lead.interpolation if lead is not None and lead.resize else train.interpolation
     return InputSpec(mean, std, size, resize, interpolation, source)

@@ -72,19 +72,23 @@ def random_resized_crop(
 
 def resize_and_crop(images: Tensor, spec: InputSpec) -> Tensor:
     """Evaluation geometry: the shorter side to `spec.resize` and a centre crop of `spec.size`
-    (without a resize, a plain resize to `spec.size` when the images have another size)."""
+    (without a resize, a plain resize to `spec.size` when the images have another size).
+
+    torchvision's arithmetic (`transforms.v2.functional.resize` and `center_crop`), bit for bit
+    on the same float images: the longer side truncated, the crop offset rounded."""
     h, w = images.shape[-2:]
     if spec.resize:
-        short = min(h, w)
-        target = (round(h * spec.resize / short), round(w * spec.resize / short))
+        short, long = min(h, w), max(h, w)
+        longer = int(spec.resize * long / short)
+        target = (spec.resize, longer) if h <= w else (longer, spec.resize)
     else:
         target = spec.size
     if (h, w) != tuple(target):
         images = F.interpolate(
             images, size=target, mode=spec.interpolation, antialias=spec.interpolation != "nearest"
         ).clamp_(0, 1)
-    top = (images.shape[-2] - spec.size[0]) // 2
-    left = (images.shape[-1] - spec.size[1]) // 2
+    top = round((images.shape[-2] - spec.size[0]) / 2.0)  # Python rounds half to even, as there
+    left = round((images.shape[-1] - spec.size[1]) / 2.0)
     return images[..., top : top + spec.size[0], left : left + spec.size[1]]
 
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from pipeline import models
 from pipeline.core.errors import CheckpointError, ConfigError
 from pipeline.core.files import load_tensors, sha256_file
-from pipeline.core.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from pipeline.core.inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec, scale_size
 from pipeline.data.datasets import Prepared
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def content_sha256(state: dict[str, Tensor]) -> str:
 
 def _timm_spec(name: str, source: str) -> InputSpec:
     cfg = models.timm_models().pretrained_config(name)
-    resize = round(cfg.input_size[0] / cfg.crop_pct)
+    resize = scale_size(cfg.input_size[0], cfg.crop_pct)
     return InputSpec(cfg.mean, cfg.std, cfg.input_size, resize, cfg.interpolation, source)
 
 
