@@ -571,7 +571,51 @@ def short_runs_comparison() -> str:
     )
 
 
+def budget_front() -> str:
+    """The budget preset's run (benchmarks/budget_front.json): every candidate as profile timed
+    it, every trained student, what shipped and why, and verify's verdict."""
+    f = read("benchmarks/budget_front.json")
+    limits = ", ".join(f"`{k}: {v}`" for k, v in f["budget"].items() if v and k != "threads")
+    lines = [
+        f"`dvc exp run -n {f['experiment']}` (the preset's line above), budget {limits}; "
+        f"measured on {machine_line(f['machine'])}.",
+        "",
+        "| candidate | INT8 p90 ms | INT8 bytes | MACs / image | profile's verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for arch, c in f["candidates"].items():
+        verdict = "within budget" if c["within_budget"] else f"over: {c['over_budget']}"
+        lines.append(
+            f"| `{arch}` | {c['int8_p90_ms']:.3f} | {c['bytes']:,} | {c['macs'] / 1e6:.1f} M "
+            f"| {verdict} |"
+        )
+    lines += [
+        "",
+        "| student | validation top-1 | test top-1 | INT8 p90 ms (profile) | why not shipped |",
+        "|---|---|---|---|---|",
+    ]
+    for name, st in f["students"].items():
+        why = "**shipped**" if name == f["shipped"] else st["why_not"]
+        lines.append(
+            f"| `{name}` | {pct(st['val_top1'])} | {pct(st['test_top1'])} | "
+            f"{st['int8_p90_ms']:.3f} | {why} |"
+        )
+    v = f["verify"]
+    verdict = "met" if v["budget/passed"] else f"missed ({v['budget/failures']})"
+    lines += [
+        "",
+        f"`verify`: the shipped {v['budget/file']} file measured {v['budget/latency_p90_ms']:.3f}"
+        f" ms p90 and {v['budget/bytes']:,} bytes: budget {verdict}; gate "
+        f"{'passed' if v['gate/passed'] else 'failed'}.",
+        "",
+        "![Validation top-1 of every trained student against its INT8 file's p90 latency; the "
+        "budget dashed, the shipped student starred](figures/budget_front.png)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "budget-front": budget_front,
     "quickstart": quickstart,
     "presets": presets,
     "preset-photos": preset_photos,

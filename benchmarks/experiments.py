@@ -356,6 +356,46 @@ def collect_user_path(root: Path = ROOT) -> dict[str, Any]:
 COLLECT = {"comparison": collect_comparison, "user_path": collect_user_path}
 
 
+def front(experiment: str, root: Path = ROOT) -> dict[str, Any]:
+    """What a budget chose from in one finished experiment (a preset with distill.candidates):
+    every candidate as profile measured it, every trained student's validation and test top-1,
+    the shipped one and why, and verify's budget verdict."""
+    rev = experiments(root)[experiment]["rev"]
+    shown = subprocess.run(
+        ["git", "show", f"{rev}:params.yaml"], cwd=root, capture_output=True, text=True, check=True
+    )
+    params = yaml.safe_load(shown.stdout)
+    profile, chosen, evaluation, verified = (
+        read_at(rev, f"records/{stage}.json", root)
+        for stage in ("profile", "export", "evaluate", "verify")
+    )
+    keys = ("int8_p90_ms", "fp32_p90_ms", "bytes", "macs", "within_budget", "over_budget")
+    candidates = {
+        a: {k: profile[f"{a}/{k}"] for k in keys} for a in params["distill"]["candidates"]
+    }
+    names = [k.split("/", 1)[1].rsplit("/", 1)[0] for k in chosen if k.endswith("/val_top1")]
+    students = {
+        name: {
+            "val_top1": chosen[f"selection/{name}/val_top1"],
+            "test_top1": evaluation[f"{name}/student/top1"],
+            "int8_p90_ms": chosen.get(f"selection/{name}/int8_p90_ms"),
+            "why_not": chosen.get(f"selection/{name}/why_not", ""),
+        }
+        for name in names
+        if name != "teacher"
+    }
+    return {
+        "experiment": experiment,
+        "budget": params["budget"],
+        "candidates": candidates,
+        "students": students,
+        "shipped": chosen["selection/objective"],
+        "reason": chosen["selection/reason"],
+        "verify": {k: v for k, v in verified.items() if k.startswith(("budget/", "gate/"))},
+        "machine": _machine(verified),
+    }
+
+
 def _as_dict(c: Any) -> dict[str, Any]:
     import dataclasses
 
@@ -589,7 +629,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("name", choices=sorted(COLLECT))
     c.add_argument("--wait", action="store_true", help="first wait for `dvc queue` to finish")
     c.add_argument("--out", type=Path, help="write here instead of benchmarks/NAME.json")
+    f = sub.add_parser("front", help="one finished experiment's budget front, as JSON")
+    f.add_argument("experiment", help="its name in `dvc exp show` (e.g. budget_fashion_mnist)")
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--root", type=Path, default=ROOT, help="the repository that ran it")
     args = parser.parse_args(argv)
+    if args.command == "front":
+        write_json(args.out, front(args.experiment, args.root.resolve()))
+        return 0
     if args.command == "queue":
         queue(args.name, args.only)
         return 0

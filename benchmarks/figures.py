@@ -3,7 +3,8 @@
 - pipeline.png: the stages of `dvc.yaml` and what flows between them (its `dvc dag`);
 - comparison.png: each method minus SOKD on the comparison benchmark, 95 % paired intervals;
 - user_path.png: each objective minus vanilla on the user-path benchmark, per pair and budget;
-- tradeoff.png: test top-1 against size and batch-1 latency of the quickstart's networks.
+- tradeoff.png: test top-1 against size and batch-1 latency of the quickstart's networks;
+- budget_front.png: the budget preset's students, validation top-1 against INT8 p90 latency.
 
 Every series has its own colour and marker, so no two look alike.
 """
@@ -153,8 +154,23 @@ def draw_tradeoff(path: Path) -> None:
     _save(fig, path)
 
 
+def draw_budget_front(path: Path) -> None:
+    """The budget preset's front, drawn as the card draws it (pipeline.shipping.front)."""
+    from pipeline.shipping.front import plot_front
+
+    f = _read("benchmarks/budget_front.json")
+    if f is None:
+        return
+    selection = {"selection/objective": f["shipped"]}
+    for name, st in f["students"].items():
+        selection[f"selection/{name}/val_top1"] = st["val_top1"]
+        selection[f"selection/{name}/int8_p90_ms"] = st["int8_p90_ms"]
+    plot_front(path, selection, f["budget"].get("latency_ms", 0.0))
+
+
 def draw_all(folder: Path) -> None:
     """Every figure into `folder`."""
+    draw_budget_front(folder / "budget_front.png")
     draw_pipeline(folder / "pipeline.png")
     draw_comparison(folder / "comparison.png")
     draw_user_path(folder / "user_path.png")
