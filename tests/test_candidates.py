@@ -2,15 +2,13 @@
 that excludes one of them, in a temporary copy of the repository."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TINY_PARAMS
-from tests.helpers import write_fashion_mnist
-from tests.test_pipeline import _run, _stages_run
+from tests.conftest import TINY_PARAMS
+from tests.test_pipeline import _run, _stages_run, tiny_project
 
 pytestmark = pytest.mark.slow
 CANDIDATES = ["lenet5", "resnet8", "resnet20"]
@@ -21,26 +19,10 @@ MAX_BYTES = 200_000
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("candidates")
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for folder in ("pipeline", "stages", ".dvc"):
-        shutil.copytree(
-            ROOT / folder,
-            repo / folder,
-            ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp", "config.local"),
-        )
     params = yaml.safe_load(TINY_PARAMS.read_text())
     params["budget"] = {"max_bytes": MAX_BYTES}
     params["distill"] |= {"candidates": CANDIDATES, "objectives": ["vanilla", "kd"], "kd": {}}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    write_fashion_mnist(repo / "data" / "raw" / "fashion_mnist", n_train=400, n_test=150)
-    _run(["git", "init", "-q"], repo)
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "commit", "-qm", "candidates"], repo)
-    first = _run(["dvc", "repro"], repo)
-    (repo / "first_run.log").write_text(first.stdout + first.stderr)
-    return repo
+    return tiny_project(tmp_path_factory.mktemp("candidates"), yaml.safe_dump(params))
 
 
 def test_only_candidates_within_budget_are_trained(repo: Path) -> None:

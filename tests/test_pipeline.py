@@ -43,10 +43,9 @@ def _stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project copied with the tiny profile as params.yaml and a generated Fashion-MNIST."""
-    repo = tmp_path_factory.mktemp("repo")
+def tiny_project(repo: Path, params: str) -> Path:
+    """The project copied into `repo` with `params` as params.yaml and a generated
+    Fashion-MNIST, committed, then `dvc repro` (its output in first_run.log)."""
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
     for folder in ("pipeline", "stages", ".dvc"):
@@ -55,7 +54,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             repo / folder,
             ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp", "config.local"),
         )
-    shutil.copy(TINY_PARAMS, repo / "params.yaml")
+    (repo / "params.yaml").write_text(params)
     write_fashion_mnist(repo / "data" / "raw" / "fashion_mnist", n_train=400, n_test=150)
     _run(["git", "init", "-q"], repo)
     _run(["git", "add", "-A"], repo)
@@ -63,6 +62,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     first = _run(["dvc", "repro"], repo)
     (repo / "first_run.log").write_text(first.stdout + first.stderr)
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project with the tiny profile as params.yaml."""
+    return tiny_project(tmp_path_factory.mktemp("repo"), TINY_PARAMS.read_text())
 
 
 def test_repro_runs_every_stage_and_writes_every_output(repo: Path) -> None:
