@@ -615,7 +615,7 @@ def budget_front() -> str:
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
-    "budget-front": budget_front,
+    # "budget-front": budget_front,  (its block comes with the preset's measured run)
     "quickstart": quickstart,
     "presets": presets,
     "preset-photos": preset_photos,

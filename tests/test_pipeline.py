@@ -139,6 +139,19 @@ def test_metrics_carry_the_promised_numbers(repo: Path) -> None:
     assert f"resnet8 student ({shipped})" in card and "resnet20" in card
     assert "ONNX INT8 (onnxruntime)" in card and "**Why this student.**" in card
     assert "sha256" in card and "git commit" in card and "InferenceSession" in card
+    # The model-card convention: a YAML block first (licence, data, metrics, tags, library).
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert {"license", "datasets", "metrics", "tags", "library_name"} <= set(meta)
+    assert meta["datasets"] == ["fashion_mnist"] and "int8" in meta["tags"]
+    scores = meta["model-index"][0]["results"][0]["metrics"]
+    assert [m["value"] for m in scores] == [round(verify[f"{t}/top1"], 4) for t in ("onnx", "int8")]
+    # Where it is weakest: every class's test top-1, weakest first.
+    limits = card.split("## Intended use and limitations", 1)[1].split("## Run it")[0]
+    rows = [line for line in limits.splitlines() if line.startswith("| ") and "%" in line]
+    per_class = verify["torch/per_class_top1"]
+    assert len(rows) == len(per_class) == 10
+    shown = [float(r.split("|")[2].strip(" %")) for r in rows]
+    assert shown == sorted(shown) and "Licence." in limits
     for name in ("vanilla", "sokd"):  # every student of the one list, the shipped one marked
         assert f"| `{name}`{' **shipped**' if name == shipped else ''} |" in card
     from pipeline.models.checkpoint import load_checkpoint

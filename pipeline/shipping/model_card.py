@@ -215,6 +215,71 @@ With this project installed, one call does the same from the ONNX file or the ch
 """
 
 
+def _metadata(ckpt: Checkpoint, report: dict[str, Any], dataset: str, targets: list[str]) -> str:
+    """The model-card convention's YAML block: licence, data, metrics, tags, library."""
+    objective = ckpt.params.get("objective", "?")
+    results = [
+        {
+            "type": "accuracy",
+            "name": f"test top-1, {_title(t)}",
+            "value": round(report[f"{t}/top1"], 4),
+        }
+        for t in targets
+    ]
+    meta = {
+        "license": "other",  # the data's terms and any pretrained weights' (see Licence)
+        "library_name": "onnx",
+        "pipeline_tag": "image-classification",
+        "tags": ["image-classification", "knowledge-distillation", objective, ckpt.arch, *targets],
+        "datasets": [dataset],
+        "metrics": ["accuracy"],
+        "model-index": [
+            {
+                "name": f"{ckpt.arch}-{objective}",
+                "results": [
+                    {
+                        "task": {"type": "image-classification"},
+                        "dataset": {"name": dataset, "type": dataset, "split": "test"},
+                        "metrics": results,
+                    }
+                ],
+            }
+        ],
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n"
+
+
+def _limitations(ckpt: Checkpoint, report: dict[str, Any], dataset: str) -> str:
+    """Intended use, where the student is weakest (per-class test top-1), and the licence."""
+    per_class = report.get("torch/per_class_top1") or []
+    ranked = sorted(
+        (
+            (top1, name)
+            for name, top1 in zip(ckpt.classes, per_class, strict=False)
+            if top1 is not None
+        )
+    )
+    rows = "".join(f"| {name} | {_pct(top1)} |\n" for top1, name in ranked)
+    weakest = ", ".join(f"{name} ({_pct(top1)})" for top1, name in ranked[:3])
+    origin = ckpt.metrics.get("weights/origin")
+    start = f"from pretrained weights `{origin}`" if origin else "from random initialisation"
+    return f"""## Intended use and limitations
+
+Classifying {ckpt.in_channels}-channel images of the {len(ckpt.classes)} classes above, like those
+of `{dataset}` it was trained and tested on. It knows nothing else: any other image still gets one
+of these labels. The figures are measured on held-out images of the same source; expect less on
+images that differ (camera, lighting, framing, resolution). Weakest on {weakest or "?"}.
+
+| class (test top-1, torch fp32, weakest first) | top-1 |
+|---|---|
+{rows}
+**Licence.** The student was trained {start} by this pipeline (objective
+`{ckpt.params.get("objective", "?")}`); the weights carry the terms of `{dataset}` and of any
+pretrained weights used for the teacher or the student (check each source's own licence).
+
+"""
+
+
 def _front(picture: str) -> str:
     if not picture:
         return ""
@@ -261,7 +326,8 @@ def render(
         f"| `{path}` | {path.stat().st_size:,} | `{sha256_file(path)}` |\n"
         for path in files.values()
     )
-    return f"""# Model card: {ckpt.arch} student ({objective})
+    head = _metadata(ckpt, report, dataset, targets)
+    return f"""{head}# Model card: {ckpt.arch} student ({objective})
 
 **What it is.** An image classifier for {k} classes ({", ".join(ckpt.classes)}),
 compressed by knowledge distillation (objective `{objective}`) from a `{teacher}` teacher.
@@ -284,7 +350,7 @@ Agreement with the teacher's predictions: {_pct(evaluation[f"{key}/agreement_wit
 | file | bytes | sha256 |
 |---|---|---|
 {hashes}{_declined(declined or {})}
-## Run it
+{_limitations(ckpt, report, dataset)}## Run it
 
 {_run_it(ckpt, files[targets[-1]])}
 ## Params that made it

@@ -100,9 +100,15 @@ def verify(
     with torch.inference_mode():
         t = np.concatenate([model(images).numpy() for images, _ in batches])
     labels = batches.labels.numpy()
+    hits = t.argmax(1) == labels
     report: dict[str, Any] = {
         "test/images": len(labels),
-        "torch/top1": float((t.argmax(1) == labels).mean()),
+        "torch/top1": float(hits.mean()),
+        # the card's limitations: where the student is weakest, class by class
+        "torch/per_class_top1": [
+            float(hits[labels == c].mean()) if (labels == c).any() else None
+            for c in range(len(ckpt.classes))
+        ],
     }
     sizes = {name: engine.path.stat().st_size for name, (_, engine) in opened.items()}
     failures = []
