@@ -147,9 +147,10 @@ def _wait(root: Path) -> None:
         time.sleep(30)
 
 
-def experiments(root: Path = ROOT) -> dict[str, dict[str, Any]]:
-    """The current commit's experiments by name: rev, params, metrics (failed ones: error)."""
-    shown = json.loads(_dvc("exp", "show", "--json", root=root))
+def experiments(root: Path = ROOT, all_commits: bool = False) -> dict[str, dict[str, Any]]:
+    """The current commit's experiments by name (every commit's: `all_commits`): rev, params,
+    metrics (failed ones: error)."""
+    shown = json.loads(_dvc("exp", "show", "--json", *(["-A"] if all_commits else []), root=root))
     out = {}
     for baseline in shown:
         for exp in baseline.get("experiments") or []:
@@ -360,7 +361,7 @@ def front(experiment: str, root: Path = ROOT) -> dict[str, Any]:
     """What a budget chose from in one finished experiment (a preset with distill.candidates):
     every candidate as profile measured it, every trained student's validation and test top-1,
     the shipped one and why, and verify's budget verdict."""
-    rev = experiments(root)[experiment]["rev"]
+    rev = experiments(root, all_commits=True)[experiment]["rev"]
     shown = subprocess.run(
         ["git", "show", f"{rev}:params.yaml"], cwd=root, capture_output=True, text=True, check=True
     )
