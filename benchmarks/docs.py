@@ -72,7 +72,8 @@ def drop_words(drop: float, reference: str) -> str:
 
 def machine_line(m: dict[str, Any]) -> str:
     """The machine a JSON file says measured it, in one line."""
-    flags = ", ".join(m.get("cpu_flags", [])) or "flags not recorded"
+    listed = m.get("cpu_flags", [])  # a list, or the records' "avx2, fma" string
+    flags = (listed if isinstance(listed, str) else ", ".join(listed)) or "flags not recorded"
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
     return f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores; {flags}){gpu}, torch {m['torch']}"
 
@@ -615,7 +616,7 @@ def budget_front() -> str:
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
-    # "budget-front": budget_front,  (its block comes with the preset's measured run)
+    "budget-front": budget_front,
     "quickstart": quickstart,
     "presets": presets,
     "preset-photos": preset_photos,
