@@ -302,6 +302,9 @@ def test_an_interrupted_command_exits_130() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A job started in the background inherits SIGINT ignored, and Python then never turns
+        # it into KeyboardInterrupt: give the child the default, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert child.stdout is not None and child.stdout.readline().strip() == "ready"
     child.send_signal(signal.SIGINT)  # what Ctrl-C sends
