@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,11 +25,16 @@ def export(
         Path | None,
         typer.Option(help="profile's record: ties on validation go to the faster INT8 file."),
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Prepared dataset: with a budget, students are quantized to check it."),
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Ship the best student on validation (or the one named): its checkpoint and ONNX file."""
+    """Ship the best student on validation (or the one named) whose shipped file meets the
+    budget: its checkpoint and ONNX file."""
     from pipeline.core.errors import ConfigError
-    from pipeline.core.files import copy_file, read_json, write_metrics
+    from pipeline.core.files import copy_file, read_json, scratch_dir, write_metrics
     from pipeline.models.checkpoint import load_checkpoint
     from pipeline.shipping.onnx import export_onnx
     from pipeline.shipping.selection import choose_student
@@ -40,7 +45,11 @@ def export(
         figures = read_json(profile, ConfigError, "profile's record", "run `dvc repro profile`")
         int8_p90 = {k.removesuffix("/int8_p90_ms"): v for k, v in figures.items()
                     if k.endswith("/int8_p90_ms")}  # fmt: skip
-    selection, chosen = choose_student(runs, p.distill.objectives, teacher, p.export, int8_p90)
+    with scratch_dir(out.parent, "export") as work:
+        fits = budget_check(p, data, work) if p.budget.limited else None
+        selection, chosen = choose_student(
+            runs, p.distill.objectives, teacher, p.export, int8_p90, fits
+        )
     for note in selection.notes:
         log.warning("warning: %s", note)
     # ONNX first: a student that must not ship (NaN weights, not a student) leaves no copy.
@@ -60,3 +69,15 @@ def export(
         p.export.exporter,
         p.export.opset,
     )
+
+
+def budget_check(p: Any, data: Path | None, work: Path) -> Any:
+    """The budget test each student's shipped file takes, made in `work`, before one ships."""
+    from pipeline.core.errors import ConfigError
+    from pipeline.data.datasets import load_prepared
+    from pipeline.shipping.profile import shipped_cost
+
+    if data is None:
+        raise ConfigError("a budget is set: give export --data (the prepared dataset)")
+    splits = load_prepared(data, ("train", "val"))
+    return lambda name, checkpoint: shipped_cost(name, checkpoint, splits, p, Path(work))

@@ -173,3 +173,49 @@ def test_choose_student_weighs_every_trained_architecture(
     assert selection.objective == "sokd/resnet8" and selection.arch == "resnet8"
     assert chosen == runs / "sokd" / "resnet8" / "student.pt"
     assert selection.metrics()["selection/arch"] == "resnet8"
+
+
+def test_with_a_budget_the_best_student_whose_shipped_file_meets_it_ships(
+    prepared_path: Path, tiny_params, tmp_path: Path
+) -> None:
+    """Each student is made into its shipped file (export, then INT8 under the accuracy control)
+    and measured: the better one on validation is larger, so a size limit between the two files
+    ships the other and says why; a limit below both stops, naming the closest."""
+    from pipeline.core.errors import GateError
+    from pipeline.shipping.profile import shipped_cost
+    from tests.conftest import with_changes
+
+    data = load_prepared(prepared_path, ("train", "val"))
+    _checkpoint(tmp_path / "teacher.pt", "teacher", data, {"val/top1_final": 0.9})
+    runs = tmp_path / "runs"
+    for arch, top1 in (("resnet20", 0.80), ("lenet5", 0.76)):
+        path = runs / "sokd" / arch / "student.pt"
+        _checkpoint(path, "student", data, {"val/top1_final": top1}, arch)
+    reports: dict[str, dict] = {}
+
+    def fits_under(max_bytes: int):
+        p = with_changes(tiny_params, "budget", max_bytes=max_bytes)
+        work = tmp_path / f"work{max_bytes}"
+
+        def fits(name: str, checkpoint: Path) -> dict:
+            reports[name] = shipped_cost(name, checkpoint, data, p, work)
+            return reports[name]
+
+        return fits
+
+    teacher, cfg = tmp_path / "teacher.pt", ExportConfig()
+    with pytest.raises(GateError, match="no student's shipped file meets the budget") as err:
+        choose_student(runs, ["sokd"], teacher, cfg, fits=fits_under(1))
+    sizes = {name: r["budget/bytes"] for name, r in reports.items()}
+    assert sizes["sokd/resnet20"] > sizes["sokd/lenet5"]  # both measured, the larger first
+    assert "the closest, sokd/lenet5:" in str(err.value)
+    between = (sizes["sokd/resnet20"] + sizes["sokd/lenet5"]) // 2
+    selection, chosen = choose_student(runs, ["sokd"], teacher, cfg, fits=fits_under(between))
+    assert selection.objective == "sokd/lenet5" and chosen.parent.name == "lenet5"
+    assert selection.why_not["sokd/resnet20"].startswith("over budget once shipped (")
+    assert "over budget: sokd/resnet20" in selection.reason
+    assert selection.val_top1 == {"sokd/lenet5": 0.76, "sokd/resnet20": 0.80}
+    # With room for both, the better one ships and the other is never quantized.
+    reports.clear()
+    selection, _ = choose_student(runs, ["sokd"], teacher, cfg, fits=fits_under(10**9))
+    assert selection.objective == "sokd/resnet20" and list(reports) == ["sokd/resnet20"]

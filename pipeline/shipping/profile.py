@@ -173,6 +173,8 @@ def hold_budget(
         _, p90 = latencies({shipped: files[shipped]}, budget.threads, shape)[shipped]
     size, macs = files[shipped].stat().st_size, count_macs(model, shape)
     misses = budget.misses(p90, size, macs, LATENCY_TOLERANCE)
+    limits = ((p90, budget.latency_ms * LATENCY_TOLERANCE), (size, budget.max_bytes),
+              (macs, budget.max_macs))  # fmt: skip
     return {
         "budget/passed": not misses,
         "budget/file": shipped,
@@ -182,4 +184,28 @@ def hold_budget(
         "budget/latency_tolerance": LATENCY_TOLERANCE,
         "budget/latencies_from": budget.latencies_from or "measured here",
         "budget/failures": "; ".join(misses),
+        # The worst figure / limit: how far over budget (> 1) or how much room (< 1) is left.
+        "budget/excess": max(figure / limit for figure, limit in limits if limit),
     }
+
+
+def shipped_cost(name: str, checkpoint: Path, data: Prepared, p: Any, work: Path) -> dict[str, Any]:
+    """What student `name` (`checkpoint`) would ship as, made as export and quantize make it
+    (INT8 under the accuracy control, else the fp32 ONNX file when INT8 is declined), held to
+    `p.budget`."""
+    from pipeline.shipping.int8 import Int8GateError, quantize_int8
+
+    ckpt = load_checkpoint(checkpoint)
+    folder = work / name.replace("/", "_").replace(":", "_")
+    folder.mkdir(parents=True)
+    files = {"onnx": folder / "student.onnx"}
+    export_onnx(ckpt, files["onnx"], p.export)
+    try:
+        quantize_int8(files["onnx"], folder / "int8.onnx", data, p.quantize, p.verify.int8, p.seed)
+        files["int8"] = folder / "int8.onnx"
+    except Int8GateError as refused:
+        if p.verify.int8.required:  # no file of it can ship
+            return {"budget/passed": False, "budget/excess": float("inf"),
+                    "budget/failures": f"INT8 is required and declined: {refused}"}  # fmt: skip
+    shape = (ckpt.in_channels, *ckpt.image_size)
+    return hold_budget(ckpt.build(), ckpt.arch, files, shape, p.budget)

@@ -16,13 +16,13 @@ the likely cause and the fix:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import SHIP_BEST, ExportConfig
-from pipeline.core.errors import CheckpointError, ConfigError
+from pipeline.core.errors import CheckpointError, ConfigError, GateError
 from pipeline.core.students import student_runs
 from pipeline.models.checkpoint import load_checkpoint
 
@@ -66,11 +66,11 @@ def _objective_of(name: str) -> str:
     return name.split("/")[0]
 
 
-def pick(
+def rank(
     requested: str, val_top1: Mapping[str, float], p90: Mapping[str, float] | None = None
-) -> tuple[str, str]:
-    """The student to ship and why: the best on validation, among the students of `requested`
-    unless it is `best`; ties go to the faster (`p90`, ms per student), then to the first."""
+) -> list[str]:
+    """The students of `requested` (every one when it is `best`), best first: validation top-1,
+    then the faster file (`p90`, ms per student), then list order."""
     pool = dict(val_top1)
     if requested != SHIP_BEST:
         pool = {n: t for n, t in val_top1.items() if _objective_of(n) == requested}
@@ -79,14 +79,22 @@ def pick(
                 f"params.export.objective: {requested!r} was not trained; choose best or one of "
                 f"{', '.join(dict.fromkeys(map(_objective_of, val_top1)))}"
             )
-        if len(pool) == 1:
-            return next(iter(pool)), f"named in params (export.objective: {requested})"
     speed = p90 or {}
-    # max() keeps the first of equal keys: a tie in both goes to the first in the list.
-    best = max(pool, key=lambda name: (pool[name], -speed.get(name, 0.0)))
+    return sorted(pool, key=lambda name: (-pool[name], speed.get(name, 0.0)))  # stable: ties
+
+
+def pick(
+    requested: str, val_top1: Mapping[str, float], p90: Mapping[str, float] | None = None
+) -> tuple[str, str]:
+    """The student to ship and why: the best on validation, among the students of `requested`
+    unless it is `best`; ties go to the faster (`p90`, ms per student), then to the first."""
+    ranked = rank(requested, val_top1, p90)
+    best, speed = ranked[0], p90 or {}
+    if requested != SHIP_BEST and len(ranked) == 1:
+        return best, f"named in params (export.objective: {requested})"
     others = [f"{name} {_pct(top1)}" for name, top1 in val_top1.items() if name != best]
     versus = f" (others: {', '.join(others)})" if others else " (the only one trained)"
-    tied = [name for name, top1 in pool.items() if name != best and top1 == pool[best]]
+    tied = [name for name in ranked[1:] if val_top1[name] == val_top1[best]]
     if tied:
         faster = any(speed.get(n, 0.0) != speed.get(best, 0.0) for n in tied)
         rule = "the faster ships" if faster else "the first in distill.objectives ships"
@@ -188,16 +196,48 @@ def _val_top1(metrics: Mapping[str, Any]) -> float | None:
     return None
 
 
+# What a student's shipped file costs: profile's hold_budget report (budget/passed, figures).
+Fits = Callable[[str, Path], Mapping[str, Any]]
+
+
+def _closest(over: Mapping[str, Mapping[str, Any]]) -> str:
+    """The over-budget student nearest its limits (the smallest worst figure/limit ratio)."""
+    return min(over, key=lambda name: over[name]["budget/excess"])
+
+
+def first_within_budget(
+    ranked: Sequence[str], files: Mapping[str, Path], fits: Fits
+) -> tuple[str, dict[str, str]]:
+    """The first student of `ranked` whose shipped file meets the budget, and why each one before
+    it did not; a GateError naming the closest one when none does."""
+    over: dict[str, Mapping[str, Any]] = {}
+    for name in ranked:
+        report = fits(name, files[name])
+        if report["budget/passed"]:
+            why = {n: f"over budget once shipped ({r['budget/failures']})" for n, r in over.items()}
+            return name, why
+        over[name] = report
+    closest = _closest(over)
+    raise GateError(
+        f"no student's shipped file meets the budget; the closest, {closest}: "
+        f"{over[closest]['budget/failures']}; relax those budget limits or add a smaller "
+        "architecture to distill.candidates (profile's figures are for untrained files: the "
+        "INT8 accuracy control's fp32 layers can make a trained file slower and larger)"
+    )
+
+
 def choose_student(
     runs: Path,
     objectives: Sequence[str],
     teacher: Path,
     cfg: ExportConfig,
     int8_p90: Mapping[str, float] | None = None,
+    fits: Fits | None = None,
 ) -> tuple[Selection, Path]:
     """Select among every student under `runs` (objective by objective, in list order) by the
     validation top-1 each checkpoint recorded; `int8_p90` (ms by architecture, from profile)
-    breaks ties. Returns the selection and the chosen file."""
+    breaks ties. With `fits` (a budget), the best whose shipped file meets it ships, each better
+    one is recorded as over budget. Returns the selection and the chosen file."""
     val_top1, archs, files = {}, {}, {}
     for objective in objectives:  # each read as found: the first bad file is the one named
         for name, folder in student_runs(runs, (objective,)).items():
@@ -210,11 +250,21 @@ def choose_student(
                 )
             val_top1[name], archs[name] = top1, ckpt.arch
     p90 = {n: int8_p90[a] for n, a in archs.items() if a in int8_p90} if int8_p90 else None
-    shipped = pick(cfg.objective, val_top1, p90)[0]
+    over: dict[str, str] = {}
+    if fits is not None:
+        over = first_within_budget(rank(cfg.objective, val_top1, p90), files, fits)[1]
+    eligible = {n: t for n, t in val_top1.items() if n not in over}
+    shipped = pick(cfg.objective, eligible, p90)[0]
     chosen = files[shipped]
     epochs = load_checkpoint(chosen).params.get("train", {}).get("epochs", 0)
     teacher_top1 = _val_top1(load_checkpoint(teacher).metrics)
     selection = select_student(
-        cfg.objective, val_top1, teacher_top1, cfg.teacher_margin, epochs, p90
+        cfg.objective, eligible, teacher_top1, cfg.teacher_margin, epochs, p90
     )
-    return replace(selection, arch=archs[shipped], int8_p90_ms=p90 or {}), chosen
+    why = {n: over.get(n) or selection.why_not[n] for n in val_top1 if n != shipped}
+    if over:
+        reason = f"{selection.reason}; better on validation but over budget: {', '.join(over)}"
+        selection = replace(selection, reason=reason)
+    return replace(
+        selection, arch=archs[shipped], int8_p90_ms=p90 or {}, val_top1=val_top1, why_not=why
+    ), chosen
