@@ -58,7 +58,7 @@ benchmark bench-user-path: repro
 # Re-install only when the dependency list changes; a second `make` skips this.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[train,dev]'
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -1,4 +1,5 @@
-"""The `sokd` command: each subcommand is exactly one dvc.yaml stage of the same name."""
+"""The `sokd` command: each subcommand is exactly one dvc.yaml stage of the same name, but for
+`predict`, which runs a shipped file on images (torch-free, for deployments)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from stages import (
     evaluate,
     export,
     fetch,
+    predict,
     prepare,
     profile,
     quantize,
@@ -54,11 +56,40 @@ class OneLineUsageErrors(TyperGroup):
         except typer.Abort:
             typer.echo("error: interrupted", err=True)
             status = 130
+        except ModuleNotFoundError as err:
+            status = _missing(err)
         except Exception as err:  # not bad input (one_line_errors), not a gate: a bug
             status = _internal_error(err)
         if not standalone_mode:
             return status
         sys.exit(status if isinstance(status, int) else 0)
+
+
+# What the `train` extra brings: a stage run in the runtime-only install (`pip install
+# sokd-pipeline`, made for `sokd predict`) lacks them.
+TRAINING_STACK = {
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxscript",
+    "dvc",
+    "dvclive",
+    "yaml",
+    "tqdm",
+    "matplotlib",
+}
+
+
+def _missing(err: ModuleNotFoundError) -> int:
+    """A stage run without the training stack is bad set-up, not a bug: say what to install."""
+    if (err.name or "").split(".")[0] not in TRAINING_STACK:
+        return _internal_error(err)
+    typer.echo(
+        f"error: this command needs {err.name}, part of the training stack; "
+        "pip install 'sokd-pipeline[train]' (`sokd predict` alone runs without it)",
+        err=True,
+    )
+    return 2
 
 
 def _internal_error(err: Exception) -> int:
@@ -80,7 +111,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="SOKD compression pipeline. Each command is exactly one dvc.yaml stage.",
+    help="SOKD compression. Each command is one dvc.yaml stage; predict runs a shipped file.",
     epilog=EPILOG,
 )
 
@@ -108,7 +139,7 @@ def main_options(
         ),
     ] = False,
 ) -> None:
-    """SOKD compression pipeline. Each command is exactly one dvc.yaml stage."""
+    """SOKD compression. Each command is one dvc.yaml stage; predict runs a shipped file."""
     global _verbose
     _verbose = verbose
     # Our own loggers speak at INFO; libraries (the ONNX exporter narrates every pass) only warn.
@@ -117,7 +148,8 @@ def main_options(
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-for stage in (fetch, prepare, profile, train_teacher, distill, evaluate, export, quantize, verify):
+STAGES = (fetch, prepare, profile, train_teacher, distill, evaluate, export, quantize, verify)
+for stage in (*STAGES, predict):
     app.add_typer(stage.app)  # unnamed: the stage's command appears at the top level
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
@@ -52,6 +54,9 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
         except PipelineError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except BrokenPipeError:  # `sokd predict ... | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except OSError as err:  # the environment, not the code: a path, a permission, a disk
             where = f"{err.filename}: " if err.filename else ""
             typer.echo(

@@ -219,6 +219,62 @@ def test_the_shipped_files_are_dvc_artifacts_fetched_by_name(repo: Path, tmp_pat
     assert (fetched / "int8" / "student.int8.onnx").read_bytes() == shipped
 
 
+def _runtime_venv(where: Path) -> Path:
+    """A venv holding only the base package (`pip install sokd-pipeline`, no training extra),
+    installed from a copy of the sources so that the checkout gains no build folders."""
+    source = where / "source"
+    for folder in ("pipeline", "stages"):
+        shutil.copytree(
+            ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    venv = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [
+        str(venv / "bin/python"),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
+    subprocess.run([*pip, str(source)], check=True, capture_output=True, timeout=600)
+    return venv
+
+
+def test_the_shipped_files_run_in_a_venv_without_torch(repo: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pipeline.data.datasets import load_prepared
+
+    venv = _runtime_venv(tmp_path)
+    python = str(venv / "bin/python")
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 1
+    # The test images as PNG files in one folder per class, as a user keeps photos.
+    data = load_prepared(repo / "data/prepared.pt", ("test",))
+    test = data.splits["test"]
+    for i, (image, label) in enumerate(zip(test.images, test.labels.tolist(), strict=True)):
+        (tmp_path / "png" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy()).save(tmp_path / "png" / str(label) / f"{i}.png")
+    out = tmp_path / "predictions.json"
+    args = [str(venv / "bin/sokd"), "predict", str(tmp_path / "png"), "--top-k", "2"]
+    result = subprocess.run([*args, "--out", str(out)], cwd=repo, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert len(rows) == len(test.labels) and all(len(r["top"]) == 2 for r in rows)
+    right = [r["top"][0]["label"] == data.classes[int(Path(r["path"]).parent.name)] for r in rows]
+    # The shipped INT8 file on PNG files gives the top-1 verify measured on the tensors.
+    verify = json.loads((repo / "records/verify.json").read_text())
+    assert abs(sum(right) / len(rows) - verify["int8/top1"]) <= 1 / len(rows)
+    # The card's "Run it" snippet, as written, in the same venv.
+    card = (repo / "models/MODEL_CARD.md").read_text()
+    snippet = card.split("## Run it")[1].split("```python\n")[1].split("```")[0]
+    ran = subprocess.run([python, "-c", snippet], cwd=repo, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().strip("[]").replace("'", "").split(", ")[0] in data.classes
+
+
 def test_student_checkpoint_holds_the_student_only(repo: Path) -> None:
     ckpt = torch.load(repo / "models/distill/sokd/student.pt", weights_only=True)
     assert ckpt["arch"] == "resnet8" and ckpt["role"] == "student"

@@ -3,6 +3,7 @@
 An engine takes the float32 batch a network reads (normalised, at its input size) and returns
 logits. Files are checked before use (onnx.checker, then the session): a damaged or truncated file
 fails in one line, whoever opens it (verify, quantize, the latency rounds, load_student).
+`runtime_session` needs neither onnx nor torch: what a deployment (`sokd predict`) opens files with.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import ModelFileError
-from pipeline.core.files import sha256_file
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
@@ -25,6 +25,18 @@ def read_onnx(path: Path, fix: str = "rerun `dvc repro export`") -> Any:
     """The ModelProto of an ONNX file (weights inline); anything else fails in one line."""
     import onnx
 
+    _check_bytes(path, fix)
+    try:
+        proto = onnx.load(str(path))
+    except Exception as err:  # protobuf's DecodeError and friends: the bytes are no model
+        raise ModelFileError(f"{path} is not a readable ONNX file ({_first(err)}); {fix}") from None
+    if not proto.graph.node:  # some byte strings parse as a protobuf holding nothing
+        raise ModelFileError(f"{path} is not a readable ONNX file (it holds no graph); {fix}")
+    return proto
+
+
+def _check_bytes(path: Path, fix: str) -> None:
+    """Fail in one line on what is plainly no ONNX file: a folder, nothing, a torch checkpoint."""
     if path.is_dir():
         raise ModelFileError(f"{path} is a directory, not an ONNX file; give the file itself")
     if not path.is_file():
@@ -38,13 +50,6 @@ def read_onnx(path: Path, fix: str = "rerun `dvc repro export`") -> Any:
             f"{path} is a torch checkpoint (.pt), not an ONNX file; give the .onnx file "
             f"`sokd export` wrote from it"
         )
-    try:
-        proto = onnx.load(str(path))
-    except Exception as err:  # protobuf's DecodeError and friends: the bytes are no model
-        raise ModelFileError(f"{path} is not a readable ONNX file ({_first(err)}); {fix}") from None
-    if not proto.graph.node:  # some byte strings parse as a protobuf holding nothing
-        raise ModelFileError(f"{path} is not a readable ONNX file (it holds no graph); {fix}")
-    return proto
 
 
 def _first(err: Exception) -> str:
@@ -110,6 +115,19 @@ def open_session(path: Path, threads: int, spinning: bool = True) -> Any:
         ) from None
 
 
+def runtime_session(path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session for `path` with onnxruntime alone (no onnx, no torch): the
+    runtime's own parser checks the graph; a damaged file fails in one line."""
+    from pipeline.shipping.timing import cpu_session
+
+    fix = "export the student again (`sokd export`)"
+    _check_bytes(path, fix)
+    try:
+        return cpu_session(path, threads)
+    except Exception as err:  # onnxruntime's Fail/InvalidGraph/InvalidProtobuf: unusable file
+        raise ModelFileError(f"{path} is not a usable ONNX file ({_first(err)}); {fix}") from None
+
+
 @dataclass(frozen=True)
 class Engine:
     """An ONNX file under onnxruntime: `logits(x)` for float32 (N, C, H, W) batches."""
@@ -147,6 +165,8 @@ class Engine:
 
     def check_provenance(self, expected: dict[str, Path]) -> None:
         """Fail unless the file's recorded SHA-256 of each source (metadata key -> file) holds."""
+        from pipeline.core.files import sha256_file  # torch-bound module: training side only
+
         recorded = self.metadata
         for key, source in expected.items():
             actual = sha256_file(source)

@@ -199,19 +199,20 @@ def _declined(declined: dict[str, str]) -> str:
 
 def _run_it(ckpt: Checkpoint, path: Path) -> str:
     c, h, w = ckpt.in_channels, *ckpt.image_size
-    return f"""```python
-import json, numpy as np, onnxruntime as ort
-session = ort.InferenceSession("{path}", providers=["CPUExecutionProvider"])
-meta = session.get_modelmeta().custom_metadata_map
-mean, std = (np.array(json.loads(meta[k]), np.float32)[:, None, None] for k in ("mean", "std"))
-images = np.zeros((1, {c}, {h}, {w}), np.uint8)              # your uint8 images, NCHW
-x = ((images / 255 - mean) / std).astype(np.float32)
-logits = session.run(None, {{"images": x}})[0]
-print(json.loads(meta["classes"])[int(logits[0].argmax())])
+    return f"""`pip install sokd-pipeline` (onnxruntime, numpy and Pillow; no torch), then
+
+```python
+import numpy as np
+from pipeline.shipping.deploy import load_student
+
+student = load_student("{path}")  # its preprocessing comes from the file's metadata
+images = np.zeros((2, {c}, {h}, {w}), np.uint8)  # yours: uint8 (N, C, H, W), any H and W
+print(student.predict(images))  # class names; student.logits(images) gives the logits
 ```
 
-With this project installed, one call does the same from the ONNX file or the checkpoint:
-`from pipeline.shipping.deploy import load_student; load_student("{path}").predict(images)`.
+or, for image files and folders, `sokd predict photos/ --model {path} --top-k 3 --out
+predictions.csv`. Without this package: [docs/deploy.md](../docs/deploy.md) gives the file's input,
+output and preprocessing for onnxruntime alone.
 """
 
 
