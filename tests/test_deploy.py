@@ -17,6 +17,7 @@ from pipeline.models import create_model
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.shipping.deploy import fit, load_student
 from pipeline.shipping.onnx import export_onnx
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
@@ -136,3 +137,21 @@ def test_load_student_runs_a_checkpoint_and_its_onnx_file_alike(photo_student: P
     onnx_logits = load_student(photo_student).logits(images)
     torch_logits = load_student(photo_student.with_suffix(".pt")).logits(images)
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_the_deploy_pages_onnxruntime_snippet_runs_as_written(
+    photo_student: Path, tmp_path: Path
+) -> None:
+    # docs/deploy.md's preprocessing for users without this package: the same label and logits.
+    page = (ROOT / "docs/deploy.md").read_text()
+    block = page.split("<!-- tested: onnxruntime-alone")[1].split("```python\n")[1]
+    snippet = block.split("```")[0]
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (45, 70, 3), np.uint8)).save(photo)
+    snippet = snippet.replace("models/int8/student.int8.onnx", str(photo_student))
+    snippet = snippet.replace('"photo.jpg"', repr(str(photo)))
+    namespace: dict = {}
+    exec(compile(snippet, "docs/deploy.md", "exec"), namespace)  # the page's code, as written
+    student = load_student(photo_student)
+    pixels = np.array(Image.open(photo)).transpose(2, 0, 1)[None]
+    np.testing.assert_allclose(namespace["logits"], student.logits(pixels), atol=1e-5, rtol=0)
