@@ -76,6 +76,9 @@ def test_a_torchvision_enum_comes_from_torchs_hub_cache(
         and spec.source == "torchvision IMAGENET1K_V1"
     )
     assert imported.origin == str(cached) and len(imported.sha256) == 64
+    assert (
+        imported.licence.startswith("torchvision IMAGENET1K_V1:") and "ImageNet" in imported.licence
+    )
 
 
 def test_an_enum_that_does_not_exist_is_one_clear_error() -> None:
@@ -278,5 +281,7 @@ def test_a_timm_tag_brings_its_own_preprocessing(
     imported = import_weights(create_model("timm:resnet18", 7, 3), "timm:resnet18", "tv_in1k", 7)
     assert imported.spec.interpolation == "bilinear" and imported.spec.resize == 256
     assert imported.spec.source == "timm resnet18.tv_in1k"
+    # ... and its own licence (the default tag's is apache-2.0), for the model card
+    assert imported.licence.startswith("timm resnet18.tv_in1k: bsd-3-clause")
     default = timm.create_model("resnet18", pretrained=False).pretrained_cfg
     assert default["interpolation"] == "bicubic" and default["crop_pct"] == 0.95

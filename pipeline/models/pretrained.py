@@ -47,6 +47,7 @@ class Imported:
     spec: InputSpec | None  # the preprocessing the weights expect, when they say
     kept: int  # tensors taken from the weights
     notes: tuple[str, ...]  # re-initialised or adapted tensors, in words
+    licence: str = ""  # the weights' terms as far as their source says (the model card's)
 
 
 def _read_file(path: Path) -> tuple[dict[str, Tensor], InputSpec | None]:
@@ -265,7 +266,23 @@ def import_weights(model: nn.Module, arch: str, source: str, num_classes: int) -
         origin,
         "; " + "; ".join(notes) if notes else "",
     )
-    return Imported(origin, sha, spec, kept, tuple(notes))
+    return Imported(origin, sha, spec, kept, tuple(notes), _licence(arch, source, path))
+
+
+def _licence(arch: str, source: str, path: Path) -> str:
+    """What the source says of the weights' terms, for the model card."""
+    if path.suffix in FILE_SUFFIXES or path.exists():
+        return f"unknown: a local file ({path.name}); the terms are its maker's"
+    if arch.startswith("tv_"):
+        return (
+            f"torchvision {source}: torchvision's code is BSD-3-Clause and its weights name no "
+            "licence of their own; they may carry the terms of the data they were trained on "
+            "(ImageNet's for the IMAGENET1K weights: non-commercial research and education)"
+        )
+    name = arch.removeprefix("timm:")
+    full = name if source == "pretrained" else f"{name}.{source}"
+    licence = models.timm_models().pretrained_config(full).licence or "not recorded by timm"
+    return f"timm {full}: {licence} (timm's pretrained_cfg)"
 
 
 def start_network(
@@ -289,4 +306,5 @@ def imported_metrics(imported: Imported | None) -> dict[str, Any]:
         "weights/sha256": imported.sha256,
         "weights/tensors_kept": imported.kept,
         "weights/reinitialised": "; ".join(imported.notes),
+        "weights/licence": imported.licence,
     }

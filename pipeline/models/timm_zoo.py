@@ -56,6 +56,7 @@ class PretrainedConfig:
     input_size: tuple[int, int]  # (H, W)
     interpolation: str
     crop_pct: float
+    licence: str = ""  # the weights' licence as timm records it (e.g. apache-2.0)
 
 
 def pretrained_config(name: str) -> PretrainedConfig:
@@ -67,6 +68,7 @@ def pretrained_config(name: str) -> PretrainedConfig:
         (int(h), int(w)),
         str(cfg.get("interpolation", "bilinear")),
         float(cfg.get("crop_pct", 0.875)),
+        str(cfg.get("license", "")),
     )
 
 

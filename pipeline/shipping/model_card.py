@@ -264,6 +264,8 @@ def _limitations(ckpt: Checkpoint, report: dict[str, Any], dataset: str) -> str:
     weakest = ", ".join(f"{name} ({_pct(top1)})" for top1, name in ranked[:3])
     origin = ckpt.metrics.get("weights/origin")
     start = f"from pretrained weights `{origin}`" if origin else "from random initialisation"
+    licence = ckpt.metrics.get("weights/licence")
+    terms = f" Its starting weights' licence: {licence}." if licence else ""
     return f"""## Intended use and limitations
 
 Classifying {ckpt.in_channels}-channel images of the {len(ckpt.classes)} classes above, like those
@@ -276,7 +278,7 @@ images that differ (camera, lighting, framing, resolution). Weakest on {weakest 
 {rows}
 **Licence.** The student was trained {start} by this pipeline (objective
 `{ckpt.params.get("objective", "?")}`); the weights carry the terms of `{dataset}` and of any
-pretrained weights used for the teacher or the student (check each source's own licence).
+pretrained weights used for the teacher or the student (check each source's own licence).{terms}
 
 """
 
