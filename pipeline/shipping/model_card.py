@@ -207,7 +207,8 @@ from pipeline.shipping.deploy import load_student
 
 student = load_student("{path}")  # its preprocessing comes from the file's metadata
 images = np.zeros((2, {c}, {h}, {w}), np.uint8)  # yours: uint8 (N, C, H, W), any H and W
-print(student.predict(images))  # class names; student.logits(images) gives the logits
+for label in student.predict(images):  # class names; student.logits(images): the logits
+    print(label)
 ```
 
 or, for image files and folders, `sokd predict photos/ --model {path} --top-k 3 --out
