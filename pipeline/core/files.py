@@ -1,4 +1,7 @@
-"""Atomic file writes and hashes: a crash or bad input never leaves a half-written output."""
+"""Atomic file writes and hashes: a crash or bad input never leaves a half-written output.
+
+torch is imported only where tensors are saved or loaded: the torch-free runtime (`sokd predict`)
+writes its outputs through this module too."""
 
 from __future__ import annotations
 
@@ -13,8 +16,6 @@ from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from pipeline.core.errors import PipelineError
 
@@ -93,6 +94,8 @@ def save_tensors(path: Path, obj: Any) -> None:
     the random temp path, equal content gave different bytes (and DVC hashes) every run. Through
     a file object the folder is torch's fixed "archive".
     """
+    import torch
+
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         try:
             torch.save(obj, f)
@@ -115,6 +118,8 @@ def load_tensors(path: Path, error: type[PipelineError], what: str, fix: str) ->
         raise error(f"{path} is a directory, not a {what} file; give the file itself")
     if not path.is_file():
         raise error(f"{what} not found: {path}; {fix}")
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     # A truncated zip, a foreign pickle or random bytes raise many exception types; all mean the

@@ -224,11 +224,11 @@ def load_student(path: Path | str, threads: int = 1) -> Student:
 def check_output(out: Path) -> None:
     """Fail in one line, before any work, on an output `write_predictions` cannot write."""
     from pipeline.core.errors import ConfigError
+    from pipeline.core.files import writable_file
 
     if out.suffix.lower() not in (".csv", ".json"):
         raise ConfigError(f"--out {out}: give a .csv or .json file")
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; give a .csv or .json file")
+    writable_file(out)
 
 
 def write_predictions(rows: Sequence[Prediction], out: Path) -> None:
@@ -236,6 +236,8 @@ def write_predictions(rows: Sequence[Prediction], out: Path) -> None:
     import csv
     import io
     import json
+
+    from pipeline.core.files import write_text
 
     check_output(out)
     if out.suffix.lower() == ".json":
@@ -252,6 +254,4 @@ def write_predictions(rows: Sequence[Prediction], out: Path) -> None:
         for r in rows:
             writer.writerow([r.path, *(v for pair in r.top for v in pair)])
         text = buffer.getvalue()
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_text(out, text)  # a temp file beside `out`, renamed onto it: never half-written

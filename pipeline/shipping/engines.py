@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import ModelFileError
+from pipeline.core.files import sha256_file
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
@@ -165,8 +166,6 @@ class Engine:
 
     def check_provenance(self, expected: dict[str, Path]) -> None:
         """Fail unless the file's recorded SHA-256 of each source (metadata key -> file) holds."""
-        from pipeline.core.files import sha256_file  # torch-bound module: training side only
-
         recorded = self.metadata
         for key, source in expected.items():
             actual = sha256_file(source)
