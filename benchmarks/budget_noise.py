@@ -38,10 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for arch in ARCHS:
             built = candidate_files(arch, data, QuantizeConfig(), 0, Path(work))
-            p90s = [
-                latencies({arch: built["int8"]}, 1, built["shape"])[arch][1]
-                for _ in range(args.repeats)
-            ]
+            p90s = [latencies({arch: built["int8"]}, 1)[arch][1] for _ in range(args.repeats)]
             median = statistics.median(p90s)
             result["files"][arch] = {
                 "p90_ms": p90s,

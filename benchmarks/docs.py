@@ -323,6 +323,46 @@ def int8_speed() -> str:
     return "\n".join(lines) + "\n"
 
 
+def int8_format() -> str:
+    """QDQ against QOperator, quantized and timed side by side (benchmarks/int8_format.json)."""
+    r = read("benchmarks/int8_format.json")
+    names = {"fp32": "fp32", "qoperator": "QOperator", "qdq": "QDQ"}
+    lines = [
+        f"Measured on {machine_line(r['machine'])}, onnxruntime {r['machine']['onnxruntime']}; "
+        "`quantize` at the defaults but the format, test split:",
+        "",
+        "| student | file | accepted | fp32 layers | bytes | top-1 | drop (points) | agreement |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in r["students"]:
+        for name, a in s["accuracy"].items():
+            q = s["quantize"].get(name, {})
+            verdict = "—" if name == "fp32" else ("yes" if q["accepted"] else "refused")
+            layers = q.get("int8/fp32_layer_count", "—")
+            lines.append(
+                f"| {s['label']} ({s['arch']}) | {names[name]} | {verdict} | {layers} | "
+                f"{a['bytes']:,} | {pct(a['test_top1'])} | {100 * a['test_top1_drop']:+.2f} | "
+                f"{pct(a['test_agreement'])} |"
+            )
+    lines += [
+        "",
+        "Milliseconds per call, the three files in alternating rounds; QDQ's speed-up over "
+        "QOperator is the median of per-round ratios (p10–p90):",
+        "",
+        "| student | threads | batch | fp32 ms | QOperator ms | QDQ ms | QDQ over QOperator |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in r["students"]:
+        for x in s["speed"]:
+            lo, hi = x.get("qdq_vs_qoperator_p10_p90", (0.0, 0.0))
+            ratio = f"{x['qdq_vs_qoperator']:.2f}x ({lo:.2f}–{hi:.2f})" if lo else "—"
+            ms = [f"{x[f'{n}_ms']:.2f}" if f"{n}_ms" in x else "—" for n in names]
+            lines.append(
+                f"| {s['label']} | {x['threads']} | {x['batch']} | {' | '.join(ms)} | {ratio} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def _per_student(
     students: list[dict], key: str, label: Callable[[dict], str], cell: Callable[[dict], str]
 ) -> list[str]:
@@ -626,6 +666,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "speed-gpu": speed_gpu,
     "int8-files": int8_files,
     "int8-speed": int8_speed,
+    "int8-format": int8_format,
     "int8-calibration": int8_calibration,
     "int8-ships": int8_ships,
     "int8-margin": int8_margin,

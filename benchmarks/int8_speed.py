@@ -29,18 +29,14 @@ from pipeline.core.files import write_json
 from pipeline.core.runtime import machine
 from pipeline.shipping.engines import INPUT_NAME, Engine, engine_calls, open_engine
 from pipeline.shipping.latency import side_by_side
+from pipeline.shipping.timing import random_input
 
 BATCHES = (1, 64)
 
 
-def _input_shape(session: ort.InferenceSession) -> tuple[int, int, int]:
-    _, c, h, w = session.get_inputs()[0].shape
-    return int(c), int(h), int(w)
-
-
 def timed_rounds(engines: dict[str, Engine], batch: int, rounds: int) -> dict[str, list[float]]:
     """Seconds per call of each engine in each round (the card's method: shipping.latency)."""
-    shape = _input_shape(next(iter(engines.values())).session)
+    shape = next(iter(engines.values())).input_chw
     x = np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)
     repeats = max(1, 256 // batch)  # enough calls per round to be well above the timer's noise
     times = side_by_side(engine_calls(engines, x), rounds, repeats)
@@ -55,7 +51,7 @@ def operator_times(path: Path, batch: int, runs: int = 20) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as scratch:
         options.profile_file_prefix = str(Path(scratch) / "profile")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        x = np.random.default_rng(0).standard_normal((batch, *_input_shape(session)), "float32")
+        x = random_input(session, batch)
         for _ in range(runs):
             session.run(None, {INPUT_NAME: x})
         events = json.loads(Path(session.end_profiling()).read_text())

@@ -16,6 +16,7 @@ from pipeline.data.batches import make_batches
 from pipeline.data.datasets import Split, load_prepared
 from pipeline.models import create_model
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.shipping.engines import from_uint8
 from pipeline.shipping.int8 import calibration_batches, quantize_int8
 from pipeline.shipping.onnx import export_onnx
 from pipeline.shipping.verification import verify
@@ -51,27 +52,36 @@ def exported(
 
 
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("kind", ["uint8", "float"])
 def test_export_matches_torch_at_any_batch_size(
-    student_ckpt: Path, tiny_params: Params, tmp_path: Path, exporter: str
+    student_ckpt: Path, tiny_params: Params, tmp_path: Path, exporter: str, kind: str
 ) -> None:
     cfg = dataclasses.replace(
-        tiny_params.export, exporter=exporter, opset=18 if exporter == "dynamo" else 17
+        tiny_params.export, exporter=exporter, opset=18 if exporter == "dynamo" else 17, input=kind
     )
     out = tmp_path / "student.onnx"
-    report = export_onnx(load_checkpoint(student_ckpt), out, cfg)
+    ckpt = load_checkpoint(student_ckpt)
+    report = export_onnx(ckpt, out, cfg)
     assert report["onnx/file_bytes"] == out.stat().st_size
     assert [p.name for p in tmp_path.iterdir()] == ["student.onnx"]  # self-contained, no sidecar
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["images"]
+    (images_input,) = session.get_inputs()
+    assert images_input.name == "images"
     assert [o.name for o in session.get_outputs()] == ["logits"]
-    model = load_checkpoint(student_ckpt).build()
+    model = ckpt.build()
+    rng = np.random.default_rng(0)
     for batch in (1, 7, 64):
-        images = torch.randn(batch, 1, 28, 28)
-        onnx_logits = session.run(None, {"images": images.numpy()})[0]
+        if kind == "uint8":  # raw pixels, (N, H, W, C); the file normalises them itself
+            assert images_input.type == "tensor(uint8)" and images_input.shape[1:] == [28, 28, 1]
+            feed = rng.integers(0, 256, (batch, 28, 28, 1), dtype=np.uint8)
+            x = torch.from_numpy(from_uint8(feed, ckpt.mean, ckpt.std))
+        else:
+            assert images_input.type == "tensor(float)" and images_input.shape[1:] == [1, 28, 28]
+            x = torch.randn(batch, 1, 28, 28)
+            feed = x.numpy()
+        onnx_logits = session.run(None, {"images": feed})[0]
         assert onnx_logits.shape == (batch, 10)
-        np.testing.assert_allclose(
-            onnx_logits, model(images).detach().numpy(), atol=1e-4, rtol=1e-4
-        )
+        np.testing.assert_allclose(onnx_logits, model(x).detach().numpy(), atol=1e-4, rtol=1e-4)
 
 
 def test_export_records_provenance(exported: Path, student_ckpt: Path) -> None:
@@ -224,7 +234,7 @@ def test_verify_rejects_an_input_signature_that_does_not_fit_the_data(
         verify(rgb, [out], load_prepared(prepared_path, ("test",)), tiny_params.verify)
     # The 1-channel 28x28 checkpoint against the 3-channel 32x32 file.
     with pytest.raises(
-        ModelFileError, match=r"expects input shape .*the checkpoint reads \[batch, 1, 28, 28\]"
+        ModelFileError, match=r"expects input shape .*the checkpoint reads \[batch, 28, 28, 1\]"
     ):
         verify(ckpt, [out], load_prepared(prepared_path, ("test",)), tiny_params.verify)
 
@@ -234,11 +244,14 @@ def test_int8_model_runs_at_any_batch_size_and_tracks_fp32(
 ) -> None:
     fp32 = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     int8 = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
-    assert any(
-        n.op_type in ("QuantizeLinear", "QLinearConv") for n in onnx.load(str(quantized)).graph.node
-    )
+    nodes = onnx.load(str(quantized)).graph.node
+    assert any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in nodes)
+    # The normalising nodes in front stay fp32: 8-bit steps there would round the image itself.
+    assert [n.op_type for n in nodes if n.name.startswith("preprocess/")] == [
+        "Cast", "Transpose", "Mul", "Add"
+    ]  # fmt: skip
     for batch in (1, 7, 64):
-        images = np.random.default_rng(batch).standard_normal((batch, 1, 28, 28), dtype=np.float32)
+        images = np.random.default_rng(batch).integers(0, 256, (batch, 28, 28, 1), dtype=np.uint8)
         a = fp32.run(None, {"images": images})[0]
         b = int8.run(None, {"images": images})[0]
         assert b.shape == (batch, 10)

@@ -13,6 +13,7 @@ from pipeline.core.config import GateConfig, Params
 from pipeline.core.errors import GateError
 from pipeline.data.batches import make_batches
 from pipeline.data.datasets import Split, load_prepared
+from pipeline.shipping.engines import open_engine
 from pipeline.shipping.gate import Margins, failures, paired_drop_se
 from pipeline.shipping.int8 import CPU, quantize_int8
 from tests.conftest import with_changes
@@ -80,13 +81,8 @@ def _gate(max_top1_drop: float = 0.02, min_agreement: float = 0.0) -> GateConfig
 
 
 def test_the_hostile_pair_changes_nothing_in_fp32(hostile: Path, exported: Path) -> None:  # noqa: F811
-    import onnxruntime as ort
-
     x = np.random.default_rng(0).standard_normal((4, 1, 28, 28), dtype=np.float32)
-    a, b = (
-        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
-        for p in (exported, hostile)
-    )
+    a, b = (open_engine(p, 1).logits(x) for p in (exported, hostile))
     np.testing.assert_allclose(a, b, atol=1e-3)
 
 
@@ -185,16 +181,13 @@ def test_the_validation_split_drives_the_choice(
 ) -> None:
     # Relabel validation with what the plain INT8 model predicts: on that split INT8 is never
     # worse than fp32, so no layer may stay fp32, whatever the test split would say.
-    import onnxruntime as ort
 
     data = load_prepared(prepared_path, ("train", "val"))
     plain = tmp_path / "plain.onnx"
     quantize_int8(hostile, plain, data, _cfg(tiny_params), _gate(max_top1_drop=1.0), seed=0)
-    session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
     val = data.splits["val"]
     batches = make_batches(data, "val", 64, None, CPU, 0)  # in split order, as quantize reads it
-    predicted = np.concatenate([session.run(None, {"images": x.numpy()})[0] for x, _ in batches])
-    predicted = predicted.argmax(1)
+    predicted = open_engine(plain, 1).batch_logits(batches).argmax(1)
     relabelled = Split(val.images, torch.from_numpy(predicted))
     data = dataclasses.replace(data, splits={**data.splits, "val": relabelled})
     report = quantize_int8(hostile, tmp_path / "int8.onnx", data, _cfg(tiny_params), _gate(), 0)

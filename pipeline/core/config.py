@@ -286,6 +286,9 @@ class ExportConfig:
     teacher_margin: float = 0.03  # warn when the teacher leads vanilla by less on validation
     exporter: Literal["dynamo", "torchscript"] = "dynamo"  # torch.onnx.export's exporter
     opset: int = 18  # ONNX opset, 13 to 23
+    # What the shipped files read. uint8: images as a decoder gives them, (N, H, W, C) RGB (or
+    # grey) at the input size, normalised inside the graph, so a deployment needs no mean or std.
+    input: Literal["uint8", "float"] = "uint8"  # uint8: raw NHWC images | float: normalised NCHW
 
     def __post_init__(self) -> None:
         _require(13 <= self.opset <= 23, "opset", f"must be in [13, 23], got {self.opset}")

@@ -2,7 +2,7 @@
 
     from pipeline.shipping.deploy import load_student
     student = load_student("models/int8/student.int8.onnx")   # or .onnx, or a student.pt checkpoint
-    logits = student.logits(images)                      # uint8 images, (N, C, H, W)
+    logits = student.logits(images)                      # uint8 images, (N, C, H, W), any H, W
     labels = student.predict(images)                     # class names
     rows = student.predict_files(["photos/"], top_k=3)   # image files or folders
 
@@ -130,9 +130,12 @@ class Student:
                 f"expected uint8 images of shape (N, {self.channels}, H, W), got "
                 f"{images.dtype} {images.shape}"
             )
-        return self._normalise(np.stack([fit(image, self.spec) for image in images]))
+        return self._normalise([fit(image, self.spec) for image in images])
 
-    def _normalise(self, x: np.ndarray) -> np.ndarray:
+    def _normalise(self, fitted: list[np.ndarray]) -> np.ndarray:
+        """Fitted images (float, [0, 1]) -> the network's batch, through 8-bit pixels: what a
+        uint8 file reads (`export.input`) and `verify` measured, whichever file runs."""
+        x = np.rint(np.stack(fitted) * 255) / np.float32(255)
         mean = np.array(self.spec.mean, np.float32).reshape(1, -1, 1, 1)
         std = np.array(self.spec.std, np.float32).reshape(1, -1, 1, 1)
         return ((x - mean) / std).astype(np.float32)
@@ -153,7 +156,7 @@ class Student:
         k = min(top_k, len(self.classes))
         for start in range(0, len(files), batch):
             chunk = files[start : start + batch]
-            images = np.stack([fit(read_image(f, self.channels), self.spec) for f in chunk])
+            images = [fit(read_image(f, self.channels), self.spec) for f in chunk]
             logits = self.run(self._normalise(images)).astype(np.float64)
             probs = np.exp(logits - logits.max(1, keepdims=True))
             probs /= probs.sum(1, keepdims=True)
@@ -196,7 +199,7 @@ def _from_onnx(path: Path, threads: int) -> Student:
         raise CheckpointError(
             f"{path} carries no {', '.join(missing)} metadata; export it with `sokd export`"
         )
-    graph_input = tuple(engine.session.get_inputs()[0].shape[1:])
+    graph_input = engine.input_chw
     classes = recorded_json(meta, "classes", list, path)
     outputs = engine.session.get_outputs()[0].shape
     if len(outputs) != 2 or outputs[1] != len(classes):

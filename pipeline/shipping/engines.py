@@ -1,7 +1,9 @@
 """The one place that opens onnxruntime sessions: engines over ONNX target files.
 
 An engine takes the float32 batch a network reads (normalised, at its input size) and returns
-logits. Files are checked before use (onnx.checker, then the session): a damaged or truncated file
+logits, whatever the file reads: a file that takes uint8 images (`export.input: uint8`) gets the
+same images back as uint8 (N, H, W, C), exactly where the batch came from 8-bit pixels.
+Files are checked before use (onnx.checker, then the session): a damaged or truncated file
 fails in one line, whoever opens it (verify, quantize, the latency rounds, load_student).
 `runtime_session` needs neither onnx nor torch: what a deployment (`sokd predict`) opens files with.
 """
@@ -9,8 +11,9 @@ fails in one line, whoever opens it (verify, quantize, the latency rounds, load_
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,22 @@ from pipeline.core.errors import ModelFileError
 from pipeline.core.files import sha256_file
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+PREPROCESS = "preprocess"  # the name prefix of a uint8 file's normalising nodes
+
+
+def to_uint8(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalised float32 (N, C, H, W) -> the uint8 (N, H, W, C) pixels it stands for (rounded:
+    exact for images read from 8-bit files, the nearest 8-bit image for resampled ones)."""
+    m, s = (np.asarray(v, np.float32).reshape(1, -1, 1, 1) for v in (mean, std))
+    pixels = np.rint((x * s + m) * 255).clip(0, 255).astype(np.uint8)
+    return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
+
+
+def from_uint8(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 (N, H, W, C) -> the normalised float32 (N, C, H, W) the network reads."""
+    m, s = (np.asarray(v, np.float32).reshape(1, -1, 1, 1) for v in (mean, std))
+    x = pixels.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+    return np.ascontiguousarray((x - m) / s, dtype=np.float32)
 
 
 def read_onnx(path: Path, fix: str = "rerun `dvc repro export`") -> Any:
@@ -131,7 +150,7 @@ def runtime_session(path: Path, threads: int) -> Any:
 
 @dataclass(frozen=True)
 class Engine:
-    """An ONNX file under onnxruntime: `logits(x)` for float32 (N, C, H, W) batches."""
+    """An ONNX file under onnxruntime: `logits(x)` for normalised float32 (N, C, H, W) batches."""
 
     path: Path
     session: Any
@@ -140,16 +159,43 @@ class Engine:
     def metadata(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
+    @property
+    def takes_uint8(self) -> bool:
+        """Whether the file reads uint8 (N, H, W, C) images (and normalises them itself)."""
+        return self.session.get_inputs()[0].type == "tensor(uint8)"
+
+    @property
+    def input_chw(self) -> tuple[Any, ...]:
+        """The file's (C, H, W) input, whatever its layout."""
+        shape = tuple(self.session.get_inputs()[0].shape[1:])
+        return (shape[2], shape[0], shape[1]) if self.takes_uint8 else shape
+
+    @cached_property
+    def _normalisation(self) -> tuple[list[float], list[float]]:
+        meta = self.metadata
+        return recorded_json(meta, "mean", list, self.path), recorded_json(
+            meta, "std", list, self.path
+        )
+
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        """The file's input for the normalised float32 batch `x`."""
+        return to_uint8(x, *self._normalisation) if self.takes_uint8 else x
+
+    def run(self, fed: np.ndarray) -> np.ndarray:
+        """Logits (N, K) of a batch already in the file's input form (`feed`)."""
+        return self.session.run(None, {INPUT_NAME: fed})[0]
+
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, K) of the batch `x`."""
-        return self.session.run(None, {INPUT_NAME: x})[0]
+        """Logits (N, K) of the normalised float32 batch `x`."""
+        return self.run(self.feed(x))
 
     def batch_logits(self, batches: Any) -> np.ndarray:
         """The logits of every batch of (images, labels), in order."""
         return np.concatenate([self.logits(x.numpy()) for x, _ in batches])
 
     def check_signature(self, expected_shape: tuple[int, int, int]) -> None:
-        """Fail unless the input is `images` with the checkpoint's (C, H, W), free batch axis."""
+        """Fail unless the input is `images` with the checkpoint's (C, H, W) (as (H, W, C) for a
+        uint8 file), free batch axis."""
         inputs = self.session.get_inputs()
         expected = list(expected_shape)
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
@@ -158,10 +204,11 @@ class Engine:
                 f"{INPUT_NAME!r}"
             )
         shape = inputs[0].shape
-        if len(shape) != 4 or list(shape[1:]) != expected or isinstance(shape[0], int):
+        if len(shape) != 4 or list(self.input_chw) != expected or isinstance(shape[0], int):
+            reads = [expected[1], expected[2], expected[0]] if self.takes_uint8 else expected
             raise ModelFileError(
                 f"{self.path} expects input shape {shape}, the checkpoint reads "
-                f"[batch, {', '.join(map(str, expected))}]; export again from this checkpoint"
+                f"[batch, {', '.join(map(str, reads))}]; export again from this checkpoint"
             )
 
     def check_provenance(self, expected: dict[str, Path]) -> None:
@@ -188,4 +235,5 @@ def open_engine(path: Path, threads: int, spinning: bool = True) -> Engine:
 
 def engine_calls(engines: dict[str, Engine], x: np.ndarray) -> dict[str, Callable[[], object]]:
     """One call per engine, each running the batch `x` (for side-by-side timing)."""
-    return {name: (lambda e=e: e.logits(x)) for name, e in engines.items()}
+    fed = {name: e.feed(x) for name, e in engines.items()}  # made once, outside the timed calls
+    return {name: (lambda e=e, f=fed[name]: e.run(f)) for name, e in engines.items()}

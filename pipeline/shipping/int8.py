@@ -43,7 +43,15 @@ from pipeline.core.inputs import InputSpec
 from pipeline.core.runtime import Runtime
 from pipeline.data.batches import make_batches
 from pipeline.data.datasets import Prepared
-from pipeline.shipping.engines import INPUT_NAME, metadata, open_engine, read_onnx, recorded_spec
+from pipeline.shipping.engines import (
+    INPUT_NAME,
+    PREPROCESS,
+    metadata,
+    open_engine,
+    read_onnx,
+    recorded_spec,
+    to_uint8,
+)
 from pipeline.shipping.gate import Held, Margins, held
 from pipeline.shipping.latency import THROUGHPUT_BATCH, round_ratios, timed_files
 from pipeline.shipping.targets import INT8, ONNX, TARGET_KEY, target_of
@@ -82,8 +90,18 @@ def onnx_input_spec(path: Path, data: Prepared) -> InputSpec:
             f"{path} takes inputs {[i.name for i in inputs]}, not one named {INPUT_NAME!r}: it "
             f"was not written by `sokd export`; export the student with it"
         )
-    dims = [d.dim_value or d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
-    return recorded_spec(meta, path, tuple(dims[1:])) if "input_spec" in meta else data.input_spec()
+    dims = [d.dim_value or d.dim_param for d in inputs[0].type.tensor_type.shape.dim][1:]
+    if _takes_uint8(proto):  # (H, W, C)
+        dims = [dims[2], dims[0], dims[1]]
+    return recorded_spec(meta, path, tuple(dims)) if "input_spec" in meta else data.input_spec()
+
+
+def _takes_uint8(proto: Any) -> bool:
+    """Whether the model reads uint8 images (`export.input: uint8`)."""
+    from onnx import TensorProto
+
+    (first,) = [i for i in proto.graph.input if i.name == INPUT_NAME]
+    return first.type.tensor_type.elem_type == TensorProto.UINT8
 
 
 def calibration_batches(
@@ -114,6 +132,16 @@ class _Quantizer:
     seed: int
     spec: InputSpec
     builds: int = 0
+    # a uint8 file's normalising nodes: never quantized (8-bit steps on the input itself)
+    preprocess: list[str] = dataclasses.field(default_factory=list)
+    raw: bool = False  # the model reads uint8 images: calibration feeds them so
+
+    def __post_init__(self) -> None:
+        import onnx
+
+        proto = onnx.load(str(self.pre))
+        self.preprocess = [n.name for n in proto.graph.node if n.name.startswith(PREPROCESS)]
+        self.raw = _takes_uint8(proto)
 
     def build(self, exclude: list[str], only: list[str] | None = None) -> Path:
         """An INT8 model with the nodes in `exclude` left fp32 (or only `only` quantized)."""
@@ -128,7 +156,10 @@ class _Quantizer:
         out = self.scratch / f"int8-{self.builds}.onnx"
         cache = self.scratch / "calibration"
         extra: dict[str, Any] = {}
-        reader = _Reader(calibration_batches(self.data, self.cfg, self.seed, self.spec))
+        batches = calibration_batches(self.data, self.cfg, self.seed, self.spec)
+        if self.raw:
+            batches = (to_uint8(x, self.spec.mean, self.spec.std) for x in batches)
+        reader = _Reader(batches)
         if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
             extra["calibration_cache_path"] = str(cache)  # onnxruntime >= 1.2x: calibrate once
             if cache.exists():
@@ -143,7 +174,7 @@ class _Quantizer:
             str(out),
             reader,
             nodes_to_quantize=only,
-            nodes_to_exclude=exclude,
+            nodes_to_exclude=[*self.preprocess, *exclude],
             reduce_range=self.cfg.reduce_range,
             quant_format={"qoperator": QuantFormat.QOperator, "qdq": QuantFormat.QDQ}[
                 self.cfg.format

@@ -305,6 +305,24 @@ def _budget(report: dict[str, Any]) -> str:
     )
 
 
+def _input(files: dict[str, Path], c: int, h: int, w: int, mean: list, std: list) -> str:
+    """What the shipped files read, from the files themselves (`export.input`)."""
+    import onnxruntime as ort
+
+    first = next((str(p) for name, p in files.items() if name != "checkpoint"), None)
+    session = first and ort.InferenceSession(first, providers=["CPUExecutionProvider"])
+    if session and session.get_inputs()[0].type == "tensor(uint8)":
+        colour = "grey" if c == 1 else "RGB"
+        return (
+            f"Input `images`: uint8 (N, {h}, {w}, {c}), {colour} pixels as decoded; the file "
+            f"normalises them itself (mean {mean}, std {std})."
+        )
+    return (
+        f"Input `images`: float32 (N, {c}, {h}, {w}), `x = (uint8 / 255 - mean) / std` per "
+        f"channel with mean {mean} and std {std}."
+    )
+
+
 def render(
     ckpt: Checkpoint,
     report: dict[str, Any],
@@ -335,8 +353,7 @@ def render(
 
 **What it is.** An image classifier for {k} classes ({", ".join(ckpt.classes)}),
 compressed by knowledge distillation (objective `{objective}`) from a `{teacher}` teacher.
-Input `images`: float32 (N, {c}, {h}, {w}), `x = (uint8 / 255 - mean) / std` per channel with
-mean {mean} and std {std}. Output `logits`: (N, {k}). Any batch size.
+{_input(files, c, h, w, mean, std)} Output `logits`: (N, {k}). Any batch size.
 Preprocessing, as in evaluation: {ckpt.spec.describe()}.
 
 **Made by.** git commit `{git_commit()}`; data `{data_path}` (sha256 `{sha256_file(data_path)}`),

@@ -104,14 +104,13 @@ def profile_candidates(
     """Per candidate `<arch>/...` figures and `within_budget`; the timing protocol beside them.
     `export`: also write the files and the timing script there (for the deployment machine)."""
     built = {arch: candidate_files(arch, data, cfg, seed, work) for arch in archs}
-    shape = next(iter(built.values()))["shape"]
     files = {f"{a}|{f}": b[f] for a, b in built.items() for f in ("fp32", "int8")}
     if export is not None:
         export_candidates(built, budget.threads, export)
     if budget.latencies_from:
         times = measured_elsewhere(budget.latencies_from, list(files))
     else:
-        times = latencies(files, budget.threads, shape)
+        times = latencies(files, budget.threads)
     report: dict[str, Any] = {
         "profile/calls_per_file": CALLS,
         "profile/rounds": ROUNDS,
@@ -170,7 +169,7 @@ def hold_budget(
         name = f"{arch}|{'int8' if shipped == 'int8' else 'fp32'}"
         _, p90 = measured_elsewhere(budget.latencies_from, [name])[name]
     else:
-        _, p90 = latencies({shipped: files[shipped]}, budget.threads, shape)[shipped]
+        _, p90 = latencies({shipped: files[shipped]}, budget.threads)[shipped]
     size, macs = files[shipped].stat().st_size, count_macs(model, shape)
     misses = budget.misses(p90, size, macs, LATENCY_TOLERANCE)
     limits = ((p90, budget.latency_ms * LATENCY_TOLERANCE), (size, budget.max_bytes),
