@@ -360,6 +360,20 @@ def int8_format() -> str:
             lines.append(
                 f"| {s['label']} | {x['threads']} | {x['batch']} | {' | '.join(ms)} | {ratio} |"
             )
+    both = [s for s in r["students"] if {"qdq", "qoperator"} <= set(s["accuracy"])]
+    same = sum(
+        s["accuracy"]["qdq"]["test_top1"] == s["accuracy"]["qoperator"]["test_top1"] for s in both
+    )
+    larger = [s["accuracy"]["qdq"]["bytes"] / s["accuracy"]["qoperator"]["bytes"] - 1 for s in both]
+    ratios = [x["qdq_vs_qoperator"] for s in both for x in s["speed"]]
+    if both:
+        lines += [
+            "",
+            f"Where both formats were accepted ({len(both)} of {len(r['students'])} students): "
+            f"the same test top-1 on {same}; the QDQ file {100 * min(larger):.0f}–"
+            f"{100 * max(larger):.0f} % larger; QDQ's speed-up over QOperator between "
+            f"{min(ratios):.2f}x and {max(ratios):.2f}x across threads and batch sizes.",
+        ]
     return "\n".join(lines) + "\n"
 
 
