@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from benchmarks.int8_fallback import predictions
 from pipeline.core.config import ExportConfig, QuantizeConfig, VerifyConfig
 from pipeline.core.files import sha256_file, write_json
 from pipeline.core.runtime import machine
-from pipeline.data.batches import make_batches
 from pipeline.data.datasets import Prepared, load_prepared
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.shipping.engines import open_engine
-from pipeline.shipping.int8 import CPU, Int8GateError, quantize_int8
+from pipeline.shipping.int8 import Int8GateError, quantize_int8
 from pipeline.shipping.latency import round_ratios, timed_files
 from pipeline.shipping.onnx import export_onnx
 
@@ -38,15 +38,10 @@ FORMATS = ("qoperator", "qdq")
 BATCHES = (1, 64)
 
 
-def test_predictions(path: Path, data: Prepared, spec: Any) -> np.ndarray:
-    batches = make_batches(data, "test", 256, None, CPU, 0, spec)
-    return open_engine(path, 2).batch_logits(batches).argmax(1)
-
-
 def accuracy(files: dict[str, Path], data: Prepared, spec: Any) -> dict[str, dict[str, float]]:
     """Each file's test top-1, and its drop and agreement against the fp32 file."""
     labels = data.splits["test"].labels.numpy()
-    predicted = {name: test_predictions(path, data, spec) for name, path in files.items()}
+    predicted = {name: predictions(path, data, "test", spec)[0] for name, path in files.items()}
     fp32 = predicted["fp32"]
     return {
         name: {

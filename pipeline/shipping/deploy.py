@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.core.errors import CheckpointError, DataError
 from pipeline.core.inputs import InputSpec
+from pipeline.shipping.engines import from_uint8
 
 # What Pillow decodes and a user keeps photos as; anything else in a folder is skipped.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -135,10 +136,8 @@ class Student:
     def _normalise(self, fitted: list[np.ndarray]) -> np.ndarray:
         """Fitted images (float, [0, 1]) -> the network's batch, through 8-bit pixels: what a
         uint8 file reads (`export.input`) and `verify` measured, whichever file runs."""
-        x = np.rint(np.stack(fitted) * 255) / np.float32(255)
-        mean = np.array(self.spec.mean, np.float32).reshape(1, -1, 1, 1)
-        std = np.array(self.spec.std, np.float32).reshape(1, -1, 1, 1)
-        return ((x - mean) / std).astype(np.float32)
+        pixels = np.rint(np.stack(fitted) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        return from_uint8(pixels, self.spec.mean, self.spec.std)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits (N, K) for uint8 images (N, C, H, W)."""

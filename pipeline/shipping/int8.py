@@ -133,8 +133,8 @@ class _Quantizer:
     spec: InputSpec
     builds: int = 0
     # a uint8 file's normalising nodes: never quantized (8-bit steps on the input itself)
-    preprocess: list[str] = dataclasses.field(default_factory=list)
-    raw: bool = False  # the model reads uint8 images: calibration feeds them so
+    preprocess: list[str] = dataclasses.field(init=False)
+    raw: bool = dataclasses.field(init=False)  # reads uint8 images: calibration feeds them so
 
     def __post_init__(self) -> None:
         import onnx

@@ -119,7 +119,8 @@ def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, flo
         raw = Path(scratch) / "model.onnx"
         _export(model, example, raw, cfg)
         proto = onnx.load(str(raw))
-    if cfg.input == "uint8":
+    raw = cfg.input == "uint8"
+    if raw:
         raw_input(proto, ckpt.spec)
     provenance = {
         TARGET_KEY: ONNX.name,
@@ -129,9 +130,8 @@ def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, flo
         "mean": json.dumps(list(ckpt.mean)),
         "std": json.dumps(list(ckpt.std)),
         "input_spec": json.dumps(ckpt.spec.to_dict()),
-        "preprocessing": ckpt.spec.describe(raw=cfg.input == "uint8")
-        + ("" if cfg.input == "uint8" else "; NCHW float32"),
-        "input_layout": "NHWC uint8" if cfg.input == "uint8" else "NCHW float32",
+        "preprocessing": ckpt.spec.describe(raw=raw) + ("" if raw else "; NCHW float32"),
+        "input_layout": "NHWC uint8" if raw else "NCHW float32",
         "how": f"fp32, torch.onnx {cfg.exporter} exporter, opset {cfg.opset}",
     }
     for key, value in provenance.items():

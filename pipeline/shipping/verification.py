@@ -91,12 +91,13 @@ def _logits(
     torch_logits, file_logits = [], {name: [] for name in engines}
     with torch.inference_mode():
         for images, _ in batches:
-            x = images.numpy()
+            x = pixels = images.numpy()
             if raw:
-                x = from_uint8(to_uint8(x, spec.mean, spec.std), spec.mean, spec.std)
+                pixels = to_uint8(x, spec.mean, spec.std)
+                x = from_uint8(pixels, spec.mean, spec.std)
             torch_logits.append(model(torch.from_numpy(x)).numpy())
-            for name, engine in engines.items():
-                file_logits[name].append(engine.logits(x))
+            for name, e in engines.items():
+                file_logits[name].append(e.run(pixels) if e.takes_uint8 else e.logits(x))
     return np.concatenate(torch_logits), {n: np.concatenate(v) for n, v in file_logits.items()}
 
 
