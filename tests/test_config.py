@@ -182,6 +182,10 @@ def _set(section: str, key: str, value: object):
         (_set("export", "objective", "crd"), r"params\.export\.objective: 'crd' is not trained"),
         (_set("export", "objective", "kd"), r"params\.export\.objective: 'kd' is not trained"),
         (_set("runtime", "device", "gpu"), r"params\.runtime\.device: expected auto, cpu, cuda"),
+        (
+            lambda raw: raw["export"].update(input="uint8_any_size", opset=17),
+            r"params\.export\.opset: must be 18 or later for input uint8_any_size",
+        ),
         (_set("verify", "onnx", {"min_agreement": 1.5}), r"params\.verify\.onnx\.min_agreement"),
         (_set("", "verify", [1, 2]), r"params\.verify: expected a mapping, got list"),
     ],

@@ -12,7 +12,7 @@ import torch
 
 from pipeline.core.config import GateConfig, Params, VerifyConfig
 from pipeline.core.errors import ModelFileError
-from pipeline.data.batches import make_batches
+from pipeline.data.batches import make_batches, resize_and_crop
 from pipeline.data.datasets import Split, load_prepared
 from pipeline.models import create_model
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
@@ -82,6 +82,71 @@ def test_export_matches_torch_at_any_batch_size(
         onnx_logits = session.run(None, {"images": feed})[0]
         assert onnx_logits.shape == (batch, 10)
         np.testing.assert_allclose(onnx_logits, model(x).detach().numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("resize", [0, 32])
+def test_an_any_size_file_fits_images_as_the_evaluation_path_does(
+    student_ckpt: Path, tiny_params: Params, tmp_path: Path, interpolation: str, resize: int
+) -> None:
+    """`uint8_any_size`: images of any size in, the evaluation resize and crop done in the graph;
+    its logits equal torch's on `resize_and_crop` within the gate's logit tolerance."""
+    ckpt = dataclasses.replace(
+        load_checkpoint(student_ckpt), resize=resize, interpolation=interpolation
+    )
+    out = tmp_path / "student.onnx"
+    export_onnx(ckpt, out, dataclasses.replace(tiny_params.export, input="uint8_any_size"))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (images_input,) = session.get_inputs()
+    assert images_input.type == "tensor(uint8)" and images_input.shape[1:] == [
+        "height", "width", 1
+    ]  # fmt: skip
+    assert "of any size" in session.get_modelmeta().custom_metadata_map["preprocessing"]
+    model, rng = ckpt.build(), np.random.default_rng(resize)
+    tolerance = tiny_params.verify.onnx.max_abs_logit_diff
+    for h, w in ((28, 28), (40, 33), (21, 61), (32, 32)):
+        pixels = rng.integers(0, 256, (3, 1, h, w), dtype=np.uint8)
+        fitted = resize_and_crop(torch.from_numpy(pixels).float() / 255, ckpt.spec)
+        expected = model((fitted - ckpt.mean[0]) / ckpt.std[0]).detach().numpy()
+        logits = session.run(None, {"images": pixels.transpose(0, 2, 3, 1).copy()})[0]
+        assert np.abs(logits - expected).max() < tolerance, (h, w)
+
+
+def test_an_any_size_file_is_quantized_verified_and_deployed_from_stored_images(
+    student_ckpt: Path, prepared_path: Path, tiny_params: Params, tmp_path: Path
+) -> None:
+    """quantize calibrates and validates it on the stored images, verify holds it to the gate
+    against torch's evaluation path, and load_student feeds each image file at its own size."""
+    from PIL import Image
+
+    from pipeline.shipping.deploy import load_student
+
+    ckpt = dataclasses.replace(load_checkpoint(student_ckpt), resize=32)
+    fp32, int8 = tmp_path / "student.onnx", tmp_path / "student.int8.onnx"
+    export_onnx(ckpt, fp32, dataclasses.replace(tiny_params.export, input="uint8_any_size"))
+    data = load_prepared(prepared_path, ("train", "val", "test"))
+    quantize_int8(fp32, int8, data, tiny_params.quantize, tiny_params.verify.int8, seed=0)
+    report = verify(ckpt, [fp32, int8], data, tiny_params.verify)[0]
+    assert report["gate/passed"] is True, report["gate/failures"]
+    assert report["onnx/max_abs_logit_diff"] < tiny_params.verify.onnx.max_abs_logit_diff
+    # Quantized nodes behind a geometry that stays fp32.
+    ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
+    assert "QLinearConv" in ops and "Resize" in ops
+    model, pixels = ckpt.build(), data.splits["test"].images[:4].numpy()
+    files = []
+    for k, (h, w) in enumerate(((28, 28), (45, 30), (30, 52), (64, 64))):
+        image = Image.fromarray(pixels[k, 0]).resize((w, h), Image.BILINEAR)
+        files.append(tmp_path / f"{k}.png")
+        image.save(files[-1])
+    for path in (fp32, int8):
+        rows = load_student(path).predict_files(files)
+        decoded = [np.asarray(Image.open(f))[None, None] for f in files]
+        fitted = [resize_and_crop(torch.from_numpy(d).float() / 255, ckpt.spec) for d in decoded]
+        x = (torch.cat(fitted) - ckpt.mean[0]) / ckpt.std[0]
+        expected = [ckpt.classes[i] for i in model(x).argmax(1).tolist()]
+        if path == fp32:  # the same network: the same labels
+            assert [r.top[0][0] for r in rows] == expected
+        assert len(rows) == 4 and all(0 < r.top[0][1] <= 1 for r in rows)
 
 
 def test_export_records_provenance(exported: Path, student_ckpt: Path) -> None:

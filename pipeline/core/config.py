@@ -274,6 +274,10 @@ class EvaluateConfig:
 SHIP_BEST = "best"  # export.objective: the student with the highest validation top-1
 
 
+ANY_SIZE = "uint8_any_size"  # export.input: raw images of any size, fitted in the graph
+InputKind = Literal["uint8", "uint8_any_size", "float"]
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     # Which student ships: best = the objective of distill.objectives with the highest validation
@@ -287,11 +291,18 @@ class ExportConfig:
     exporter: Literal["dynamo", "torchscript"] = "dynamo"  # torch.onnx.export's exporter
     opset: int = 18  # ONNX opset, 13 to 23
     # What the shipped files read. uint8: images as a decoder gives them, (N, H, W, C) RGB (or
-    # grey) at the input size, normalised inside the graph, so a deployment needs no mean or std.
-    input: Literal["uint8", "float"] = "uint8"  # uint8: raw NHWC images | float: normalised NCHW
+    # grey) at the input size, normalised inside the graph, so a deployment needs no mean or std;
+    # uint8_any_size: the same images at any size, resized and centre-cropped inside the graph as
+    # evaluation does (opset 18 or later: antialiased Resize).
+    input: InputKind = "uint8"  # uint8: NHWC pixels | uint8_any_size: any H, W | float: NCHW
 
     def __post_init__(self) -> None:
         _require(13 <= self.opset <= 23, "opset", f"must be in [13, 23], got {self.opset}")
+        _require(
+            self.input != ANY_SIZE or self.opset >= 18,
+            "opset",
+            f"must be 18 or later for input {ANY_SIZE} (antialiased Resize), got {self.opset}",
+        )
         _require(0 <= self.teacher_margin <= 1, "teacher_margin", "is a fraction in [0, 1]")
 
 

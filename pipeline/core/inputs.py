@@ -55,9 +55,10 @@ class InputSpec:
             str(raw.get("source", "dataset")),
         )
 
-    def describe(self, raw: bool = False) -> str:
+    def describe(self, raw: bool = False, any_size: bool = False) -> str:
         """The preprocessing in words, for logs, the model card and ONNX metadata; `raw`: for a
-        file that reads uint8 images and normalises them itself."""
+        file that reads uint8 images and normalises them itself; `any_size`: one that also
+        resizes and crops them itself."""
         mean = ", ".join(f"{m:.4g}" for m in self.mean)
         std = ", ".join(f"{s:.4g}" for s in self.std)
         h, w = self.size
@@ -67,6 +68,9 @@ class InputSpec:
             else f"resize to {h}x{w} ({self.interpolation}) if needed, "
         )
         colour = "grey" if len(self.mean) == 1 else "RGB"
+        if any_size:
+            fitted = f"{resize}{h}x{w}, normalise"
+            return f"uint8 (N, H, W, C) {colour} of any size; the graph does: {fitted}"
         if raw:
             return f"{resize}{h}x{w}; uint8 (N, H, W, C) {colour}, normalised in the graph"
         return f"{resize}{h}x{w}; x = (uint8 / 255 - [{mean}]) / [{std}] ({self.source})"

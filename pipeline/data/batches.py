@@ -158,6 +158,12 @@ class Batches:
                 images, labels = images[rows], labels[rows]
             yield images, labels
 
+    def pixels(self) -> Iterator[Tensor]:
+        """The images as stored, uint8 (B, C, H, W), in evaluation order and batches: what a
+        file that resizes and crops itself reads (`export.input: uint8_any_size`)."""
+        for start in range(0, len(self.labels), self.batch_size):
+            yield self.images[start : start + self.batch_size].cpu()
+
     def transform(self, images: Tensor) -> Tensor:
         """uint8 (B, C, H, W) -> augmented (training) or resized and cropped (evaluation),
         normalised float32 at the spec's size."""
@@ -269,6 +275,20 @@ class StreamBatches:
     def num_images(self) -> int:
         s = self.sampler
         return len(s) * s.batch_size if s.drop_last else len(self.labels)
+
+    def pixels(self) -> Iterator[Tensor]:
+        """The images as read from their files, uint8 (B, C, H, W), in evaluation order: a batch
+        ends early where the size changes (see `Batches.pixels`)."""
+        split, size = self.loader.dataset.split, self.sampler.batch_size
+        batch: list[Tensor] = []
+        for index in range(len(split.labels)):
+            image = split.image(index)
+            if batch and (len(batch) == size or image.shape != batch[0].shape):
+                yield torch.stack(batch)
+                batch = []
+            batch.append(image)
+        if batch:
+            yield torch.stack(batch)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         layout = torch.channels_last if self.channels_last else torch.contiguous_format

@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.core.errors import CheckpointError, DataError
 from pipeline.core.inputs import InputSpec
-from pipeline.shipping.engines import from_uint8
+from pipeline.shipping.engines import from_uint8, nhwc
 
 # What Pillow decodes and a user keeps photos as; anything else in a folder is skipped.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -116,7 +116,9 @@ class Student:
     classes: tuple[str, ...]
     spec: InputSpec  # normalisation, input size, evaluation resize
     channels: int
-    run: Callable[[np.ndarray], np.ndarray]  # float32 (N, C, H, W) -> logits (N, K)
+    # float32 (N, C, H, W) -> logits (N, K); when `resizes`, uint8 (N, H, W, C) of any size
+    run: Callable[[np.ndarray], np.ndarray]
+    resizes: bool = False  # an ONNX file that resizes and crops itself (uint8_any_size)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -131,6 +133,8 @@ class Student:
                 f"expected uint8 images of shape (N, {self.channels}, H, W), got "
                 f"{images.dtype} {images.shape}"
             )
+        if self.resizes:
+            return nhwc(images)
         return self._normalise([fit(image, self.spec) for image in images])
 
     def _normalise(self, fitted: list[np.ndarray]) -> np.ndarray:
@@ -155,14 +159,19 @@ class Student:
         k = min(top_k, len(self.classes))
         for start in range(0, len(files), batch):
             chunk = files[start : start + batch]
-            images = [fit(read_image(f, self.channels), self.spec) for f in chunk]
-            logits = self.run(self._normalise(images)).astype(np.float64)
+            logits = self._file_logits(chunk).astype(np.float64)
             probs = np.exp(logits - logits.max(1, keepdims=True))
             probs /= probs.sum(1, keepdims=True)
             for path, p in zip(chunk, probs, strict=True):
                 best = np.argsort(-p, kind="stable")[:k]
                 rows.append(Prediction(path, tuple((self.classes[i], float(p[i])) for i in best)))
         return rows
+
+    def _file_logits(self, files: list[Path]) -> np.ndarray:
+        images = [read_image(f, self.channels) for f in files]
+        if self.resizes:  # each image at its own size, fitted by the file
+            return np.concatenate([self.run(nhwc(image[None])) for image in images])
+        return self.run(self._normalise([fit(image, self.spec) for image in images]))
 
 
 def _from_checkpoint(path: Path) -> Student:
@@ -211,7 +220,8 @@ def _from_onnx(path: Path, threads: int) -> Student:
     else:  # files exported before the spec was recorded: the size is the graph's
         mean, std = (tuple(recorded_json(meta, k, list, path)) for k in ("mean", "std"))
         spec = InputSpec(mean, std, (int(graph_input[1]), int(graph_input[2])))
-    return Student(tuple(map(str, classes)), spec, int(graph_input[0]), engine.logits)
+    run = engine.run if engine.resizes else engine.logits
+    return Student(tuple(map(str, classes)), spec, int(graph_input[0]), run, engine.resizes)
 
 
 def load_student(path: Path | str, threads: int = 1) -> Student:

@@ -2,7 +2,8 @@
 
 An engine takes the float32 batch a network reads (normalised, at its input size) and returns
 logits, whatever the file reads: a file that takes uint8 images (`export.input: uint8`) gets the
-same images back as uint8 (N, H, W, C), exactly where the batch came from 8-bit pixels.
+same images back as uint8 (N, H, W, C), exactly where the batch came from 8-bit pixels. A file
+that also resizes and crops (`uint8_any_size`) reads a split's images as stored (`batch_logits`).
 Files are checked before use (onnx.checker, then the session): a damaged or truncated file
 fails in one line, whoever opens it (verify, quantize, the latency rounds, load_student).
 `runtime_session` needs neither onnx nor torch: what a deployment (`sokd predict`) opens files with.
@@ -30,7 +31,11 @@ def to_uint8(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.n
     """Normalised float32 (N, C, H, W) -> the uint8 (N, H, W, C) pixels it stands for (rounded:
     exact for images read from 8-bit files, the nearest 8-bit image for resampled ones)."""
     m, s = (np.asarray(v, np.float32).reshape(1, -1, 1, 1) for v in (mean, std))
-    pixels = np.rint((x * s + m) * 255).clip(0, 255).astype(np.uint8)
+    return nhwc(np.rint((x * s + m) * 255).clip(0, 255).astype(np.uint8))
+
+
+def nhwc(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (N, C, H, W) images as a uint8 file reads them: (N, H, W, C)."""
     return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
 
 
@@ -108,6 +113,8 @@ def recorded_spec(meta: dict[str, str], path: Path, graph_input: tuple[Any, ...]
             f"{path}: metadata 'input_spec' lacks mean, std or size; export the student again"
         ) from None
     channels, *size = graph_input
+    if not all(isinstance(side, int) for side in size):  # any size: the graph fits the images
+        size = list(spec.size)
     if list(size) != list(spec.size) or not len(spec.mean) == len(spec.std) == channels:
         raise ModelFileError(
             f"{path}: metadata 'input_spec' ({len(spec.mean)} channels, size "
@@ -165,6 +172,11 @@ class Engine:
         return self.session.get_inputs()[0].type == "tensor(uint8)"
 
     @property
+    def resizes(self) -> bool:
+        """Whether the file reads images of any size and resizes and crops them itself."""
+        return self.takes_uint8 and not isinstance(self.session.get_inputs()[0].shape[1], int)
+
+    @property
     def input_chw(self) -> tuple[Any, ...]:
         """The file's (C, H, W) input, whatever its layout."""
         shape = tuple(self.session.get_inputs()[0].shape[1:])
@@ -178,7 +190,8 @@ class Engine:
         )
 
     def feed(self, x: np.ndarray) -> np.ndarray:
-        """The file's input for the normalised float32 batch `x`."""
+        """The file's input for the normalised float32 batch `x` (for a file that resizes, the
+        batch's pixels at the network's size: what the latency rounds time)."""
         return to_uint8(x, *self._normalisation) if self.takes_uint8 else x
 
     def run(self, fed: np.ndarray) -> np.ndarray:
@@ -190,7 +203,10 @@ class Engine:
         return self.run(self.feed(x))
 
     def batch_logits(self, batches: Any) -> np.ndarray:
-        """The logits of every batch of (images, labels), in order."""
+        """The logits of every image of `batches` (`pipeline.data.batches`), in order: each batch
+        of (images, labels), or the images as stored for a file that resizes them itself."""
+        if self.resizes:
+            return np.concatenate([self.run(nhwc(p.numpy())) for p in batches.pixels()])
         return np.concatenate([self.logits(x.numpy()) for x, _ in batches])
 
     def check_signature(self, expected_shape: tuple[int, int, int]) -> None:
@@ -204,7 +220,10 @@ class Engine:
                 f"{INPUT_NAME!r}"
             )
         shape = inputs[0].shape
-        if len(shape) != 4 or list(self.input_chw) != expected or isinstance(shape[0], int):
+        chw = list(self.input_chw)
+        if self.resizes:  # any height and width: the channels must match
+            chw[1:] = expected[1:]
+        if len(shape) != 4 or chw != expected or isinstance(shape[0], int):
             reads = [expected[1], expected[2], expected[0]] if self.takes_uint8 else expected
             raise ModelFileError(
                 f"{self.path} expects input shape {shape}, the checkpoint reads "

@@ -47,6 +47,7 @@ from pipeline.shipping.engines import (
     INPUT_NAME,
     PREPROCESS,
     metadata,
+    nhwc,
     open_engine,
     read_onnx,
     recorded_spec,
@@ -104,16 +105,23 @@ def _takes_uint8(proto: Any) -> bool:
     return first.type.tensor_type.elem_type == TensorProto.UINT8
 
 
-def calibration_batches(
+def calibration_source(
     data: Prepared, cfg: QuantizeConfig, seed: int, spec: InputSpec | None = None
-) -> Iterator[np.ndarray]:
-    """A fixed, seeded sample of training images, prepared as at inference (`spec`), batched."""
+) -> Any:
+    """Evaluation batches (`pipeline.data.batches`) of a fixed, seeded sample of training
+    images, prepared as at inference (`spec`)."""
     train = data.splits["train"]
     pick = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))
     pick = pick[: cfg.calibration_images].sort().values
     sample = dataclasses.replace(data, splits={"calibration": train.subset(pick)})
-    batches = make_batches(sample, "calibration", cfg.calibration_batch, None, CPU, seed, spec)
-    for images, _ in batches:
+    return make_batches(sample, "calibration", cfg.calibration_batch, None, CPU, seed, spec)
+
+
+def calibration_batches(
+    data: Prepared, cfg: QuantizeConfig, seed: int, spec: InputSpec | None = None
+) -> Iterator[np.ndarray]:
+    """The calibration sample's normalised float32 batches (`calibration_source`)."""
+    for images, _ in calibration_source(data, cfg, seed, spec):
         yield images.numpy()
 
 
@@ -135,6 +143,7 @@ class _Quantizer:
     # a uint8 file's normalising nodes: never quantized (8-bit steps on the input itself)
     preprocess: list[str] = dataclasses.field(init=False)
     raw: bool = dataclasses.field(init=False)  # reads uint8 images: calibration feeds them so
+    resizes: bool = dataclasses.field(init=False)  # reads them at any size (uint8_any_size)
 
     def __post_init__(self) -> None:
         import onnx
@@ -142,6 +151,8 @@ class _Quantizer:
         proto = onnx.load(str(self.pre))
         self.preprocess = [n.name for n in proto.graph.node if n.name.startswith(PREPROCESS)]
         self.raw = _takes_uint8(proto)
+        (first,) = [i for i in proto.graph.input if i.name == INPUT_NAME]
+        self.resizes = self.raw and bool(first.type.tensor_type.shape.dim[1].dim_param)
 
     def build(self, exclude: list[str], only: list[str] | None = None) -> Path:
         """An INT8 model with the nodes in `exclude` left fp32 (or only `only` quantized)."""
@@ -156,10 +167,7 @@ class _Quantizer:
         out = self.scratch / f"int8-{self.builds}.onnx"
         cache = self.scratch / "calibration"
         extra: dict[str, Any] = {}
-        batches = calibration_batches(self.data, self.cfg, self.seed, self.spec)
-        if self.raw:
-            batches = (to_uint8(x, self.spec.mean, self.spec.std) for x in batches)
-        reader = _Reader(batches)
+        reader = _Reader(self._calibration())
         if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
             extra["calibration_cache_path"] = str(cache)  # onnxruntime >= 1.2x: calibrate once
             if cache.exists():
@@ -187,6 +195,16 @@ class _Quantizer:
             **extra,
         )
         return out
+
+    def _calibration(self) -> Iterator[np.ndarray]:
+        """The calibration images in the file's input form: stored images for a file that
+        resizes them itself, 8-bit pixels for a uint8 file, else normalised floats."""
+        source = calibration_source(self.data, self.cfg, self.seed, self.spec)
+        if self.resizes:
+            return (nhwc(p.numpy()) for p in source.pixels())
+        if self.raw:
+            return (to_uint8(x.numpy(), self.spec.mean, self.spec.std) for x, _ in source)
+        return (x.numpy() for x, _ in source)
 
 
 class _Reader:

@@ -311,8 +311,14 @@ def _input(files: dict[str, Path], c: int, h: int, w: int, mean: list, std: list
 
     first = next((str(p) for name, p in files.items() if name != "checkpoint"), None)
     session = first and ort.InferenceSession(first, providers=["CPUExecutionProvider"])
+    colour = "grey" if c == 1 else "RGB"
     if session and session.get_inputs()[0].type == "tensor(uint8)":
-        colour = "grey" if c == 1 else "RGB"
+        if not isinstance(session.get_inputs()[0].shape[1], int):  # export.input: uint8_any_size
+            return (
+                f"Input `images`: uint8 (N, H, W, {c}), {colour} pixels as decoded, of any size; "
+                f"the file resizes, centre-crops ({h}x{w}) and normalises them itself (mean "
+                f"{mean}, std {std})."
+            )
         return (
             f"Input `images`: uint8 (N, {h}, {w}, {c}), {colour} pixels as decoded; the file "
             f"normalises them itself (mean {mean}, std {std})."

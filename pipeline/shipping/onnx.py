@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.core.config import ExportConfig
+from pipeline.core.config import ANY_SIZE, ExportConfig
 from pipeline.core.errors import CheckpointError
 from pipeline.core.files import atomic_path, scratch_dir, sha256_file
 from pipeline.core.inputs import InputSpec
@@ -42,10 +42,12 @@ def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, cfg: Expo
         torch.onnx.export(model, (example,), str(path), **kwargs)
 
 
-def raw_input(proto: Any, spec: InputSpec) -> None:
+def raw_input(proto: Any, spec: InputSpec, any_size: bool = False) -> None:
     """Make `proto` read uint8 (N, H, W, C) images: Cast, Transpose to NCHW, then the
     normalisation (x / 255 - mean) / std as one Mul and one Add, in front of the network.
-    The nodes are named `PREPROCESS/...`, so `quantize` can leave them in fp32."""
+    `any_size`: H and W are free, and the evaluation geometry (`resize_and_crop`) runs in the
+    graph between the two (`_geometry`). The nodes are named `PREPROCESS/...`, so `quantize`
+    leaves them in fp32."""
     from onnx import TensorProto, helper, numpy_helper
 
     graph = proto.graph
@@ -56,36 +58,149 @@ def raw_input(proto: Any, spec: InputSpec) -> None:
         node.input[:] = [normalised if n == INPUT_NAME else n for n in node.input]
     std = np.array(spec.std, np.float32).reshape(1, -1, 1, 1)
     mean = np.array(spec.mean, np.float32).reshape(1, -1, 1, 1)
+    # One Mul by 1 / (255 std) at the network's size; with the geometry, / 255 comes first (it
+    # resamples images in [0, 1], as the evaluation path does) and 1 / std after it.
+    scale = 1 / std if any_size else 1 / (255 * std)
     graph.initializer.extend(
         [
-            numpy_helper.from_array(1 / (255 * std), f"{PREPROCESS}/scale"),
+            numpy_helper.from_array(scale.astype(np.float32), f"{PREPROCESS}/scale"),
             numpy_helper.from_array(-mean / std, f"{PREPROCESS}/shift"),
         ]
     )
+    p, node = PREPROCESS, helper.make_node
     steps = [
-        helper.make_node("Cast", [INPUT_NAME], [f"{PREPROCESS}/float"], to=TensorProto.FLOAT),
-        helper.make_node(
-            "Transpose", [f"{PREPROCESS}/float"], [f"{PREPROCESS}/nchw"], perm=[0, 3, 1, 2]
-        ),
-        helper.make_node(
-            "Mul", [f"{PREPROCESS}/nchw", f"{PREPROCESS}/scale"], [f"{PREPROCESS}/scaled"]
-        ),
-        helper.make_node("Add", [f"{PREPROCESS}/scaled", f"{PREPROCESS}/shift"], [normalised]),
+        node("Cast", [INPUT_NAME], [f"{p}/float"], name=f"{p}/cast", to=TensorProto.FLOAT),
+        node("Transpose", [f"{p}/float"], [f"{p}/nchw"], name=f"{p}/nchw", perm=[0, 3, 1, 2]),
     ]
-    for step, op in zip(steps, ("cast", "nchw", "scale", "shift"), strict=True):
-        step.name = f"{PREPROCESS}/{op}"
+    fitted = f"{p}/nchw"
+    if any_size:
+        steps += _geometry(graph, spec, fitted, f"{p}/fitted")
+        fitted = f"{p}/fitted"
+    steps += [
+        node("Mul", [fitted, f"{p}/scale"], [f"{p}/scaled"], name=f"{p}/scale"),
+        node("Add", [f"{p}/scaled", f"{p}/shift"], [normalised], name=f"{p}/shift"),
+    ]
+    for step in steps:  # every node under the prefix, named after its output
+        step.name = step.name or step.output[0]
     nodes = [*steps, *graph.node]
     del graph.node[:]
     graph.node.extend(nodes)
-    dims = [
-        batch.dim_param or batch.dim_value,
-        height.dim_value,
-        width.dim_value,
-        channels.dim_value,
-    ]
+    free = ("height", "width") if any_size else (height.dim_value, width.dim_value)
+    dims = [batch.dim_param or batch.dim_value, *free, channels.dim_value]
     new = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, dims)
     graph.input.remove(old)
     graph.input.insert(0, new)
+
+
+# ONNX Resize attributes matching torch's antialiased resize on float images: pixel centres
+# (half_pixel, the default), taps outside the image dropped and the rest renormalised
+# (exclude_outside; without it border pixels differ by up to 10 / 255), PIL's bicubic (a = -0.5).
+_RESIZE = {
+    "bilinear": {"mode": "linear", "antialias": 1, "exclude_outside": 1},
+    "bicubic": {"mode": "cubic", "antialias": 1, "cubic_coeff_a": -0.5, "exclude_outside": 1},
+}
+
+
+def _nearest(source: str, hw: str, target: str, out: str) -> list[Any]:
+    """torch's "nearest" resize as Gathers: output pixel i reads floor(i * (in / out)), all in
+    float32, as `F.interpolate` computes it. (Resize's own nearest divides by out / in instead,
+    which lands a hair under the integer and picks the pixel before, on some sizes.)"""
+    from onnx import TensorProto, helper
+
+    p, node, nodes = PREPROCESS, helper.make_node, []
+    for axis, side in ((2, "h"), (3, "w")):
+        q = f"{p}/nearest_{side}"
+        picked = out if side == "w" else f"{q}/picked"
+        nodes += [
+            node("Gather", [hw, f"{p}/axis_{side}"], [f"{q}/in"], axis=0),
+            node("Gather", [target, f"{p}/axis_{side}"], [f"{q}/out"], axis=0),
+            node("Cast", [f"{q}/in"], [f"{q}/in_f"], to=TensorProto.FLOAT),
+            node("Cast", [f"{q}/out"], [f"{q}/out_f"], to=TensorProto.FLOAT),
+            node("Div", [f"{q}/in_f", f"{q}/out_f"], [f"{q}/scale"]),
+            node("Range", [f"{p}/zero_i", f"{q}/out", f"{p}/one_i"], [f"{q}/index"]),
+            node("Cast", [f"{q}/index"], [f"{q}/index_f"], to=TensorProto.FLOAT),
+            node("Mul", [f"{q}/index_f", f"{q}/scale"], [f"{q}/at"]),
+            node("Floor", [f"{q}/at"], [f"{q}/at_floor"]),
+            node("Cast", [f"{q}/at_floor"], [f"{q}/at_i"], to=TensorProto.INT64),
+            node("Sub", [f"{q}/in", f"{p}/one_i"], [f"{q}/last"]),
+            node("Min", [f"{q}/at_i", f"{q}/last"], [f"{q}/rows"]),
+            node("Gather", [source, f"{q}/rows"], [picked], axis=axis),
+        ]
+        source = picked
+    return nodes
+
+
+def _geometry(graph: Any, spec: InputSpec, pixels: str, out: str) -> list[Any]:
+    """Nodes that turn uint8-valued NCHW floats of any H, W into the evaluation crop in [0, 1]:
+    the shorter side resized to `spec.resize` (the longer truncated), or a resize to the input
+    size without one; then a centre crop whose offsets round half to even (ONNX Round), as
+    `pipeline.data.batches.resize_and_crop` does; `out` names the crop."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    p = PREPROCESS
+    size = np.array(spec.size, np.int64)
+    graph.initializer.extend(
+        numpy_helper.from_array(np.asarray(v), f"{p}/{name}")
+        for name, v in {
+            "unit": np.float32(1 / 255),
+            "hw_axes": np.array([2, 3], np.int64),
+            "crop_size": size,
+            "two": np.float32(2),
+            "zero": np.float32(0),
+            "one": np.float32(1),
+        }.items()
+    )
+    extra = {"resize_side": np.array([spec.resize], np.int64)} if spec.resize else {}
+    if spec.interpolation == "nearest":
+        extra |= {"zero_i": 0, "one_i": 1, "axis_h": 0, "axis_w": 1}
+    graph.initializer.extend(
+        numpy_helper.from_array(np.asarray(v, np.int64), f"{p}/{name}") for name, v in extra.items()
+    )
+    node = helper.make_node
+    nodes = [
+        node("Mul", [pixels, f"{p}/unit"], [f"{p}/unit_range"]),
+        node("Shape", [f"{p}/unit_range"], [f"{p}/nc"], end=2),
+        node("Shape", [f"{p}/unit_range"], [f"{p}/hw"], start=2),
+    ]
+    if spec.resize:  # the shorter side to `resize`, the longer to floor(resize * long / short)
+        nodes += [
+            node("ReduceMin", [f"{p}/hw"], [f"{p}/short"], keepdims=1),
+            node("ReduceMax", [f"{p}/hw"], [f"{p}/long"], keepdims=1),
+            node("Mul", [f"{p}/long", f"{p}/resize_side"], [f"{p}/long_scaled"]),
+            node("Div", [f"{p}/long_scaled", f"{p}/short"], [f"{p}/longer"]),  # int64: floors
+            node("Equal", [f"{p}/hw", f"{p}/short"], [f"{p}/is_short"]),
+            node("Where", [f"{p}/is_short", f"{p}/resize_side", f"{p}/longer"], [f"{p}/target"]),
+        ]
+        target = f"{p}/target"
+    else:
+        target = f"{p}/crop_size"
+    if spec.interpolation == "nearest":
+        nodes += _nearest(f"{p}/unit_range", f"{p}/hw", target, f"{p}/resized")
+    else:
+        nodes += [
+            node("Concat", [f"{p}/nc", target], [f"{p}/sizes"], axis=0),
+            node(
+                "Resize",
+                [f"{p}/unit_range", "", "", f"{p}/sizes"],
+                [f"{p}/resized"],
+                **_RESIZE[spec.interpolation],
+            ),
+        ]
+    nodes += [
+        node("Clip", [f"{p}/resized", f"{p}/zero", f"{p}/one"], [f"{p}/clipped"]),
+        node("Sub", [target, f"{p}/crop_size"], [f"{p}/margin"]),
+        node("Cast", [f"{p}/margin"], [f"{p}/margin_f"], to=TensorProto.FLOAT),
+        node("Div", [f"{p}/margin_f", f"{p}/two"], [f"{p}/half_margin"]),
+        node("Round", [f"{p}/half_margin"], [f"{p}/offset_f"]),  # half to even, as Python's
+        node("Cast", [f"{p}/offset_f"], [f"{p}/offset"], to=TensorProto.INT64),
+        node("Add", [f"{p}/offset", f"{p}/crop_size"], [f"{p}/crop_end"]),
+        node(
+            "Slice",
+            [f"{p}/clipped", f"{p}/offset", f"{p}/crop_end", f"{p}/hw_axes"],
+            [out],
+        ),
+    ]
+    return nodes
 
 
 def check_exportable(ckpt: Checkpoint) -> None:
@@ -119,9 +234,9 @@ def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, flo
         raw = Path(scratch) / "model.onnx"
         _export(model, example, raw, cfg)
         proto = onnx.load(str(raw))
-    raw = cfg.input == "uint8"
+    raw = cfg.input != "float"
     if raw:
-        raw_input(proto, ckpt.spec)
+        raw_input(proto, ckpt.spec, any_size=cfg.input == ANY_SIZE)
     provenance = {
         TARGET_KEY: ONNX.name,
         "checkpoint_sha256": sha256_file(ckpt.path),
@@ -130,7 +245,8 @@ def export_onnx(ckpt: Checkpoint, out: Path, cfg: ExportConfig) -> dict[str, flo
         "mean": json.dumps(list(ckpt.mean)),
         "std": json.dumps(list(ckpt.std)),
         "input_spec": json.dumps(ckpt.spec.to_dict()),
-        "preprocessing": ckpt.spec.describe(raw=raw) + ("" if raw else "; NCHW float32"),
+        "preprocessing": ckpt.spec.describe(raw=raw, any_size=cfg.input == ANY_SIZE)
+        + ("" if raw else "; NCHW float32"),
         "input_layout": "NHWC uint8" if raw else "NCHW float32",
         "how": f"fp32, torch.onnx {cfg.exporter} exporter, opset {cfg.opset}",
     }

@@ -87,8 +87,12 @@ def latencies(files: dict[str, Path], threads: int) -> dict[str, tuple[float, fl
 
 def random_input(session: Any, batch: int = 1) -> np.ndarray:
     """A random batch of what the session reads: uint8 images or normalised floats (the cost of
-    these networks does not depend on pixel values)."""
+    these networks does not depend on pixel values); a file that reads any size gets images at
+    the network's input size (its resize then costs what it costs on such images)."""
     shape = (batch, *session.get_inputs()[0].shape[1:])
+    if not all(isinstance(side, int) for side in shape[1:3]):  # any size: the network's own
+        spec = json.loads(session.get_modelmeta().custom_metadata_map.get("input_spec", "{}"))
+        shape = (batch, *spec.get("size", (224, 224)), shape[3])
     rng = np.random.default_rng(0)
     if session.get_inputs()[0].type == "tensor(uint8)":
         return rng.integers(0, 256, shape, dtype=np.uint8)

@@ -84,11 +84,14 @@ def _file_figures(name: str, target: Target, engine: Engine, sizes: dict[str, in
 def _logits(
     model: torch.nn.Module, batches: Any, engines: dict[str, Engine], spec: Any
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """torch's logits and each file's, batch by batch. When a file reads uint8 images, every
-    engine and torch read the same 8-bit images (resampled pixels rounded as a decoder's are),
-    so the gate compares the networks, not two inputs."""
-    raw = any(engine.takes_uint8 for engine in engines.values())
-    torch_logits, file_logits = [], {name: [] for name in engines}
+    """torch's logits and each file's, batch by batch. When a file reads uint8 images at the
+    network's size, every engine and torch read the same 8-bit images (resampled pixels rounded
+    as a decoder's are), so the gate compares the networks, not two inputs. A file that resizes
+    and crops itself reads the stored images, and torch the evaluation path's float crops: its
+    logits then also hold the in-graph geometry to the gate's tolerance."""
+    at_size = {name: e for name, e in engines.items() if not e.resizes}
+    raw = any(engine.takes_uint8 for engine in at_size.values())
+    torch_logits, file_logits = [], {name: [] for name in at_size}
     with torch.inference_mode():
         for images, _ in batches:
             x = pixels = images.numpy()
@@ -96,9 +99,11 @@ def _logits(
                 pixels = to_uint8(x, spec.mean, spec.std)
                 x = from_uint8(pixels, spec.mean, spec.std)
             torch_logits.append(model(torch.from_numpy(x)).numpy())
-            for name, e in engines.items():
+            for name, e in at_size.items():
                 file_logits[name].append(e.run(pixels) if e.takes_uint8 else e.logits(x))
-    return np.concatenate(torch_logits), {n: np.concatenate(v) for n, v in file_logits.items()}
+    files = {n: np.concatenate(v) for n, v in file_logits.items()}
+    files |= {name: e.batch_logits(batches) for name, e in engines.items() if e.resizes}
+    return np.concatenate(torch_logits), {name: files[name] for name in engines}
 
 
 def verify(
