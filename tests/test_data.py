@@ -139,6 +139,11 @@ def test_file_backed_imagefolder_streams_the_images_the_memory_artifact_holds(
         for (xa, ya), (xb, yb) in zip(a, b, strict=True):
             torch.testing.assert_close(xa, xb, atol=1e-6, rtol=1e-6)
             assert torch.equal(ya, yb)
+        # The stored images, as a file that resizes and crops itself reads them: equal too.
+        pa = torch.cat(list(make_batches(in_memory, split, 4, None, CPU, seed=0).pixels()))
+        pb = list(make_batches(on_disk, split, 4, None, CPU, seed=0).pixels())
+        assert pa.dtype == torch.uint8 and all(len(p) <= 4 for p in pb)
+        assert torch.equal(pa, torch.cat(pb)) and len(pa) == len(in_memory.splits[split].labels)
     aug = tiny_params.train_teacher.train.augment
     train = make_batches(on_disk, "train", 8, aug, dataclasses.replace(CPU, workers=2), seed=0)
     shapes = [tuple(x.shape) for x, _ in train]
