@@ -45,7 +45,9 @@ def profile(
         )
     prepared = load_prepared(data, ("train",))
     with scratch_dir(metrics.parent, "profile") as work:
-        report = profile_candidates(archs, prepared, p.budget, p.quantize, p.seed, work, export)
+        report = profile_candidates(
+            archs, prepared, p.budget, p.quantize, p.seed, work, export, p.export
+        )
     write_metrics(record, metrics, report, ("*/int8_p90_ms", "*/bytes", "*/within_budget"))
     for arch in archs:
         log.info(

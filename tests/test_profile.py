@@ -145,3 +145,20 @@ def test_a_latencies_file_without_a_candidate_is_refused(
     )
     assert done.exit_code == 2
     assert "has no figures for resnet8|fp32, resnet8|int8" in done.output
+
+
+def test_candidates_are_made_as_the_shipped_files_are(prepared_path: Path, tmp_path: Path) -> None:
+    """`export.input` reaches the candidates' files: an any-size ship is profiled with its
+    in-graph resize and crop."""
+    import onnxruntime as ort
+
+    from pipeline.core.config import ExportConfig, QuantizeConfig
+    from pipeline.data.datasets import load_prepared
+    from pipeline.shipping.profile import candidate_files
+
+    data = load_prepared(prepared_path, ("train",))
+    cfg = QuantizeConfig(calibration_images=64)
+    built = candidate_files("lenet5", data, cfg, 0, tmp_path, ExportConfig(input="uint8_any_size"))
+    for kind in ("fp32", "int8"):
+        session = ort.InferenceSession(str(built[kind]), providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].shape[1:] == ["height", "width", 1]

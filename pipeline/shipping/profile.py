@@ -29,10 +29,16 @@ from pipeline.shipping.timing import CALLS, MANIFEST, ROUNDS, latencies
 
 
 def candidate_files(
-    arch: str, data: Prepared, cfg: QuantizeConfig, seed: int, work: Path
+    arch: str,
+    data: Prepared,
+    cfg: QuantizeConfig,
+    seed: int,
+    work: Path,
+    export_cfg: ExportConfig | None = None,
 ) -> dict[str, Any]:
-    """`arch` built for the data's classes and input, untrained: its fp32 and INT8 files, MACs
-    and parameters."""
+    """`arch` built for the data's classes and input, untrained: its fp32 and INT8 files (made as
+    `export_cfg` says the shipped ones are: their input kind, opset, exporter), MACs and
+    parameters."""
     folder = work / arch.replace(":", "_").replace("/", "_")
     folder.mkdir(parents=True)
     model = create_model(arch, data.num_classes, data.image_shape[0]).eval()
@@ -42,7 +48,7 @@ def candidate_files(
         folder / "untrained.pt", model, arch=arch, role="student", data=data, params={}, metrics={}
     )
     fp32 = folder / "student.onnx"
-    export_onnx(load_checkpoint(folder / "untrained.pt"), fp32, ExportConfig())
+    export_onnx(load_checkpoint(folder / "untrained.pt"), fp32, export_cfg or ExportConfig())
     int8 = plain_int8(fp32, folder, data, cfg, seed)
     return {
         "fp32": fp32,
@@ -100,10 +106,11 @@ def profile_candidates(
     seed: int,
     work: Path,
     export: Path | None = None,
+    export_cfg: ExportConfig | None = None,
 ) -> dict[str, Any]:
     """Per candidate `<arch>/...` figures and `within_budget`; the timing protocol beside them.
     `export`: also write the files and the timing script there (for the deployment machine)."""
-    built = {arch: candidate_files(arch, data, cfg, seed, work) for arch in archs}
+    built = {arch: candidate_files(arch, data, cfg, seed, work, export_cfg) for arch in archs}
     files = {f"{a}|{f}": b[f] for a, b in built.items() for f in ("fp32", "int8")}
     if export is not None:
         export_candidates(built, budget.threads, export)
