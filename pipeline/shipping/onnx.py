@@ -131,76 +131,81 @@ def _nearest(source: str, hw: str, target: str, out: str) -> list[Any]:
 
 
 def _geometry(graph: Any, spec: InputSpec, pixels: str, out: str) -> list[Any]:
-    """Nodes that turn uint8-valued NCHW floats of any H, W into the evaluation crop in [0, 1]:
-    the shorter side resized to `spec.resize` (the longer truncated), or a resize to the input
-    size without one; then a centre crop whose offsets round half to even (ONNX Round), as
-    `pipeline.data.batches.resize_and_crop` does; `out` names the crop."""
-    from onnx import TensorProto, helper, numpy_helper
+    """Nodes that turn uint8-valued NCHW floats of any H, W into the evaluation crop in [0, 1],
+    as `pipeline.data.batches.resize_and_crop` does; `out` names the crop."""
+    from onnx import helper
 
-    p = PREPROCESS
-    size = np.array(spec.size, np.int64)
-    graph.initializer.extend(
-        numpy_helper.from_array(np.asarray(v), f"{p}/{name}")
-        for name, v in {
-            "unit": np.float32(1 / 255),
-            "hw_axes": np.array([2, 3], np.int64),
-            "crop_size": size,
-            "two": np.float32(2),
-            "zero": np.float32(0),
-            "one": np.float32(1),
-        }.items()
-    )
-    extra = {"resize_side": np.array([spec.resize], np.int64)} if spec.resize else {}
-    if spec.interpolation == "nearest":
-        extra |= {"zero_i": 0, "one_i": 1, "axis_h": 0, "axis_w": 1}
-    graph.initializer.extend(
-        numpy_helper.from_array(np.asarray(v, np.int64), f"{p}/{name}") for name, v in extra.items()
-    )
-    node = helper.make_node
+    p, node = PREPROCESS, helper.make_node
+    _constants(graph, spec)
     nodes = [
         node("Mul", [pixels, f"{p}/unit"], [f"{p}/unit_range"]),
         node("Shape", [f"{p}/unit_range"], [f"{p}/nc"], end=2),
         node("Shape", [f"{p}/unit_range"], [f"{p}/hw"], start=2),
     ]
-    if spec.resize:  # the shorter side to `resize`, the longer to floor(resize * long / short)
-        nodes += [
-            node("ReduceMin", [f"{p}/hw"], [f"{p}/short"], keepdims=1),
-            node("ReduceMax", [f"{p}/hw"], [f"{p}/long"], keepdims=1),
-            node("Mul", [f"{p}/long", f"{p}/resize_side"], [f"{p}/long_scaled"]),
-            node("Div", [f"{p}/long_scaled", f"{p}/short"], [f"{p}/longer"]),  # int64: floors
-            node("Equal", [f"{p}/hw", f"{p}/short"], [f"{p}/is_short"]),
-            node("Where", [f"{p}/is_short", f"{p}/resize_side", f"{p}/longer"], [f"{p}/target"]),
-        ]
-        target = f"{p}/target"
-    else:
-        target = f"{p}/crop_size"
+    nodes += _target(spec)
+    target = f"{p}/target" if spec.resize else f"{p}/crop_size"
     if spec.interpolation == "nearest":
         nodes += _nearest(f"{p}/unit_range", f"{p}/hw", target, f"{p}/resized")
     else:
+        sizes, inputs = f"{p}/sizes", [f"{p}/unit_range", "", "", f"{p}/sizes"]
         nodes += [
-            node("Concat", [f"{p}/nc", target], [f"{p}/sizes"], axis=0),
-            node(
-                "Resize",
-                [f"{p}/unit_range", "", "", f"{p}/sizes"],
-                [f"{p}/resized"],
-                **_RESIZE[spec.interpolation],
-            ),
+            node("Concat", [f"{p}/nc", target], [sizes], axis=0),
+            node("Resize", inputs, [f"{p}/resized"], **_RESIZE[spec.interpolation]),
         ]
-    nodes += [
+    return nodes + _crop(target, out)
+
+
+def _constants(graph: Any, spec: InputSpec) -> None:
+    """The geometry's constants, as initializers named `PREPROCESS/<name>` (only those used)."""
+    from onnx import numpy_helper
+
+    floats = {"unit": 1 / 255, "two": 2, "zero": 0, "one": 1}
+    ints = {"hw_axes": [2, 3], "crop_size": list(spec.size)}
+    if spec.resize:
+        ints["resize_side"] = [spec.resize]
+    if spec.interpolation == "nearest":
+        ints |= {"zero_i": 0, "one_i": 1, "axis_h": 0, "axis_w": 1}
+    arrays = {k: np.asarray(v, np.float32) for k, v in floats.items()}
+    arrays |= {k: np.asarray(v, np.int64) for k, v in ints.items()}
+    graph.initializer.extend(
+        numpy_helper.from_array(v, f"{PREPROCESS}/{k}") for k, v in arrays.items()
+    )
+
+
+def _target(spec: InputSpec) -> list[Any]:
+    """With `spec.resize`: the resized (H, W), the shorter side to `resize` and the longer to
+    floor(resize * long / short) (int64 Div floors), as `PREPROCESS/target`."""
+    from onnx import helper
+
+    if not spec.resize:  # a plain resize to the input size: the crop size is the target
+        return []
+    p, node = PREPROCESS, helper.make_node
+    return [
+        node("ReduceMin", [f"{p}/hw"], [f"{p}/short"], keepdims=1),
+        node("ReduceMax", [f"{p}/hw"], [f"{p}/long"], keepdims=1),
+        node("Mul", [f"{p}/long", f"{p}/resize_side"], [f"{p}/long_scaled"]),
+        node("Div", [f"{p}/long_scaled", f"{p}/short"], [f"{p}/longer"]),
+        node("Equal", [f"{p}/hw", f"{p}/short"], [f"{p}/is_short"]),
+        node("Where", [f"{p}/is_short", f"{p}/resize_side", f"{p}/longer"], [f"{p}/target"]),
+    ]
+
+
+def _crop(target: str, out: str) -> list[Any]:
+    """Clip the resized image to [0, 1] and crop its centre; the offsets round half to even
+    (ONNX Round), as Python's `round` does in `resize_and_crop`."""
+    from onnx import TensorProto, helper
+
+    p, node = PREPROCESS, helper.make_node
+    return [
         node("Clip", [f"{p}/resized", f"{p}/zero", f"{p}/one"], [f"{p}/clipped"]),
         node("Sub", [target, f"{p}/crop_size"], [f"{p}/margin"]),
         node("Cast", [f"{p}/margin"], [f"{p}/margin_f"], to=TensorProto.FLOAT),
         node("Div", [f"{p}/margin_f", f"{p}/two"], [f"{p}/half_margin"]),
-        node("Round", [f"{p}/half_margin"], [f"{p}/offset_f"]),  # half to even, as Python's
+        node("Round", [f"{p}/half_margin"], [f"{p}/offset_f"]),
         node("Cast", [f"{p}/offset_f"], [f"{p}/offset"], to=TensorProto.INT64),
         node("Add", [f"{p}/offset", f"{p}/crop_size"], [f"{p}/crop_end"]),
-        node(
-            "Slice",
-            [f"{p}/clipped", f"{p}/offset", f"{p}/crop_end", f"{p}/hw_axes"],
-            [out],
-        ),
+        node("Slice", [f"{p}/clipped", f"{p}/offset", f"{p}/crop_end", f"{p}/hw_axes"], [out]),
     ]
-    return nodes
 
 
 def check_exportable(ckpt: Checkpoint) -> None:
