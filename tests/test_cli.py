@@ -44,9 +44,11 @@ def test_every_stage_reads_only_its_own_params_sections() -> None:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     # The documented reads across sections: the one list of objectives (evaluate and export find
     # every student by it) and the INT8 gate that quantize meets on validation (verify.int8).
-    # And profile: the candidate students, built into INT8 files as quantize builds them.
+    # And profile: the candidate students, built into ONNX and INT8 files as export and quantize
+    # build the shipped ones.
     crossing = {"distill.objectives", "verify.int8", "prepare.dataset", "prepare.folder"}
     crossing |= {"distill.arch", "distill.candidates", "quantize"}
+    crossing |= {"export.input", "export.opset", "export.exporter"}
     for name, stage in stages.items():
         for key in map(str, stage["params"]):
             own = {name, "seed", "runtime", "budget"}
