@@ -52,6 +52,7 @@ def test_overlays_state_only_what_differs_from_the_defaults(path: Path) -> None:
     dvc_needs = {"seed", "train_teacher.arch", "distill.arch", "distill.objectives"}
     dvc_needs |= {"distill.weights", "distill.seed", "distill.test_curve", "distill.candidates"}
     dvc_needs |= {"export.objective", "prepare.dataset", "prepare.folder"}
+    dvc_needs |= {"export.input", "export.opset", "export.exporter"}  # profile's
     base = as_dict(defaults())
     base["distill"].update(base["distill"].pop("settings"))
 
