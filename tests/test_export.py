@@ -138,12 +138,12 @@ def test_an_any_size_file_is_quantized_verified_and_deployed_from_stored_images(
         image = Image.fromarray(pixels[k, 0]).resize((w, h), Image.BILINEAR)
         files.append(tmp_path / f"{k}.png")
         image.save(files[-1])
+    decoded = [np.asarray(Image.open(f))[None, None] for f in files]
+    fitted = [resize_and_crop(torch.from_numpy(d).float() / 255, ckpt.spec) for d in decoded]
+    x = (torch.cat(fitted) - ckpt.mean[0]) / ckpt.std[0]
+    expected = [ckpt.classes[i] for i in model(x).argmax(1).tolist()]
     for path in (fp32, int8):
         rows = load_student(path).predict_files(files)
-        decoded = [np.asarray(Image.open(f))[None, None] for f in files]
-        fitted = [resize_and_crop(torch.from_numpy(d).float() / 255, ckpt.spec) for d in decoded]
-        x = (torch.cat(fitted) - ckpt.mean[0]) / ckpt.std[0]
-        expected = [ckpt.classes[i] for i in model(x).argmax(1).tolist()]
         if path == fp32:  # the same network: the same labels
             assert [r.top[0][0] for r in rows] == expected
         assert len(rows) == 4 and all(0 < r.top[0][1] <= 1 for r in rows)
