@@ -669,8 +669,29 @@ def budget_front() -> str:
     return "\n".join(lines) + "\n"
 
 
+def budget_benchmark() -> str:
+    """The budget benchmark (benchmarks/budget_fmnist.json, budget_photos.json): per budget,
+    how often the shipped file met it, the shipped student against the oracle and the default."""
+    from benchmarks.budget_search import table
+
+    lines = []
+    for name, title in (("budget_fmnist", "Fashion-MNIST"), ("budget_photos", "Photo folders")):
+        r = read(f"benchmarks/{name}.json")
+        seeds = sorted({c["seed"] for c in r["cells"].values()})
+        some = next(iter(r["cells"].values()))
+        candidates = ", ".join(f"`{a}`" for a in some["candidates"])
+        lines += [
+            f"**{title}**: candidates {candidates}; `distill.arch` `{some['default_arch']}`; "
+            f"seeds {seeds}; measured on {machine_line(r['machine'])}.",
+            "",
+            table(r),
+        ]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "budget-front": budget_front,
+    "budget-benchmark": budget_benchmark,
     "quickstart": quickstart,
     "presets": presets,
     "preset-photos": preset_photos,

@@ -354,7 +354,18 @@ def collect_user_path(root: Path = ROOT) -> dict[str, Any]:
     }
 
 
-COLLECT = {"comparison": collect_comparison, "user_path": collect_user_path}
+def collect_budget(name: str) -> Any:
+    from benchmarks import budget_search
+
+    return lambda root: budget_search.collect(name, root)
+
+
+COLLECT = {
+    "comparison": collect_comparison,
+    "user_path": collect_user_path,
+    "budget_fmnist": collect_budget("budget_fmnist"),
+    "budget_photos": collect_budget("budget_photos"),
+}
 
 
 def front(experiment: str, root: Path = ROOT) -> dict[str, Any]:
@@ -645,11 +656,14 @@ def main(argv: list[str] | None = None) -> int:
         _wait(ROOT)
     results = COLLECT[args.name](ROOT)
     write_json(args.out or BENCHMARKS / f"{args.name}.json", results)
-    print(
-        table(results) + "\n" + verdicts(results)
-        if args.name == "comparison"
-        else summarise(results)
-    )
+    if args.name == "comparison":
+        print(table(results) + "\n" + verdicts(results))
+    elif args.name.startswith("budget_"):
+        from benchmarks import budget_search
+
+        print(budget_search.table(results))
+    else:
+        print(summarise(results))
     return 0
 
 

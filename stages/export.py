@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,18 +46,23 @@ def export(
         figures = read_json(profile, ConfigError, "profile's record", "run `dvc repro profile`")
         int8_p90 = {k.removesuffix("/int8_p90_ms"): v for k, v in figures.items()
                     if k.endswith("/int8_p90_ms")}  # fmt: skip
+    start = time.perf_counter()
     with scratch_dir(out.parent, "export") as work:
         fits = budget_check(p, data, work) if p.budget.limited else None
         selection, chosen = choose_student(
             runs, p.distill.objectives, teacher, p.export, int8_p90, fits
         )
+    chose_s = time.perf_counter() - start  # with a budget: every student's file made and timed
     for note in selection.notes:
         log.warning("warning: %s", note)
     # ONNX first: a student that must not ship (NaN weights, not a student) leaves no copy.
     report = export_onnx(load_checkpoint(chosen), out, p.export)
     copy_file(chosen, student)  # the same bytes: the ONNX file's recorded SHA-256 holds for it
     write_metrics(
-        record, metrics, selection.metrics() | report, ("selection/objective", "selection/arch")
+        record,
+        metrics,
+        selection.metrics() | report | {"selection/time_s": chose_s},
+        ("selection/objective", "selection/arch"),
     )
     log.info(
         "shipping %s (%s): %s; wrote %s and %s (%d bytes, %s exporter, opset %d)",

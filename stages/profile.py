@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -44,10 +45,12 @@ def profile(
             arch, f"distill.candidates[{i}]" if p.distill.candidates else "distill.arch"
         )
     prepared = load_prepared(data, ("train",))
+    start = time.perf_counter()
     with scratch_dir(metrics.parent, "profile") as work:
         report = profile_candidates(
             archs, prepared, p.budget, p.quantize, p.seed, work, export, p.export
         )
+    report["profile/time_s"] = time.perf_counter() - start  # the search's cost before training
     write_metrics(record, metrics, report, ("*/int8_p90_ms", "*/bytes", "*/within_budget"))
     for arch in archs:
         log.info(
