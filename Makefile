@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test install lint clean params bench-speed bench-accuracy benchmark bench-user-path gpu-plan gpu-check docs
+.PHONY: repro test install lint clean params bench-speed bench-accuracy benchmark bench-user-path bench-budget gpu-plan gpu-check docs
 
 # Every section of the params is checked first (each stage checks only its own), so a typo stops
 # the run before the first stage instead of at the stage that reads it. A preset runs as a DVC
@@ -54,6 +54,15 @@ benchmark bench-user-path: repro
 	python -m benchmarks.experiments queue $(if $(filter benchmark,$@),comparison,user_path)
 	dvc queue start
 	python -m benchmarks.experiments collect $(if $(filter benchmark,$@),comparison,user_path) --wait
+
+# The budget's search (docs/budget.md): five candidates x three budgets x three seeds on the
+# Fashion-MNIST default and on photo folders, 18 queued experiments (about two hours here).
+bench-budget: repro
+	python -m benchmarks.experiments queue budget_fmnist
+	python -m benchmarks.experiments queue budget_photos
+	dvc queue start
+	python -m benchmarks.experiments collect budget_fmnist --wait
+	python -m benchmarks.experiments collect budget_photos
 
 # Re-install only when the dependency list changes; a second `make` skips this.
 $(STAMP): pyproject.toml

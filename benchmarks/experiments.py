@@ -8,8 +8,9 @@
 benchmark is `benchmarks/NAME.yaml`: `pipeline`, the params overlay every cell starts from (a
 preset), and `grid`, one mapping per axis from a value's name to its own overlay; each combination
 of values is a cell, run as the experiment `NAME-<value>-<value>...` with exactly the `-S`
-overrides that turn `params.yaml` into the defaults + the overlays. DVC's run cache reuses the
-prepared data and the teacher across cells, and `dvc exp show` lists every cell. Nothing here
+overrides that turn `params.yaml` into the defaults + the overlays, up to the stage `until`
+names if it names one. DVC's run cache reuses the prepared data and the teacher across cells,
+and `dvc exp show` lists every cell. Nothing here
 trains, exports, quantizes or gates: the stages do; `collect` reads what they recorded (metrics
 from `dvc exp show --json`, records/ and plots/ from each experiment's commit) into the JSON that
 `make docs` renders (benchmarks/NAME.json). The user-path benchmark's photos (Fashion-MNIST as a
@@ -132,9 +133,10 @@ def queue(name: str, only: list[str], root: Path = ROOT) -> list[str]:
     # every stage to run, where DVC's run cache should serve the data and the teacher.
     if again := sorted(set(args) & set(experiments(root))):
         _dvc("exp", "remove", *again, root=root)
+    until = [bench["until"]] if "until" in bench else []  # the last stage a cell needs
     for exp, overrides in args.items():
         sets = [a for o in overrides for a in ("-S", o)]
-        _dvc("exp", "run", "--queue", "-n", exp, *sets, root=root)
+        _dvc("exp", "run", "--queue", "-n", exp, *sets, *until, root=root)
         print(f"queued {exp}")
     return list(args)
 
@@ -218,7 +220,7 @@ def comparison_row(rev: str, axes: dict[str, str], overlay: dict[str, Any], root
         "wall_s": run["time/train_s"],
         "images_per_s": run["time/images_per_s"],
         "trainable_params_added": run["params/trainable"] - run["params/student"],
-        "machine": _machine(read_at(rev, "records/verify.json", root)),
+        "machine": read_at(rev, "records/profile.json", root)["profile/machine"],
         "val": _val_curve(read_at(rev, "plots/evaluate/validation.csv", root), objective),
     }
 

@@ -31,6 +31,7 @@ def bench_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(TINY_PARAMS, repo / "params.yaml")
     tiny = yaml.safe_load(TINY_PARAMS.read_text())
     bench = {
+        "until": "evaluate",  # as comparison.yaml: nothing of it needs the shipped files
         "pipeline": tiny | {"distill": tiny["distill"] | {"test_curve": True}},
         "grid": {
             "method": {
@@ -79,3 +80,5 @@ def test_a_benchmark_is_queued_experiments_collected_into_its_report(bench_repo:
     assert all(name in shown for name in names)
     logs = "".join(_run(["dvc", "queue", "logs", n], bench_repo).stdout for n in sorted(names))
     assert logs.count("Running stage 'train_teacher'") == 1
+    assert "Running stage 'evaluate'" in logs and "Running stage 'export'" not in logs
+    assert all(r["machine"]["cores"] >= 1 for r in rows)  # profile's record of the machine
