@@ -150,8 +150,8 @@ def _wait(root: Path) -> None:
 
 
 def experiments(root: Path = ROOT, all_commits: bool = False) -> dict[str, dict[str, Any]]:
-    """The current commit's experiments by name (every commit's: `all_commits`): rev, params,
-    metrics (failed ones: error)."""
+    """The current commit's experiments by name (every commit's, the newest of a name first:
+    `all_commits`): rev, params, metrics (failed ones: error)."""
     shown = json.loads(_dvc("exp", "show", "--json", *(["-A"] if all_commits else []), root=root))
     out = {}
     for baseline in shown:
@@ -162,11 +162,14 @@ def experiments(root: Path = ROOT, all_commits: bool = False) -> dict[str, dict[
                     path: entry.get("data", {})
                     for path, entry in (data.get("metrics") or {}).items()
                 }
-                out[rev.get("name") or exp.get("name")] = {
-                    "rev": rev["rev"],
-                    "metrics": metrics,
-                    "error": rev.get("error") or data.get("status") == "Failed",
-                }
+                out.setdefault(
+                    rev.get("name") or exp.get("name"),
+                    {
+                        "rev": rev["rev"],
+                        "metrics": metrics,
+                        "error": rev.get("error") or data.get("status") == "Failed",
+                    },
+                )
     return out
 
 
@@ -276,8 +279,9 @@ def user_path_cell(rev: str, overlay: dict[str, Any], root: Path) -> dict[str, A
 
 
 def _collected(name: str, root: Path) -> dict[str, tuple[dict[str, str], dict[str, Any], str]]:
-    """Each cell's axes, overlay and experiment rev; one line naming any missing or failed."""
-    shown, todo = experiments(root), cells(name, definition(name, root))
+    """Each cell's axes, overlay and experiment rev; one line naming any missing or failed.
+    A cell may have run on an earlier commit (a benchmark outlasts commits): its newest run."""
+    shown, todo = experiments(root, all_commits=True), cells(name, definition(name, root))
     missing = [n for n in todo if n not in shown or shown[n]["error"]]
     if missing:
         raise SystemExit(
