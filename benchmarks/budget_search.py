@@ -84,8 +84,9 @@ def collect(name: str, root: Path) -> dict[str, Any]:
 
 
 def _default_train_s(cells: dict[str, Any]) -> dict[int, float]:
-    """Per seed, training `distill.arch` alone: its time in any cell of that seed that trained it
-    (the same seed and schedule train the same student whatever the budget)."""
+    """Per seed, training `distill.arch` alone: its time in a cell of that seed that trained it
+    (the same seed and schedule train the same student whatever the budget), for cells where the
+    budget excluded it."""
     out = {}
     for c in cells.values():
         for s in c["students"].values():
@@ -109,8 +110,11 @@ def summary(cells: dict[str, Any]) -> dict[str, Any]:
             if plain:  # the default student is within budget, so trained in this cell
                 default[seed] = 100 * plain[0]["test_top1"]
             search_s = c["profile_s"] + c["select_s"] + sum(s["train_s"] for s in students.values())
-            if seed in single:
-                cost.append(search_s / single[seed])
+            # Training the default alone: in this cell where it was trained (the same load on
+            # the machine), else in another cell of the seed.
+            alone = plain[0]["train_s"] if plain else single.get(seed)
+            if alone:
+                cost.append(search_s / alone)
         out[budget] = {
             "seeds": len(rows),
             "met": sum(c["budget_passed"] and c["gate_passed"] for c in rows),
