@@ -64,11 +64,20 @@ def cell(rev: str, overlay: dict[str, Any], root: Path) -> dict[str, Any]:
     }
 
 
-def collect(name: str, root: Path) -> dict[str, Any]:
-    from benchmarks.experiments import _collected, definition
+def collect(name: str, root: Path, partial: bool = False) -> dict[str, Any]:
+    """Every cell's figures and the summary; `partial`: the finished cells alone, the others
+    listed under `missing` (a benchmark cut short), where a full collect stops at the first."""
+    from benchmarks.experiments import _collected, cells, definition, experiments
 
-    bench, got = definition(name, root), _collected(name, root)
-    cells = {
+    bench = definition(name, root)
+    todo = cells(name, bench)
+    if partial:
+        shown = experiments(root, all_commits=True)
+        done = {n: c for n, c in todo.items() if n in shown and not shown[n]["error"]}
+        got = {n: (*c, shown[n]["rev"]) for n, c in done.items()}
+    else:
+        got = _collected(name, root)
+    found = {
         n: {"budget_name": axes["budget"], "seed": overlay["distill"].get("seed", 0)}
         | cell(rev, overlay, root)
         for n, (axes, overlay, rev) in got.items()
@@ -77,9 +86,10 @@ def collect(name: str, root: Path) -> dict[str, Any]:
         "benchmark": name,
         "pipeline": bench["pipeline"],
         "budgets": {b: o["budget"] for b, o in bench["grid"]["budget"].items()},
-        "cells": cells,
-        "summary": summary(cells),
-        "machine": next(iter(cells.values()))["machine"],
+        "cells": found,
+        "missing": [n for n in todo if n not in got],
+        "summary": summary(found),
+        "machine": next(iter(found.values()))["machine"],
     }
 
 

@@ -683,9 +683,10 @@ def budget_benchmark() -> str:
         seeds = sorted({c["seed"] for c in r["cells"].values()})
         some = next(iter(r["cells"].values()))
         candidates = ", ".join(f"`{a}`" for a in some["candidates"])
+        cut = f" Cells not run: {', '.join(r['missing'])}." if r.get("missing") else ""
         lines += [
             f"**{title}**: candidates {candidates}; `distill.arch` `{some['default_arch']}`; "
-            f"seeds {seeds}; measured on {machine_line(r['machine'])}.",
+            f"seeds {seeds}; measured on {machine_line(r['machine'])}.{cut}",
             "",
             table(r),
         ]
@@ -694,6 +695,7 @@ def budget_benchmark() -> str:
 
 RENDERERS: dict[str, Callable[[], str]] = {
     "budget-front": budget_front,
+    "budget-benchmark": budget_benchmark,
     "quickstart": quickstart,
     "presets": presets,
     "preset-photos": preset_photos,

@@ -647,6 +647,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("name", choices=sorted(COLLECT))
     c.add_argument("--wait", action="store_true", help="first wait for `dvc queue` to finish")
     c.add_argument("--out", type=Path, help="write here instead of benchmarks/NAME.json")
+    c.add_argument(
+        "--partial", action="store_true", help="budget_*: the finished cells, the rest listed"
+    )
     f = sub.add_parser("front", help="one finished experiment's budget front, as JSON")
     f.add_argument("experiment", help="its name in `dvc exp show` (e.g. budget_fashion_mnist)")
     f.add_argument("--out", type=Path, required=True)
@@ -660,7 +663,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.wait:
         _wait(ROOT)
-    results = COLLECT[args.name](ROOT)
+    if args.partial and not args.name.startswith("budget_"):
+        raise SystemExit("error: --partial is for the budget benchmarks (budget_*) alone")
+    if args.partial:
+        from benchmarks import budget_search
+
+        results = budget_search.collect(args.name, ROOT, partial=True)
+    else:
+        results = COLLECT[args.name](ROOT)
     write_json(args.out or BENCHMARKS / f"{args.name}.json", results)
     if args.name == "comparison":
         print(table(results) + "\n" + verdicts(results))
