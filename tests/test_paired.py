@@ -71,5 +71,7 @@ def test_the_comparison_holds_the_modern_distillers_at_five_seeds() -> None:
 def test_an_unknown_benchmark_is_one_clear_error() -> None:
     from benchmarks.experiments import definition
 
-    with pytest.raises(SystemExit, match=r"no benchmark 'nope'.*known: \[.*'comparison', 'user_path'\]"):
+    with pytest.raises(
+        SystemExit, match=r"no benchmark 'nope'.*known: \[.*'comparison', 'user_path'\]"
+    ):
         definition("nope")
