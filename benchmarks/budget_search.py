@@ -17,13 +17,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from benchmarks.experiments import _as_dict, _machine, _mean_std, read_at
 from benchmarks.paired import paired
 
 
 def cell(rev: str, overlay: dict[str, Any], root: Path) -> dict[str, Any]:
     """One finished experiment: candidates, trained students, the shipped file, the cost."""
-    from benchmarks.experiments import _machine, read_at
-
     profile, chosen, evaluation, verified = (
         read_at(rev, f"records/{stage}.json", root)
         for stage in ("profile", "export", "evaluate", "verify")
@@ -133,11 +132,11 @@ def summary(cells: dict[str, Any]) -> dict[str, Any]:
             "shipped": sorted({c["shipped"] for c in rows}),
             "shipped_test_top1": _mean_std(list(shipped.values())),
             "oracle_test_top1": _mean_std(list(oracle.values())),
-            "shipped_minus_oracle": _dict(paired(shipped, oracle)) if len(rows) > 1 else None,
+            "shipped_minus_oracle": _as_dict(paired(shipped, oracle)) if len(rows) > 1 else None,
             "default_within_budget": len(default),
             "default_test_top1": _mean_std(list(default.values())) if default else None,
             "shipped_minus_default": (
-                _dict(paired({s: shipped[s] for s in default}, default))
+                _as_dict(paired({s: shipped[s] for s in default}, default))
                 if len(default) > 1
                 else None
             ),
@@ -146,17 +145,7 @@ def summary(cells: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _mean_std(values: list[float]) -> list[float]:
-    return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
-
-
-def _dict(c: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(c) | {"verdict": c.verdict}
-
-
-def _pm(ms: list[float] | None, unit: str = "") -> str:
+def _pm(ms: tuple[float, float] | list[float] | None, unit: str = "") -> str:
     return "—" if ms is None else f"{ms[0]:.2f} ± {ms[1]:.2f}{unit}"
 
 
