@@ -219,3 +219,47 @@ def test_with_a_budget_the_best_student_whose_shipped_file_meets_it_ships(
     reports.clear()
     selection, _ = choose_student(runs, ["sokd"], teacher, cfg, fits=fits_under(10**9))
     assert selection.objective == "sokd/resnet20" and list(reports) == ["sokd/resnet20"]
+
+
+def test_verify_allows_its_latency_tolerance_and_export_chooses_without_it(
+    prepared_path: Path, tiny_params, tmp_path: Path
+) -> None:
+    """The gate's tolerance on the latency limit, on one file's real onnxruntime figure (read
+    back through `budget.latencies_from`, so each check sees the same number): verify passes a
+    file at 0.8x the budget and fails one at 1.3x; at 1.1x verify would pass it, but export,
+    which must leave verify that headroom, does not ship it."""
+    import json
+
+    from pipeline.core.config import BudgetConfig
+    from pipeline.shipping.profile import LATENCY_TOLERANCE, hold_budget, shipped_cost
+    from tests.conftest import with_changes
+
+    assert 1.1 < LATENCY_TOLERANCE < 1.3
+    data = load_prepared(prepared_path, ("train", "val"))
+    checkpoint = tmp_path / "runs" / "sokd" / "lenet5" / "student.pt"
+    _checkpoint(checkpoint, "student", data, {"val/top1_final": 0.7}, "lenet5")
+    measured = shipped_cost("sokd/lenet5", checkpoint, data, tiny_params, tmp_path / "w0")
+    p90, int8 = measured["budget/latency_p90_ms"], tmp_path / "w0" / "sokd_lenet5" / "int8.onnx"
+    assert measured["budget/passed"] and measured["budget/file"] == "int8" and p90 > 0
+    figures = tmp_path / "latencies.json"
+    figures.write_text(json.dumps({"files": {"lenet5|int8": {"p50_ms": p90, "p90_ms": p90}}}))
+
+    def budget_at(ratio: float) -> BudgetConfig:  # the file's figure at `ratio` x the limit
+        return BudgetConfig(latency_ms=p90 / ratio, latencies_from=str(figures))
+
+    def verify_passes(ratio: float) -> bool:
+        ckpt = load_checkpoint(checkpoint)
+        shape = (ckpt.in_channels, *ckpt.image_size)
+        report = hold_budget(ckpt.build(), "lenet5", {"int8": int8}, shape, budget_at(ratio))
+        assert report["budget/latency_p90_ms"] == p90
+        return report["budget/passed"]
+
+    def export_ships(ratio: float) -> bool:
+        p = with_changes(tiny_params, "budget", **vars(budget_at(ratio)))
+        return shipped_cost("sokd/lenet5", checkpoint, data, p, tmp_path / f"w{ratio}")[
+            "budget/passed"
+        ]
+
+    assert verify_passes(0.8) and not verify_passes(1.3)
+    assert verify_passes(1.1) and not export_ships(1.1)
+    assert export_ships(0.95)
