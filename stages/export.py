@@ -46,13 +46,17 @@ def export(
         figures = read_json(profile, ConfigError, "profile's record", "run `dvc repro profile`")
         int8_p90 = {k.removesuffix("/int8_p90_ms"): v for k, v in figures.items()
                     if k.endswith("/int8_p90_ms")}  # fmt: skip
-    start = time.perf_counter()
+    start, held = time.perf_counter(), {}
     with scratch_dir(out.parent, "export") as work:
-        fits = budget_check(p, data, work) if p.budget.limited else None
+        fits = budget_check(p, data, work, held) if p.budget.limited else None
         selection, chosen = choose_student(
             runs, p.distill.objectives, teacher, p.export, int8_p90, fits
         )
     chose_s = time.perf_counter() - start  # with a budget: every student's file made and timed
+    # Export's own reading of the shipped file, beside verify's second one (budget/ in verify).
+    shipped = held.get(selection.objective, {})
+    budget = {f"selection/{k.removeprefix('budget/')}": v for k, v in shipped.items()
+              if k in ("budget/latency_p90_ms", "budget/bytes")}  # fmt: skip
     for note in selection.notes:
         log.warning("warning: %s", note)
     # ONNX first: a student that must not ship (NaN weights, not a student) leaves no copy.
@@ -61,7 +65,7 @@ def export(
     write_metrics(
         record,
         metrics,
-        selection.metrics() | report | {"selection/time_s": chose_s},
+        selection.metrics() | report | budget | {"selection/time_s": chose_s},
         ("selection/objective", "selection/arch"),
     )
     log.info(
@@ -77,8 +81,9 @@ def export(
     )
 
 
-def budget_check(p: Any, data: Path | None, work: Path) -> Any:
-    """The budget test each student's shipped file takes, made in `work`, before one ships."""
+def budget_check(p: Any, data: Path | None, work: Path, held: dict[str, Any]) -> Any:
+    """The budget test each student's shipped file takes, made in `work`, before one ships;
+    each student's report lands in `held`."""
     from pipeline.core.errors import ConfigError
     from pipeline.data.datasets import load_prepared
     from pipeline.shipping.profile import shipped_cost
@@ -86,4 +91,9 @@ def budget_check(p: Any, data: Path | None, work: Path) -> Any:
     if data is None:
         raise ConfigError("a budget is set: give export --data (the prepared dataset)")
     splits = load_prepared(data, ("train", "val"))
-    return lambda name, checkpoint: shipped_cost(name, checkpoint, splits, p, Path(work))
+
+    def fits(name: str, checkpoint: Path) -> dict[str, Any]:
+        held[name] = shipped_cost(name, checkpoint, splits, p, Path(work))
+        return held[name]
+
+    return fits

@@ -58,6 +58,9 @@ def test_export_chooses_across_candidates_and_verify_holds_the_budget(repo: Path
     verify = json.loads((repo / "records/verify.json").read_text())
     assert verify["gate/passed"] is True and verify["budget/passed"] is True
     assert verify["budget/bytes"] <= MAX_BYTES
+    # export's own reading of the file it ships, beside verify's: the same bytes, a latency.
+    assert chosen["selection/bytes"] == verify["budget/bytes"]
+    assert chosen["selection/latency_p90_ms"] > 0
     card = (repo / "models/MODEL_CARD.md").read_text()
     assert f"| `{chosen['selection/objective']}` **shipped** |" in card
 
