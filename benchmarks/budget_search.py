@@ -39,6 +39,7 @@ def cell(rev: str, overlay: dict[str, Any], root: Path) -> dict[str, Any]:
                 "val_top1": chosen[f"selection/{name}/val_top1"],
                 "test_top1": evaluation[f"{name}/student/top1"],
                 "train_s": trained[f"{arch}/time/train_s"],
+                "why_not": chosen.get(f"selection/{name}/why_not", "shipped"),
             }
     shipped = chosen["selection/objective"]
     file = verified["budget/file"]
@@ -55,6 +56,7 @@ def cell(rev: str, overlay: dict[str, Any], root: Path) -> dict[str, Any]:
         "shipped_test_top1": verified["int8/top1" if file == "int8" else "onnx/top1"],
         "budget_passed": verified["budget/passed"],
         "gate_passed": verified["gate/passed"],
+        "export_latency_p90_ms": chosen.get("selection/latency_p90_ms"),  # export's reading
         "verify_latency_p90_ms": verified["budget/latency_p90_ms"],
         "verify_bytes": verified["budget/bytes"],
         "profile_s": profile["profile/time_s"],
