@@ -263,3 +263,12 @@ def test_verify_allows_its_latency_tolerance_and_export_chooses_without_it(
     assert verify_passes(0.8) and not verify_passes(1.3)
     assert verify_passes(1.1) and not export_ships(1.1)
     assert export_ships(0.95)
+    # Measured here: a reading over the limit is taken again (a slow spell of a shared machine
+    # rarely spans two); a file far within the budget is read once, one far over it misses twice.
+    ckpt = load_checkpoint(checkpoint)
+    shape, model = (ckpt.in_channels, *ckpt.image_size), ckpt.build()
+    within = hold_budget(model, "lenet5", {"int8": int8}, shape, BudgetConfig(latency_ms=10 * p90))
+    over = hold_budget(model, "lenet5", {"int8": int8}, shape, BudgetConfig(latency_ms=p90 / 3))
+    assert within["budget/passed"] and within["budget/latency_readings"] == 1
+    assert not over["budget/passed"] and over["budget/latency_readings"] == 2
+    assert "budget.latency_ms" in over["budget/failures"]

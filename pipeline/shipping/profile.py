@@ -168,6 +168,17 @@ def check_some_within(archs: tuple[str, ...], report: dict[str, Any]) -> None:
 LATENCY_TOLERANCE = 1.15
 
 
+def _p90_here(file: Path, budget: BudgetConfig, tolerance: float) -> tuple[float, int]:
+    """The file's p90 on this machine and how many readings it took: a reading over the limit
+    is taken again and the lower kept, because this 2-core machine has had slow spells in which
+    one file read 2.5x its usual figure (1.15 against 0.46-0.48 ms), which no tolerance absorbs;
+    a spell rarely spans two readings, while a file truly over budget misses on both."""
+    _, p90 = latencies({"file": file}, budget.threads)["file"]
+    if not budget.latency_ms or p90 <= budget.latency_ms * tolerance:
+        return p90, 1
+    return min(p90, latencies({"file": file}, budget.threads)["file"][1]), 2
+
+
 def hold_budget(
     model: Any,
     arch: str,
@@ -180,12 +191,12 @@ def hold_budget(
     the profile's protocol, the latency limit scaled by `tolerance`: `budget/passed` and the
     figures, `budget/failures` in words. With `budget.latencies_from`, the latency is that
     file's figure for this architecture."""
-    shipped = "int8" if "int8" in files else "onnx"
+    shipped, readings = "int8" if "int8" in files else "onnx", 0
     if budget.latencies_from:
         name = f"{arch}|{'int8' if shipped == 'int8' else 'fp32'}"
         _, p90 = measured_elsewhere(budget.latencies_from, [name])[name]
     else:
-        _, p90 = latencies({shipped: files[shipped]}, budget.threads)[shipped]
+        p90, readings = _p90_here(files[shipped], budget, tolerance)
     size, macs = files[shipped].stat().st_size, count_macs(model, shape)
     misses = budget.misses(p90, size, macs, tolerance)
     limits = ((p90, budget.latency_ms * tolerance), (size, budget.max_bytes),
@@ -198,6 +209,7 @@ def hold_budget(
         "budget/macs": macs,
         "budget/latency_tolerance": tolerance,
         "budget/latencies_from": budget.latencies_from or "measured here",
+        "budget/latency_readings": readings,
         "budget/failures": "; ".join(misses),
         # The worst figure / limit: how far over budget (> 1) or how much room (< 1) is left.
         "budget/excess": max((figure / limit for figure, limit in limits if limit), default=0.0),
