@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks.experiments import _as_dict, _machine, _mean_std, read_at
 from benchmarks.paired import paired
+from pipeline.core.students import arch_folder
 
 
 def cell(rev: str, overlay: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -32,13 +33,14 @@ def cell(rev: str, overlay: dict[str, Any], root: Path) -> dict[str, Any]:
     students = {}
     for objective in distill["objectives"]:
         trained = read_at(rev, f"records/distill/{objective}.json", root)
-        for arch in within:
-            name = f"{objective}/{arch}"
+        for arch in within:  # records name a student by its folder (timm:x -> timm_x)
+            folder = arch_folder(arch)
+            name = f"{objective}/{folder}"
             students[name] = {
                 "arch": arch,
                 "val_top1": chosen[f"selection/{name}/val_top1"],
                 "test_top1": evaluation[f"{name}/student/top1"],
-                "train_s": trained[f"{arch}/time/train_s"],
+                "train_s": trained[f"{folder}/time/train_s"],
                 "why_not": chosen.get(f"selection/{name}/why_not", "shipped"),
             }
     shipped = chosen["selection/objective"]

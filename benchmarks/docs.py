@@ -669,7 +669,7 @@ def budget_front() -> str:
     return "\n".join(lines) + "\n"
 
 
-BUDGET_BENCHMARKS = (("budget_fmnist", "Fashion-MNIST"),)
+BUDGET_BENCHMARKS = (("budget_fmnist", "Fashion-MNIST"), ("budget_photos", "Photo folders"))
 
 
 def budget_benchmark() -> str:

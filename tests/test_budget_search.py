@@ -65,3 +65,40 @@ def test_the_report_counts_met_budgets_and_pairs_the_shipped_student_by_seed() -
     assert tight["cost_vs_one_student"][0] == pytest.approx((5 + 5 + 10) / 20)
     rendered = table({"summary": s, "budgets": {"loose": {"max_bytes": 10**6}, "tight": {}}})
     assert "| loose: ≤ 1,000,000 bytes | 1/2 |" in rendered and "| 2/2 |" in rendered
+
+
+def test_a_cell_reads_students_by_folder_so_timm_names_resolve(tmp_path: Path) -> None:
+    """The stages record a `timm:` student under its folder name (`timm_x`); a cell reads those
+    records as an experiment's commit holds them and keeps the architecture's own name."""
+    import json
+    import subprocess
+
+    from benchmarks.budget_search import cell
+
+    arch, folder = "timm:mobilenetv3_small_050", "timm_mobilenetv3_small_050"
+    name = f"sokd/{folder}"
+    records = {
+        "profile": {f"{arch}/{k}": v for k, v in
+                    (("within_budget", True), ("int8_p90_ms", 0.4), ("bytes", 7), ("macs", 9))}
+        | {"profile/time_s": 30.0},
+        "export": {"selection/objective": name, f"selection/{name}/val_top1": 0.7,
+                   "selection/time_s": 5.0, "selection/latency_p90_ms": 0.41},
+        "evaluate": {f"{name}/student/top1": 0.69},
+        "verify": {"budget/file": "int8", "int8/top1": 0.68, "budget/passed": True,
+                   "gate/passed": True, "budget/latency_p90_ms": 0.42, "budget/bytes": 7,
+                   "machine/cpu": "x"},
+        "distill/sokd": {f"{folder}/time/train_s": 60.0},
+    }  # fmt: skip
+    for stage, figures in records.items():
+        path = tmp_path / "records" / f"{stage}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "cell"]):
+        subprocess.run([*git, *args], check=True)
+    overlay = {"distill": {"arch": arch, "objectives": ["sokd"], "candidates": [arch]},
+               "budget": {"latency_ms": 1.0}}  # fmt: skip
+    got = cell("HEAD", overlay, tmp_path)
+    assert got["students"][name]["arch"] == arch and got["students"][name]["train_s"] == 60.0
+    assert got["shipped"] == name and got["export_latency_p90_ms"] == 0.41
+    assert got["students"][name]["why_not"] == "shipped"
