@@ -214,6 +214,7 @@ def test_with_a_budget_the_best_student_whose_shipped_file_meets_it_ships(
     assert selection.objective == "sokd/lenet5" and chosen.parent.name == "lenet5"
     assert selection.why_not["sokd/resnet20"].startswith("over budget once shipped (")
     assert "over budget: sokd/resnet20" in selection.reason
+    assert "the only one within budget" in selection.reason  # two were trained
     assert selection.val_top1 == {"sokd/lenet5": 0.76, "sokd/resnet20": 0.80}
     # With room for both, the better one ships and the other is never quantized.
     reports.clear()

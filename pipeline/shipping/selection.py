@@ -262,8 +262,9 @@ def choose_student(
         cfg.objective, eligible, teacher_top1, cfg.teacher_margin, epochs, p90
     )
     why = {n: over.get(n) or selection.why_not[n] for n in val_top1 if n != shipped}
-    if over:
-        reason = f"{selection.reason}; better on validation but over budget: {', '.join(over)}"
+    if over:  # pick saw only the students within budget: "the only one" is one of those
+        reason = selection.reason.replace("the only one trained", "the only one within budget")
+        reason = f"{reason}; better on validation but over budget: {', '.join(over)}"
         selection = replace(selection, reason=reason)
     return replace(
         selection, arch=archs[shipped], int8_p90_ms=p90 or {}, val_top1=val_top1, why_not=why
