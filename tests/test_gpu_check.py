@@ -20,7 +20,7 @@ def _check(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProces
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
 
 
@@ -51,7 +51,9 @@ def test_the_gpu_plan_is_what_dvc_resolves_from_dvc_yaml(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_the_dry_run_passes_every_part_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
-    result = _check(tmp_path, "--cpu-dry-run", "--out", str(out))
+    # A time budget the toy parts cannot exhaust: the compile column must run, however slow
+    # this CPU is today (at the default 420 s a 388 s run on a slow spell skipped it).
+    result = _check(tmp_path, "--cpu-dry-run", "--budget-s", "1500", "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     assert report["mode"] == "cpu-dry-run" and report["passed"]
