@@ -84,7 +84,10 @@ def rank(
 
 
 def pick(
-    requested: str, val_top1: Mapping[str, float], p90: Mapping[str, float] | None = None
+    requested: str,
+    val_top1: Mapping[str, float],
+    p90: Mapping[str, float] | None = None,
+    alone: str = "the only one trained",
 ) -> tuple[str, str]:
     """The student to ship and why: the best on validation, among the students of `requested`
     unless it is `best`; ties go to the faster (`p90`, ms per student), then to the first."""
@@ -93,7 +96,7 @@ def pick(
     if requested != SHIP_BEST and len(ranked) == 1:
         return best, f"named in params (export.objective: {requested})"
     others = [f"{name} {_pct(top1)}" for name, top1 in val_top1.items() if name != best]
-    versus = f" (others: {', '.join(others)})" if others else " (the only one trained)"
+    versus = f" (others: {', '.join(others)})" if others else f" ({alone})"
     tied = [name for name in ranked[1:] if val_top1[name] == val_top1[best]]
     if tied:
         faster = any(speed.get(n, 0.0) != speed.get(best, 0.0) for n in tied)
@@ -178,9 +181,11 @@ def select_student(
     teacher_margin: float,
     epochs: int,
     p90: Mapping[str, float] | None = None,
+    alone: str = "the only one trained",
 ) -> Selection:
-    """Choose the student to ship from each one's validation top-1 and diagnose the run."""
-    name, reason = pick(requested, val_top1, p90)
+    """Choose the student to ship from each one's validation top-1 and diagnose the run;
+    `alone` says what a sole student is the only one of."""
+    name, reason = pick(requested, val_top1, p90, alone)
     peers = _same_arch(val_top1, name)
     notes = diagnose(peers, teacher_val_top1, _objective_of(name), teacher_margin, epochs)
     return Selection(
@@ -258,13 +263,13 @@ def choose_student(
     chosen = files[shipped]
     epochs = load_checkpoint(chosen).params.get("train", {}).get("epochs", 0)
     teacher_top1 = _val_top1(load_checkpoint(teacher).metrics)
+    alone = "the only one within budget" if over else "the only one trained"
     selection = select_student(
-        cfg.objective, eligible, teacher_top1, cfg.teacher_margin, epochs, p90
+        cfg.objective, eligible, teacher_top1, cfg.teacher_margin, epochs, p90, alone
     )
     why = {n: over.get(n) or selection.why_not[n] for n in val_top1 if n != shipped}
-    if over:  # pick saw only the students within budget: "the only one" is one of those
-        reason = selection.reason.replace("the only one trained", "the only one within budget")
-        reason = f"{reason}; better on validation but over budget: {', '.join(over)}"
+    if over:
+        reason = f"{selection.reason}; better on validation but over budget: {', '.join(over)}"
         selection = replace(selection, reason=reason)
     return replace(
         selection, arch=archs[shipped], int8_p90_ms=p90 or {}, val_top1=val_top1, why_not=why
